@@ -1,0 +1,195 @@
+"""The main job, experiments/lanas_cifar.py, run as a user runs it, in a tiny configuration on the real
+data: its output files, a finished run, resume after SIGKILL (same bits), and bad input."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "lanas_cifar.py"
+# 2 rounds of 2 architectures of the 6-network smoke-test space, then 1 top + 1 random x 2 seeds.
+# Search and final training use the same protocol and data sizes, so they share compiled programs.
+TINY = ["--space", "tiny", "--budget", "4", "--n-init", "2", "--n-select", "2", "--height", "2",
+        "--epochs", "1", "--final-epochs", "1", "--batch-size", "64", "--train-images", "128",
+        "--val-images", "128", "--final-train-images", "128", "--test-images", "128",
+        "--final-top-k", "1", "--final-random-k", "1", "--final-seeds", "2"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def lc():
+    """The script as a module, for the checks that need no training (fast, in process)."""
+    spec = importlib.util.spec_from_file_location("lanas_cifar", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, data_dir):
+    """The subprocesses share one compile cache: only the first run compiles."""
+    return {**os.environ, "NASJAX_DATA_DIR": str(data_dir),
+            "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache"))}
+
+
+def launch(workdir, env, *extra):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--workdir", str(workdir), *extra],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, env):
+    """An uninterrupted run: (workdir, stdout, stderr)."""
+    workdir = tmp_path_factory.mktemp("run") / "full"
+    rc, out, err = finish(launch(workdir, env))
+    assert rc == 0, err[-3000:]
+    return workdir, out, err
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_wall_clock(records, lc):
+    return [{k: v for k, v in r.items() if k not in lc.WALL_CLOCK_FIELDS} for r in records]
+
+
+def test_outputs(finished, lc):
+    workdir, out, err = finished
+    space = lc.SPACES["tiny"]()
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["space"] == "tiny" and config["budget"] == 4 and config["final_seeds"] == 2
+    assert not (workdir / "lock").exists()
+
+    evals = jsonl(workdir / "search" / "evaluations.jsonl")
+    assert [e["index"] for e in evals] == [0, 1, 2, 3] and [e["round"] for e in evals] == [0, 0, 1, 1]
+    assert len({tuple(e["encoding"]) for e in evals}) == 4  # LaNAS never re-asks an architecture
+    for e in evals:
+        assert e["description"] == space.describe(np.array(e["encoding"]))
+        assert e["seed"] == 0 and len(e["train_key"]) == 2 and e["time"] > 0 and e["train_seconds"] > 0
+        assert len(e["val_acc_per_epoch"]) == 1 and e["score"] == e["val_acc_per_epoch"][-1]
+        assert 0 <= e["score"] <= 1 and e["params"] > 0 and e["flops"] > 0 and not e["failed"]
+    run = json.loads((workdir / "search" / "run.json").read_text())
+    assert run["evaluations"] == 4 and run["rounds"] == 2
+    assert (workdir / "search" / "checkpoint.npz").stat().st_size > 0
+
+    final = jsonl(workdir / "final.jsonl")
+    assert [(r["group"], r["rank"], r["seed"]) for r in final] == [
+        ("search", 0, 0), ("random", 0, 0), ("search", 0, 1), ("random", 0, 1)]
+    best = max(evals, key=lambda e: e["score"])
+    assert final[0]["encoding"] == best["encoding"]
+    for r in final:
+        assert r["description"] == space.describe(np.array(r["encoding"])) and not r["failed"]
+        assert 0 <= r["test_acc"] <= 1 and r["time"] > 0
+    # Seed s trains every architecture from the same key; seeds differ.
+    assert final[0]["train_key"] == final[1]["train_key"] != final[2]["train_key"]
+
+    for name in ("best_so_far.png", "accuracy_hist.png"):
+        assert (workdir / name).read_bytes()[:8] == PNG
+    summary = json.loads((workdir / "summary.json").read_text())
+    search_acc = np.mean([100 * r["test_acc"] for r in final if r["group"] == "search"])
+    random_acc = np.mean([100 * r["test_acc"] for r in final if r["group"] == "random"])
+    assert summary["search"]["mean"] == pytest.approx(search_acc)
+    assert summary["random"]["mean"] == pytest.approx(random_acc)
+    assert summary["relative_improvement"] == pytest.approx(100 * (search_acc - random_acc) / random_acc,
+                                                            rel=1e-4)
+    assert summary["best_encoding"] == best["encoding"]
+    md = (workdir / "summary.md").read_text()
+    assert md in out  # the summary is what the run prints
+    assert best["description"] in out and f"RI = 100 (Acc_search - Acc_random) / Acc_random = " in out
+    assert f"{summary['relative_improvement']:.2f}" in out
+    # Progress bars with ETA (tqdm's "[elapsed<remaining") for the search and the final training.
+    for bar in ("LaNAS:", "final training:"):
+        assert any(bar in line and "<" in line for line in err.replace("\r", "\n").splitlines()), bar
+
+
+def test_finished_run_says_so(finished, env):
+    workdir, _, _ = finished
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
+    rc, out, err = finish(launch(workdir, env))
+    assert rc == 0, err
+    assert "finished" in out and (workdir / "summary.md").read_text() in out
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def wait_for_lines(proc, path: pathlib.Path, n: int) -> None:
+    """SIGKILL `proc` as soon as `path` holds n lines."""
+    while not (path.exists() and len(path.read_text().splitlines()) >= n):
+        assert proc.poll() is None, f"the run ended before {path.name} had {n} lines: {proc.stderr.read()}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+
+def test_killed_run_resumes_to_the_same_results(finished, env, tmp_path, lc):
+    full, _, _ = finished
+    workdir = tmp_path / "interrupted"
+    # Killed after the first search round, then in the final training after its first runs.
+    wait_for_lines(launch(workdir, env), workdir / "search" / "evaluations.jsonl", 2)
+    assert (workdir / "lock").exists() and not (workdir / "summary.json").exists()
+    wait_for_lines(launch(workdir, env), workdir / "final.jsonl", 1)
+    assert not (workdir / "summary.json").exists()
+    rc, out, err = finish(launch(workdir, env))
+    assert rc == 0, err[-3000:]
+    for name in ("search/evaluations.jsonl", "final.jsonl"):
+        assert without_wall_clock(jsonl(workdir / name), lc) == without_wall_clock(jsonl(full / name), lc)
+    assert (workdir / "summary.md").read_text() == (full / "summary.md").read_text()
+
+
+def test_final_data_has_no_validation_set(lc, cifar):
+    data = lc.final_data(cifar, 0, 100)
+    assert len(data.val_labels) == 0 and data.val_images.shape[1:] == (32, 32, 3)
+    assert len(data.train_labels) == len(cifar.train_labels) + len(cifar.val_labels)
+    assert len(data.test_labels) == 100
+    searching = lc.search_data(cifar, 256, 0)
+    assert len(searching.train_labels) == 256 and len(searching.test_labels) == 0
+    np.testing.assert_array_equal(searching.val_labels, cifar.val_labels)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--budget", "7"], "exceeds the 6 networks"),
+    (["--n-select", "5"], "--n-select must be in [1, --budget=4]"),
+    (["--train-images", "100000"], "--train-images 100000 exceeds"),
+    (["--data-dir", "/no/such/folder"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_computes_nothing(lc, tmp_path, capsys, flags, message):
+    workdir = tmp_path / "w"
+    assert lc.main([*TINY, "--workdir", str(workdir), *flags]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1 and not out
+    assert not (workdir / "config.json").exists()
+
+
+def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsys):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    (workdir / "lock").write_text(str(os.getpid()))  # a live process holds it
+    assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
+    assert "is used by a running search" in capsys.readouterr().err
+    (workdir / "lock").unlink()
+    assert lc.main([*TINY, "--workdir", str(workdir), "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other flags {'seed': (0, 1)}" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_command_line_exit_status(env, tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--budget", "0", "--workdir", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == "error: --budget must be >= 1, got 0\n"
