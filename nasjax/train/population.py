@@ -1,14 +1,19 @@
 """`train_population`: train many architectures of one space, resumably, with per-arch failure isolation.
 
 Arch i trains from `arch_key(key, i)` alone (init, data order, augmentation, drop-path), so its result is
-the same as training it by itself with that key. ConvNet-space populations run on one compiled masked
-program per depth (`masked.py`); other spaces compile one program per architecture. Execution:
-  "per_arch": a true-size program per architecture, compiled once and cached, Python loop (the only
-              choice for other spaces; measured fastest on CPU: the masked program pays max-shape FLOPs);
-  "loop":     a Python loop over architectures calling the shared masked program of their depth;
-  "sharded":  the population axis of each depth bucket sharded over a Mesh's 'pop' axis with shard_map,
-              lax.map over local architectures on CPU, vmap on GPU/TPU;
-  "auto":     "sharded" on accelerators or when a mesh is given, else "per_arch".
+the same as training it by itself with that key. Execution:
+  "per_arch": a true-size whole-network program per architecture, compiled once and cached, Python
+              loop (the only choice for cell spaces);
+  "layered":  plain ConvNets unit by unit (`layered.py`): one compiled program per layer *shape*, shared
+              by every architecture, so new architectures compile almost nothing (the CPU choice:
+              `experiments/perf_population.py` measures it against the others);
+  "loop":     a Python loop over architectures calling the shared masked program of their depth
+              (`masked.py`: max-shape layers, so it pays max-shape FLOPs);
+  "sharded":  the population axis of each depth bucket of masked programs sharded over a Mesh's 'pop'
+              axis with shard_map, lax.map over local architectures on CPU, vmap on GPU/TPU;
+  "auto":     "sharded" on accelerators or when a mesh is given; on CPU "layered" where the space
+              allows (ConvNets without batch norm), else "per_arch".
+"per_arch" and "layered" keep true-size parameters, so either can continue the other's population.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from nasjax.data import normalize
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
-from nasjax.train import masked, steps
+from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
 from nasjax.train.state import TrainState, create_state, make_optimizer
 
-EXECUTIONS = ("auto", "per_arch", "loop", "sharded")
+EXECUTIONS = ("auto", "per_arch", "layered", "loop", "sharded")
 FORMAT_VERSION = 1
 
 
@@ -80,16 +85,23 @@ def module_kwargs(space, config: TrainConfig) -> dict:
     return {}
 
 
-def _program_id(enc, shared: bool) -> tuple:
-    """Architectures with the same id share one compiled program: ("depth", d) is a masked ConvNet."""
-    return ("depth", int(enc[0])) if shared else ("arch", tuple(np.asarray(enc).ravel().tolist()))
+def _program_id(enc, execution: str) -> tuple:
+    """Architectures with the same id share one program: ("depth", d) is a masked ConvNet, ("arch", enc)
+    a true-size network's whole-network program, ("layered", enc) its chain of per-shape programs."""
+    if execution in ("loop", "sharded"):
+        return ("depth", int(enc[0]))
+    return ("layered" if execution == "layered" else "arch", tuple(np.asarray(enc).ravel().tolist()))
+
+
+def _encoding(space, program_id: tuple) -> np.ndarray:
+    return np.asarray(program_id[1], np.int32).reshape(space.encoding_shape)
 
 
 @functools.lru_cache(maxsize=None)
 def _apply(space, config: TrainConfig, program_id: tuple, num_classes: int):
     if program_id[0] == "depth":
         return steps.module_apply(masked.masked_module(space, program_id[1], num_classes))
-    enc = np.asarray(program_id[1], np.int32).reshape(space.encoding_shape)
+    enc = _encoding(space, program_id)
     return steps.module_apply(space.to_module(enc, num_classes, **module_kwargs(space, config)))
 
 
@@ -100,10 +112,13 @@ def _extra(space, enc, shared: bool) -> tuple:
 def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bool):
     """TrainState of one architecture (masked shapes when `shared`)."""
     k_init, k_drop, k_rng = jax.random.split(key, 3)
-    module = space.to_module(enc, num_classes, **module_kwargs(space, config))
-    # jit: eager init of a cell network dispatches thousands of small ops (~20 s for a tiny DARTS net).
-    variables = jax.jit(lambda r: module.init(r, jnp.zeros((1, 32, 32, 3)), train=False))(
-        {"params": k_init, "dropout": k_drop})
+    if layered.supports(space):  # no per-architecture init program (seconds of compilation each)
+        variables = {"params": layered.init_params(space, enc, k_init, num_classes)}
+    else:
+        module = space.to_module(enc, num_classes, **module_kwargs(space, config))
+        # jit: eager init of a cell network dispatches thousands of small ops (~20 s for a tiny DARTS net).
+        variables = jax.jit(lambda r: module.init(r, jnp.zeros((1, 32, 32, 3)), train=False))(
+            {"params": k_init, "dropout": k_drop})
     if shared:
         variables = masked.embed(space, enc, variables, num_classes)
     return create_state(variables, tx, k_rng)
@@ -129,6 +144,9 @@ def forward_flops(space, enc, module, params_shape_tree=None) -> float:
 # --- compiled programs (cached per space, config, program, data size) -----------------------------
 @functools.lru_cache(maxsize=None)
 def _epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes: int, steps_per_epoch: int):
+    if program_id[0] == "layered":
+        return functools.partial(layered.train_epoch, layered.plan(space, _encoding(space, program_id)),
+                                 config)
     apply = _apply(space, config, program_id, num_classes)
     tx = make_optimizer(config, steps_per_epoch)
     return jax.jit(functools.partial(steps.train_epoch, apply, tx, config))
@@ -136,6 +154,8 @@ def _epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes: int, s
 
 @functools.lru_cache(maxsize=None)
 def _eval_fn(space, config: TrainConfig, program_id: tuple, num_classes: int):
+    if program_id[0] == "layered":
+        return functools.partial(layered.accuracy, layered.plan(space, _encoding(space, program_id)))
     apply = _apply(space, config, program_id, num_classes)
     return jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4)
 
@@ -214,12 +234,17 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
         raise ValueError(f"{n_train} training images < batch_size {config.batch_size}")
     spe = n_train // config.batch_size
     if execution == "auto":
-        execution = "sharded" if mesh is not None or jax.default_backend() != "cpu" else "per_arch"
+        if mesh is not None or jax.default_backend() != "cpu":
+            execution = "sharded"
+        else:
+            execution = "layered" if layered.supports(space) else "per_arch"
+    if execution == "layered" and not layered.supports(space):
+        raise ValueError(f"execution 'layered' runs plain ConvNets without batch norm, not {space}")
     if not isinstance(space, ConvNetSpace):
         execution = "per_arch"  # no shared program: each architecture is its own
     if execution == "sharded" and mesh is None:
         mesh = Mesh(np.array(jax.devices()), ("pop",))
-    shared = execution != "per_arch"
+    shared = execution in ("loop", "sharded")
     t0 = time.perf_counter()
     if state is None:
         if key is None and keys is None:
@@ -249,7 +274,7 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
     extras = [_extra(space, a, shared) for a in state.archs]
     groups: dict[tuple, list[int]] = {}
     for i, a in enumerate(state.archs):
-        groups.setdefault(_program_id(a, shared), []).append(i)
+        groups.setdefault(_program_id(a, execution), []).append(i)
 
     for pid, members in sorted(groups.items()):
         evaluate = _eval_fn(space, config, pid, num_classes)

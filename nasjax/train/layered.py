@@ -1,0 +1,206 @@
+"""Layer-wise execution of plain ConvNets (`ConvNetSpace` without batch norm), the CPU engine.
+
+A ConvNet is a chain of units z_i = conv_i(pre_i(z_{i-1})) + b_i, where pre_0 is the identity on the
+augmented image and pre_i (i >= 1) is the ReLU of the previous unit followed by its 2x2 max-pool
+where the network pools there; the head is logits = Dense(mean_hw(pre(z_last))). Each unit's forward
+and backward is a program compiled for its *shape* (batch, H, W, C_in, C_out, k, pool) by `jax.jit`'s
+own cache, so every architecture of a space reuses the same few dozen programs: a new architecture
+compiles only its optimizer update (elementwise, a fraction of a second), where one whole-network
+training program costs seconds of compilation per architecture on CPU. A Python loop drives the
+chain, a few dispatches per unit and step; a unit's convolution takes milliseconds to seconds on CPU,
+so the dispatches cost little.
+
+The backward of unit i recomputes pre_i(z_{i-1}) (elementwise) but not the convolution, whose output
+it never uses (XLA drops it). Augmentation, key use, parameters and optimizer are those of
+`steps.train_step` on `ConvNet`, so results equal the whole-network program's up to float summation
+order (tests/test_layered.py states the tolerance).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nasjax.data import augment_batch
+from nasjax.spaces import ops
+from nasjax.spaces.convnet import ConvNetSpace
+from nasjax.train.protocol import TrainConfig
+from nasjax.train.state import TrainState, make_optimizer
+from nasjax.train.steps import cross_entropy, epoch_order
+
+
+class Plan(NamedTuple):
+    """How an architecture's units chain: pools[i] says whether unit i's input (i >= 1) is pooled
+    after the ReLU, pools[depth] the same for the head's input."""
+
+    pools: tuple[bool, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.pools) - 1
+
+
+def supports(space) -> bool:
+    """Whether `space`'s networks can run layer-wise (plain ConvNets without batch norm)."""
+    return isinstance(space, ConvNetSpace) and not space.batch_norm
+
+
+def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
+    """The unit chain of one architecture (pooling positions as `ConvNet.__call__` decides them)."""
+    pools, size = [False], image_size
+    for i in range(len(space.layers(enc))):
+        pool = bool(space.pool_every) and (i + 1) % space.pool_every == 0 and size > 1
+        size = size // 2 if pool else size
+        pools.append(pool)
+    return Plan(tuple(pools))
+
+
+# --- per-shape programs (jit caches one compilation per shape and static flags) ---------------------
+def _pre(z: jax.Array, pool: bool) -> jax.Array:
+    x = nn.relu(z)
+    return nn.max_pool(x, (2, 2), strides=(2, 2)) if pool else x
+
+
+def _unit(kernel: jax.Array, bias: jax.Array, z_prev: jax.Array, first: bool, pool: bool) -> jax.Array:
+    """z (B, H', W', C_out) of a unit whose input is the image (first) or the previous unit's z."""
+    x = z_prev if first else _pre(z_prev, pool)
+    return ops.conv2d(x, kernel) + bias
+
+
+def _head(kernel: jax.Array, bias: jax.Array, z_last: jax.Array, pool: bool) -> jax.Array:
+    return jnp.mean(_pre(z_last, pool), axis=(1, 2)) @ kernel + bias
+
+
+unit_forward = jax.jit(_unit, static_argnames=("first", "pool"))
+head_logits = jax.jit(_head, static_argnames=("pool",))
+
+
+@functools.partial(jax.jit, static_argnames=("first", "pool"))
+def unit_backward(kernel, bias, z_prev, dz, first: bool, pool: bool):
+    """Gradients of a unit given dz (like z): (d kernel, d bias, d z_prev or None for the first)."""
+    if first:
+        _, vjp = jax.vjp(lambda k, b: _unit(k, b, z_prev, True, pool), kernel, bias)
+        return (*vjp(dz), None)
+    _, vjp = jax.vjp(lambda k, b, z: _unit(k, b, z, False, pool), kernel, bias, z_prev)
+    return vjp(dz)
+
+
+@functools.partial(jax.jit, static_argnames=("pool", "smoothing"))
+def head_backward(kernel, bias, z_last, labels, pool: bool, smoothing: float):
+    """(loss, (d kernel, d bias, d z_last)) of the mean cross-entropy of the head on z_last."""
+    def loss(k, b, z):
+        return cross_entropy(_head(k, b, z, pool), labels, smoothing)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(kernel, bias, z_last)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def next_batch(rng, images, labels, idx, config: TrainConfig):
+    """`train_step`'s key use and augmentation: (next rng, augmented x (B, H, W, 3), labels (B,))."""
+    rng, k_aug, _ = jax.random.split(rng, 3)  # the third key is train_step's dropout key
+    x = augment_batch(k_aug, images[idx], crop_padding=config.crop_padding, flip=config.flip,
+                      cutout=config.cutout, autoaugment=config.autoaugment)
+    return rng, x, labels[idx]
+
+
+@functools.lru_cache(maxsize=None)
+def _update_fn(config: TrainConfig, steps_per_epoch: int):
+    """The optimizer step of `make_optimizer(config, steps_per_epoch)`, jitted (one small elementwise
+    program per architecture's parameter shapes)."""
+    tx = make_optimizer(config, steps_per_epoch)
+
+    def update(params, opt_state, grads):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return jax.jit(update)
+
+
+_lecun_normal = jax.jit(nn.initializers.lecun_normal(), static_argnums=1)
+
+
+def init_params(space: ConvNetSpace, enc, key: jax.Array, num_classes: int = 10) -> dict:
+    """`ConvNet` parameters ({"conv{i}": {kernel, bias}, "head": {kernel, bias}}, Flax's default
+    initializers: lecun-normal kernels, zero biases), kernel i drawn with key i of one split.
+
+    Whole-module `init` compiles a program per architecture (threefry is slow to compile on CPU:
+    seconds each); here each kernel shape compiles once per process, shared by all architectures.
+    """
+    keys = jax.random.split(key, space.max_depth + 1)  # a fixed count: one compilation
+    params, cin = {}, 3
+    for i, (c, k) in enumerate(space.layers(enc)):
+        params[f"conv{i}"] = {"kernel": _lecun_normal(keys[i], (k, k, cin, c)),
+                              "bias": jnp.zeros((c,), jnp.float32)}
+        cin = c
+    params["head"] = {"kernel": _lecun_normal(keys[-1], (cin, num_classes)),
+                      "bias": jnp.zeros((num_classes,), jnp.float32)}
+    return params
+
+
+# --- training and evaluation ---------------------------------------------------------------------
+def _forward(params, the_plan: Plan, x: jax.Array) -> list[jax.Array]:
+    """[x, z_0, ..., z_last]: the input and every unit's output."""
+    zs = [x]
+    for i in range(the_plan.depth):
+        p = params[f"conv{i}"]
+        zs.append(unit_forward(p["kernel"], p["bias"], zs[-1], first=i == 0, pool=the_plan.pools[i]))
+    return zs
+
+
+def _gradients(params, the_plan: Plan, x, y, smoothing: float):
+    """(loss scalar, grads like params) of one batch, unit by unit from the head down."""
+    zs = _forward(params, the_plan, x)
+    head = params["head"]
+    loss, (dk, db, dz) = head_backward(head["kernel"], head["bias"], zs[-1], y,
+                                       pool=the_plan.pools[-1], smoothing=smoothing)
+    grads = {"head": {"kernel": dk, "bias": db}}
+    for i in reversed(range(the_plan.depth)):
+        p = params[f"conv{i}"]
+        dk, db, dz = unit_backward(p["kernel"], p["bias"], zs[i], dz, first=i == 0, pool=the_plan.pools[i])
+        grads[f"conv{i}"] = {"kernel": dk, "bias": db}
+    return loss, grads
+
+
+def train_epoch(the_plan: Plan, config: TrainConfig, state: TrainState, extra, data_key, epoch,
+                images: jax.Array, labels: jax.Array):
+    """`steps.train_epoch` layer-wise: one epoch over images (N, H, W, 3) normalized, labels (N,), with
+    the optimizer of `make_optimizer(config, N // batch_size)`.
+
+    extra must be () (plain ConvNets have no runtime masks). -> (state, losses float32 (steps,)).
+    """
+    del extra
+    order = np.asarray(epoch_order(jnp.asarray(data_key), epoch, images.shape[0], config.batch_size))
+    update = _update_fn(config, len(order))
+    params, opt_state, rng = state.params, state.opt_state, jnp.asarray(state.rng)
+    losses = []
+    for idx in order:
+        rng, x, y = next_batch(rng, images, labels, jnp.asarray(idx), config=config)
+        loss, grads = _gradients(params, the_plan, x, y, config.label_smoothing)
+        params, opt_state = update(params, opt_state, grads)
+        losses.append(loss)
+    state = state.replace(params=params, opt_state=opt_state, step=state.step + len(order), rng=rng)
+    return state, jnp.stack(losses)
+
+
+def accuracy(the_plan: Plan, state: TrainState, extra, images: jax.Array, labels: jax.Array,
+             batch_size: int) -> jax.Array:
+    """Top-1 accuracy (scalar) over images (N, H, W, 3) normalized, batch by batch (the last batch
+    padded to `batch_size`, so every batch runs the same compiled units)."""
+    del extra
+    n = images.shape[0]
+    nb = -(-n // batch_size)
+    xs = jnp.pad(images, ((0, nb * batch_size - n), (0, 0), (0, 0), (0, 0)))
+    ys = jnp.pad(labels, (0, nb * batch_size - n), constant_values=-1)  # -1 never matches
+    head = state.params["head"]
+    correct = jnp.zeros((), jnp.int32)
+    for b in range(nb):
+        z = _forward(state.params, the_plan, xs[b * batch_size:(b + 1) * batch_size])[-1]
+        logits = head_logits(head["kernel"], head["bias"], z, pool=the_plan.pools[-1])
+        correct = correct + jnp.sum(jnp.argmax(logits, -1) == ys[b * batch_size:(b + 1) * batch_size])
+    return correct / n
