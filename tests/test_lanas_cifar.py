@@ -160,6 +160,20 @@ def test_final_data_has_no_validation_set(lc, cifar):
     np.testing.assert_array_equal(searching.val_labels, cifar.val_labels)
 
 
+def test_final_records_survive_a_torn_line_and_must_match_the_run(lc, tmp_path, cifar):
+    path = tmp_path / "final.jsonl"
+    record = {"group": "search", "rank": 0, "seed": 0, "encoding": [1, 0, -1, 0, -1]}
+    path.write_text(json.dumps(record) + "\n" + json.dumps(record)[:20])  # killed mid-write
+    assert lc.read_jsonl(path) == [record] and path.read_text() == json.dumps(record) + "\n"
+    # A line for the same (group, rank, seed) but another architecture is refused before training.
+    other = {"search": np.array([[1, 1, -1, 0, -1]]), "random": np.array([[1, 0, -1, 0, -1]])}
+    with pytest.raises(lc.UsageError, match="holds another architecture for search #0 seed 0"):
+        lc.final_evaluation(lc.SPACES["tiny"](), cifar, None, other, 1, None, path, 1)
+    path.write_text("{torn\n" + json.dumps(record) + "\n")
+    with pytest.raises(lc.UsageError, match="line 1 is damaged"):
+        lc.read_jsonl(path)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--budget", "7"], "exceeds the 6 networks"),
