@@ -150,7 +150,7 @@ class WorkdirLock:
         except FileExistsError:
             text = self.path.read_text().strip()
             pid = int(text) if text.isdigit() else 0
-            if pid and _alive(pid):
+            if pid and pid != os.getpid() and _alive(pid):  # our own pid: a dead owner's, reused
                 raise UsageError(f"{self.path.parent} is used by a running search (pid {pid}); "
                                  "wait for it or use another --workdir") from None
             self.path.unlink()

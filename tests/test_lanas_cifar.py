@@ -193,7 +193,7 @@ def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsy
     workdir = tmp_path / "copy"
     shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    (workdir / "lock").write_text(str(os.getpid()))  # a live process holds it
+    (workdir / "lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert "is used by a running search" in capsys.readouterr().err
     (workdir / "lock").unlink()
