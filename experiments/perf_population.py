@@ -2,18 +2,23 @@
 
 For `--archs` distinct networks of the LaNAS motivating ConvNet space, trains each for `--epochs` epochs
 on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validation and test accuracy:
-  (a) one-by-one: a fresh jitted program per network (true size), compilation included;
-  (b) the engine: `train_population` with each execution it supports (masked program per depth);
+  (a) one-by-one: a fresh jitted program per network (true size, `module.init`, one whole-epoch
+      program), compilation included, with plain Flax `nn.Conv` and with nasjax's conv path;
+  (b) the engine: `train_population` with each execution in --executions ("layered" is the CPU default:
+      per-layer-shape programs shared by all networks; "per_arch": whole-network programs; "loop" and
+      "sharded": masked max-shape programs per depth);
   (c) PyTorch CPU eager, same networks and batch, when torch imports.
 Prints architectures/hour and images/s, ratios to (a), and the GFLOP/s of one single-net training step
 as a fraction of a measured f32 matmul peak; writes one JSON line per row to --jsonl.
 
-  python experiments/perf_population.py --data-dir /work/shared/data --archs 16 --epochs 1
+  python experiments/perf_population.py --data-dir ../shared/data --archs 16 --epochs 1 \
+      --train-images 1024 --eval-images 500
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -29,8 +34,10 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-images", type=int, default=0, help="use the first N training images (0: all)")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="use the first N validation and test images (0: all)")
     p.add_argument("--host-devices", type=int, default=1, help="forced CPU host devices (sharded engine)")
-    p.add_argument("--executions", default="per_arch,loop,sharded")
+    p.add_argument("--executions", default="layered")
     p.add_argument("--jsonl", default="perf_population.jsonl")
     return p.parse_args()
 
@@ -39,12 +46,14 @@ ARGS = parse_args()
 if ARGS.host_devices > 1:  # must precede importing jax
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.host_devices}"
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import unittest.mock  # noqa: E402
 
 from nasjax.data import load_cifar10, normalize  # noqa: E402
-from nasjax.spaces import ConvNetSpace  # noqa: E402
+from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
 from nasjax.train import steps  # noqa: E402
@@ -61,8 +70,14 @@ def distinct_archs(space, n, key):
     return enc[np.sort(first)[:n]]
 
 
-def one_by_one(space, archs, data, config, key):
-    """Fresh true-size programs per network: (seconds, val accuracies)."""
+def one_by_one(space, archs, data, config, key, flax_conv: bool):
+    """Fresh true-size programs per network: (seconds, val accuracies). flax_conv: build the networks
+    with plain `flax.linen.Conv` instead of nasjax's `ops.Conv` (same parameters)."""
+    with unittest.mock.patch.object(ops, "Conv", nn.Conv) if flax_conv else contextlib.nullcontext():
+        return _one_by_one(space, archs, data, config, key)
+
+
+def _one_by_one(space, archs, data, config, key):
     spe = len(data.train_labels) // config.batch_size
     tx = make_optimizer(config, spe)
     x, y = jnp.asarray(normalize(data.train_images)), jnp.asarray(data.train_labels)
@@ -142,17 +157,23 @@ def main():
     if ARGS.train_images:
         data = data._replace(train_images=data.train_images[:ARGS.train_images],
                              train_labels=data.train_labels[:ARGS.train_images])
+    if ARGS.eval_images:
+        data = data._replace(val_images=data.val_images[:ARGS.eval_images],
+                             val_labels=data.val_labels[:ARGS.eval_images],
+                             test_images=data.test_images[:ARGS.eval_images],
+                             test_labels=data.test_labels[:ARGS.eval_images])
     space = ConvNetSpace.motivating()
     config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size)
     archs = distinct_archs(space, ARGS.archs, jax.random.fold_in(key, 1))
     images = ARGS.archs * ARGS.epochs * (len(data.train_labels) // config.batch_size) * config.batch_size
     print(f"{len(archs)} distinct archs, depths {np.bincount(archs[:, 0]).tolist()}, {ARGS.epochs} epoch(s) "
-          f"on {len(data.train_labels)} images, batch {config.batch_size}, backend {jax.default_backend()} "
+          f"on {len(data.train_labels)} images, eval on {len(data.val_labels)} + {len(data.test_labels)}, batch {config.batch_size}, backend {jax.default_backend()} "
           f"x{len(jax.devices())}", flush=True)
     rows = []
-    seconds, _ = one_by_one(space, archs, data, config, key)
-    rows.append(("one-by-one jit (compile incl.)", seconds))
-    print(f"  {rows[-1][0]}: {seconds:.1f} s", flush=True)
+    for name, flax_conv in (("one-by-one jit, flax nn.Conv", True), ("one-by-one jit, nasjax conv", False)):
+        seconds, _ = one_by_one(space, archs, data, config, key, flax_conv)
+        rows.append((name, seconds))
+        print(f"  {name} (compile incl.): {seconds:.1f} s", flush=True)
     for execution in ARGS.executions.split(","):
         start = time.perf_counter()
         train_population(space, archs, data, config, key, execution=execution)
@@ -163,17 +184,19 @@ def main():
         rows.append(("pytorch cpu eager", seconds))
     else:
         print("  pytorch: not installed, skipped")
-    base = rows[0][1]
-    print(f"{'execution':34s} {'seconds':>9s} {'archs/hour':>11s} {'images/s':>9s} {'vs one-by-one':>14s}")
+    base, base_nasjax = rows[0][1], rows[1][1]
+    print(f"{'execution':34s} {'seconds':>9s} {'archs/hour':>11s} {'images/s':>9s} {'vs one-by-one':>14s} "
+          f"{'vs one-by-one nasjax conv':>26s}")
     with open(ARGS.jsonl, "w") as f:
         for name, sec in rows:
             row = dict(execution=name, seconds=round(sec, 2), archs_per_hour=round(len(archs) * 3600 / sec, 1),
                        images_per_s=round(images / sec, 1), ratio_vs_one_by_one=round(base / sec, 3),
+                       ratio_vs_one_by_one_nasjax_conv=round(base_nasjax / sec, 3),
                        archs=len(archs), epochs=ARGS.epochs, train_images=len(data.train_labels),
                        seed=ARGS.seed, devices=len(jax.devices()))
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
-                  f"{row['ratio_vs_one_by_one']:13.2f}x")
+                  f"{row['ratio_vs_one_by_one']:13.2f}x {row['ratio_vs_one_by_one_nasjax_conv']:25.2f}x")
         peak = matmul_peak(5, key)
         gfs, ms = single_step_gflops(space, data, config, key)
         print(f"single-net step (depth 4, 32 ch, 3x3, batch {config.batch_size}): {ms:.0f} ms, {gfs:.1f} GFLOP/s "

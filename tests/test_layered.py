@@ -21,7 +21,7 @@ KEY = jax.random.PRNGKey(3)
 def test_logits_and_gradients_match_true_module(cifar_batch, layers):
     enc = SPACE.encode(layers)
     module = SPACE.to_module(enc)
-    params = module.init(jax.random.PRNGKey(1), cifar_batch)["params"]
+    params = layered.init_params(SPACE, enc, jax.random.PRNGKey(1))
     plan = layered.plan(SPACE, enc)
     y = jnp.arange(8) % 10
 
@@ -35,6 +35,21 @@ def test_logits_and_gradients_match_true_module(cifar_batch, layers):
         lambda p: cross_entropy(module.apply({"params": p}, cifar_batch), y, 0.1))(params)
     np.testing.assert_allclose(loss, ref_loss, **TOL)
     chex.assert_trees_all_close(grads, ref_grads, **TOL)
+
+
+def test_init_params_have_the_module_structure_and_scale():
+    space = ConvNetSpace.motivating()
+    enc = space.encode([(32, 5), (64, 3), (64, 5)])
+    ours = layered.init_params(space, enc, jax.random.PRNGKey(0))
+    flax_init = jax.eval_shape(lambda: space.to_module(enc).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    chex.assert_trees_all_equal_shapes_and_dtypes(ours, flax_init["params"])
+    for name in ("conv1", "conv2"):  # lecun normal: std sqrt(1 / fan_in)
+        kernel = ours[name]["kernel"]
+        assert abs(np.std(kernel) * np.sqrt(np.prod(kernel.shape[:-1])) - 1.0) < 0.05
+    again = layered.init_params(space, enc, jax.random.PRNGKey(0))
+    other = layered.init_params(space, enc, jax.random.PRNGKey(1))
+    chex.assert_trees_all_equal(ours, again)
+    assert not np.array_equal(ours["conv1"]["kernel"], other["conv1"]["kernel"])
 
 
 def test_plan_pools_like_the_module():
