@@ -7,6 +7,10 @@ Queries are pure and jittable (they look rows up with `space.index`):
                        non-missing ones (as NAS-Bench-101's API does); NaN for an invalid encoding
   query_mean(enc)   -> float32 scalar, the mean over seeds (the denoised score)
   objective(noisy)  -> f(archs int (n, *encoding_shape), key) -> float32 (n,), for `nasjax.search`
+Optional extras, where the benchmark has them:
+  test_table float32 (size, n_seeds): test accuracy per seed -> query_test_mean(enc)
+  curves float32 (size, n_seeds, epochs): score after each epoch (curves[..., -1] is `table`), for
+    multi-fidelity strategies -> query_at(enc, key, budget), objective_at_budget()
 Scores are higher-is-better (accuracies in percent for the shipped benchmarks).
 """
 
@@ -27,6 +31,14 @@ class BenchmarkDataError(ValueError):
     """A benchmark's data file is missing or corrupt; the message names the file and the problem."""
 
 
+def seed_mean(table: np.ndarray) -> np.ndarray:
+    """Mean over seeds of a (size, n_seeds) table, ignoring NaN: float32 (size,), NaN where every
+    seed is missing."""
+    with warnings.catch_warnings():  # rows with every seed missing stay NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(table, axis=1).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TabularBenchmark:
     """An enumerable space and its score table (immutable; the table is a read-only array).
@@ -35,12 +47,16 @@ class TabularBenchmark:
     space  the enumerable `Space` whose `enumerate()` order the rows follow
     table  float32 (space.size(), n_seeds), NaN = missing
     source str, where the scores come from (file, protocol), for logs
+    test_table float32 (size, n_seeds) or None: test accuracy per seed
+    curves float32 (size, n_seeds, epochs) or None: score after each training epoch
     """
 
     name: str
     space: Space
     table: np.ndarray
     source: str = ""
+    test_table: np.ndarray | None = None
+    curves: np.ndarray | None = None
     scores_mean: np.ndarray = dataclasses.field(init=False, repr=False)  # float32 (size,), NaN if no seed
     members: np.ndarray = dataclasses.field(init=False, repr=False)  # int32 (size, *encoding_shape)
 
@@ -53,9 +69,17 @@ class TabularBenchmark:
                 f"{type(self.space).__name__}")
         table.flags.writeable = False
         object.__setattr__(self, "table", table)
-        with warnings.catch_warnings():  # rows with every seed missing stay NaN, on purpose
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(table, axis=1).astype(np.float32)
+        for field, ndim in (("test_table", 2), ("curves", 3)):
+            extra = getattr(self, field)
+            if extra is None:
+                continue
+            extra = np.array(extra, np.float32)
+            if extra.ndim != ndim or extra.shape[:2] != table.shape or 0 in extra.shape:
+                raise BenchmarkDataError(f"{self.name}: {field} has shape {extra.shape}, expected "
+                                         f"{table.shape}{' + (epochs,)' if ndim == 3 else ''}")
+            extra.flags.writeable = False
+            object.__setattr__(self, field, extra)
+        mean = seed_mean(table)
         mean.flags.writeable = False
         object.__setattr__(self, "scores_mean", mean)
         members = np.array(self.space.enumerate(), np.int32)
@@ -71,16 +95,40 @@ class TabularBenchmark:
                 f"{self.table.shape[0]} architectures x {self.n_seeds} seeds)")
 
     # --- pure, jittable ---------------------------------------------------------------------------
+    def _seed(self, enc: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(row index, seed drawn uniformly with `key` among the non-missing seeds of the row)."""
+        i = self.space.index(enc)
+        row = jnp.asarray(self.table)[i]
+        return i, jax.random.categorical(key, jnp.where(jnp.isnan(row), -jnp.inf, 0.0))
+
     def query(self, enc: jax.Array, key: jax.Array) -> jax.Array:
         """Score of one training seed of `enc`, drawn with `key`: float32 scalar (NaN if invalid)."""
-        row = jnp.asarray(self.table)[self.space.index(enc)]
-        seed = jax.random.categorical(key, jnp.where(jnp.isnan(row), -jnp.inf, 0.0))
-        return jnp.where(self.space.is_valid(enc), row[seed], jnp.nan)
+        i, seed = self._seed(enc, key)
+        return jnp.where(self.space.is_valid(enc), jnp.asarray(self.table)[i, seed], jnp.nan)
+
+    def query_at(self, enc: jax.Array, key: jax.Array, budget: jax.Array) -> jax.Array:
+        """Score of `enc` after ceil(budget) epochs (clipped to [1, epochs]) of one seed drawn with
+        `key` (the seed `query` draws with that key): float32 scalar (NaN if invalid)."""
+        curves = self._extra("curves")
+        i, seed = self._seed(enc, key)
+        epoch = jnp.clip(jnp.ceil(budget).astype(jnp.int32), 1, curves.shape[2]) - 1
+        return jnp.where(self.space.is_valid(enc), jnp.asarray(curves)[i, seed, epoch], jnp.nan)
 
     def query_mean(self, enc: jax.Array) -> jax.Array:
         """Mean score over seeds of `enc`: float32 scalar (NaN if invalid)."""
         score = jnp.asarray(self.scores_mean)[self.space.index(enc)]
         return jnp.where(self.space.is_valid(enc), score, jnp.nan)
+
+    def query_test_mean(self, enc: jax.Array) -> jax.Array:
+        """Mean test accuracy over seeds of `enc`: float32 scalar (NaN if invalid or all missing)."""
+        mean = jnp.asarray(seed_mean(self._extra("test_table")))
+        return jnp.where(self.space.is_valid(enc), mean[self.space.index(enc)], jnp.nan)
+
+    def _extra(self, field: str) -> np.ndarray:
+        value = getattr(self, field)
+        if value is None:
+            raise ValueError(f"{self.name} has no {field} (its data holds only the final scores)")
+        return value
 
     def objective(self, noisy: bool = True) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Batched jitted objective (archs int (n, *encoding_shape), key) -> float32 (n,).
@@ -95,6 +143,16 @@ class TabularBenchmark:
             def scores(archs, key):
                 del key  # the mean is deterministic
                 return jax.vmap(self.query_mean)(archs)
+        return jax.jit(scores)
+
+    def objective_at_budget(self) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+        """Batched jitted multi-fidelity objective (archs int (n, *enc), key, budgets float (n,)
+        epochs) -> float32 (n,): one seed per architecture (a fresh key each), read at its budget."""
+        self._extra("curves")
+
+        def scores(archs, key, budgets):
+            return jax.vmap(self.query_at)(archs, jax.random.split(key, archs.shape[0]), budgets)
+
         return jax.jit(scores)
 
     # --- host side --------------------------------------------------------------------------------

@@ -1,0 +1,344 @@
+"""Build the ConvNet-on-CIFAR-10 table: train EVERY architecture of a ConvNet space, several seeds each.
+
+    python experiments/build_convnet_table.py --data-dir ../shared/data                  # this CPU
+    python experiments/build_convnet_table.py --preset motivating --data-dir DIR \\
+        --out nasjax/benchmarks/tables/convnet_motivating_cifar10.npz                    # a GPU
+
+Default space: ConvNetSpace(channels=(16, 32), kernels=(3, 5), depth 1-3): 84 networks. `--preset
+motivating` is LaNAS's 1,364-network space (depth 1-5, C in {32, 64}, K in {3, 5}) with more seeds
+and epochs, meant for a GPU; any flag given explicitly overrides the preset.
+
+Protocol: CIFAR-10's search split (`load_cifar10(data_dir, validation_fraction, split_seed)`): the
+network trains on its training part (the first `--train-images`; 0 = all), the validation part gives
+the accuracy after every epoch, the test set the final test accuracy. The training key of
+architecture `space.index(enc)` = i and seed s is fold_in(fold_in(key(--seed), s), i) (`training_key`),
+so an entry is reproduced by training that architecture alone with that key (`train_entries`), and
+the same flags give the same bits.
+
+Resumable: every finished (architecture, seed) is appended to `<workdir>/records.jsonl`; re-running
+the same command skips them (a different configuration in the same workdir is refused). When all are
+done, the table goes to `--out` (`nasjax.benchmarks.convnet.write_table`) and a readable build log to
+`--out` with suffix .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import nasjax
+from nasjax import metrics
+from nasjax.benchmarks import convnet
+from nasjax.data import DataError, Dataset, load_cifar10
+from nasjax.spaces import ConvNetSpace
+from nasjax.train import TrainConfig, train_population
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PRESETS = {
+    "default": dict(channels=[16, 32], kernels=[3, 5], min_depth=1, max_depth=3, epochs=10, seeds=2,
+                    train_images=0, batch_size=128, lr=0.05, chunk=12),
+    "motivating": dict(channels=[32, 64], kernels=[3, 5], min_depth=1, max_depth=5, epochs=20, seeds=3,
+                       chunk=256),
+}
+RECORDS = "records.jsonl"
+
+
+class UsageError(Exception):
+    """Bad flags or an unusable work directory: reported as one line, exit status 2."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                     help="space and protocol defaults (explicit flags override them)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[pre],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder with cifar-10-batches-py (default: "
+                   "$NASJAX_DATA_DIR, else tensorflow-datasets)")
+    p.add_argument("--workdir", default="runs/convnet_table", help="per-run records (resume from here)")
+    p.add_argument("--out", default=str(convnet.DEFAULT_PATH), help="the table (.npz); log next to it (.md)")
+    p.add_argument("--channels", type=int, nargs="+")
+    p.add_argument("--kernels", type=int, nargs="+")
+    p.add_argument("--min-depth", type=int)
+    p.add_argument("--max-depth", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seeds", type=int, help="training seeds per architecture")
+    p.add_argument("--seed", type=int, default=0, help="root of every training key")
+    p.add_argument("--train-images", type=int, help="training images of the search split (0: all)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--validation-fraction", type=float, default=0.5)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--execution", default="auto", help="train_population's execution")
+    p.add_argument("--chunk", type=int, help="(architecture, seed) runs per train_population call")
+    preset = pre.parse_known_args(argv)[0].preset
+    p.set_defaults(**{**PRESETS["default"], **PRESETS[preset]})
+    args = p.parse_args(argv)
+    checks = [
+        (args.epochs >= 1 and args.seeds >= 1 and args.chunk >= 1,
+         "--epochs, --seeds and --chunk must be >= 1"),
+        (args.train_images >= 0, "--train-images must be >= 0"),
+        (args.train_images == 0 or args.train_images >= args.batch_size,
+         f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    try:
+        make_space(args)
+        make_config(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return args
+
+
+def make_space(args) -> ConvNetSpace:
+    return ConvNetSpace(channels=tuple(args.channels), kernels=tuple(args.kernels),
+                        min_depth=args.min_depth, max_depth=args.max_depth)
+
+
+def make_config(args) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+
+
+# --- data -------------------------------------------------------------------------------------------
+def protocol_data(data_dir, validation_fraction: float, split_seed: int, train_images: int) -> Dataset:
+    """The search split of CIFAR-10, its training part cut to the first `train_images` (0: all)."""
+    data = load_cifar10(data_dir, validation_fraction=validation_fraction, split_seed=split_seed)
+    if train_images:
+        if train_images > len(data.train_labels):
+            raise UsageError(f"--train-images {train_images} exceeds the {len(data.train_labels)} "
+                             f"training images of the search split ({data.source})")
+        data = data._replace(train_images=data.train_images[:train_images],
+                             train_labels=data.train_labels[:train_images])
+    return data
+
+
+def data_digests(data: Dataset) -> dict[str, str]:
+    """sha256 of each part (images then labels), so a rebuild or a check can tell the data is the same."""
+    digests = {}
+    for part in ("train", "val", "test"):
+        h = hashlib.sha256()
+        for array in (getattr(data, f"{part}_images"), getattr(data, f"{part}_labels")):
+            h.update(np.ascontiguousarray(array).tobytes())
+        digests[part] = h.hexdigest()
+    return digests
+
+
+def data_provenance(data: Dataset, args) -> dict:
+    return {"source": data.source, "validation_fraction": args.validation_fraction,
+            "split_seed": args.split_seed, "train_images": len(data.train_labels),
+            "val_images": len(data.val_labels), "test_images": len(data.test_labels),
+            "sha256": data_digests(data)}
+
+
+# --- training ---------------------------------------------------------------------------------------
+def training_key(root_seed: int, seed: int, index: int) -> jax.Array:
+    """The training key (raw uint32 (2,), as the engine stores keys) of the architecture at row
+    `index` of the table, training seed `seed`."""
+    return jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(root_seed), seed), index))
+
+
+def train_entries(space: ConvNetSpace, jobs: list[tuple[int, int]], data: Dataset, config: TrainConfig,
+                  root_seed: int, execution: str) -> list:
+    """Train the (row index, seed) `jobs` in one population: one ArchResult per job, in order."""
+    members = space.enumerate()
+    archs = np.stack([members[i] for i, _ in jobs])
+    keys = [training_key(root_seed, s, i) for i, s in jobs]
+    results, _ = train_population(space, archs, data, config, keys=keys, execution=execution)
+    return results
+
+
+def _record(index: int, seed: int, enc: np.ndarray, result, epochs: int, wall: float) -> dict:
+    """One JSONL line; accuracies are float32 values written exactly (None = missing)."""
+    val = [float(np.float32(v)) for v in result.val_acc] + [None] * (epochs - len(result.val_acc))
+    ok = not result.failed and np.isfinite(result.test_acc)
+    return {"index": index, "seed": seed, "encoding": enc.tolist(), "val_acc": val,
+            "test_acc": float(np.float32(result.test_acc)) if ok else None, "params": result.params,
+            "flops": result.flops, "train_seconds": result.wall_time, "wall_seconds": wall,
+            "failed": result.failed or not ok, "reason": result.reason}
+
+
+def read_records(path: pathlib.Path) -> dict[tuple[int, int], dict]:
+    """Finished runs by (index, seed); a truncated last line (a crash mid-write) is cut off."""
+    if not path.exists():
+        return {}
+    lines = path.read_bytes().splitlines(keepends=True)
+    records = {}
+    for n, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n != len(lines) - 1:
+                raise UsageError(f"{path}:{n + 1} is not JSON: the records are damaged") from None
+            path.write_bytes(b"".join(lines[:n]))
+            break
+        records[record["index"], record["seed"]] = record
+    return records
+
+
+def append_records(path: pathlib.Path, records: list[dict]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_config(workdir: pathlib.Path, config: dict) -> None:
+    path = workdir / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != config:
+            diff = {k: (saved.get(k), config.get(k)) for k in sorted(set(saved) | set(config))
+                    if saved.get(k) != config.get(k)}
+            raise UsageError(f"{workdir} holds a build with a different configuration {diff} (saved, "
+                             "given); use another --workdir")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# --- the table and its log ----------------------------------------------------------------------------
+def assemble(space: ConvNetSpace, records: dict, seeds: int, epochs: int, meta: dict) -> convnet.ConvNetTable:
+    members = space.enumerate()
+    n = len(members)
+    val = np.full((n, seeds, epochs), np.nan, np.float32)
+    test = np.full((n, seeds), np.nan, np.float32)
+    seconds = np.zeros((n, seeds), np.float32)
+    failed = np.zeros((n, seeds), bool)
+    params, flops = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    for (i, s), r in records.items():
+        val[i, s] = np.array([np.nan if v is None else v for v in r["val_acc"]], np.float32)
+        test[i, s] = np.nan if r["test_acc"] is None else r["test_acc"]
+        seconds[i, s], failed[i, s] = r["train_seconds"], r["failed"]
+        params[i], flops[i] = r["params"], r["flops"]
+    return convnet.ConvNetTable(space=space, encodings=members, val_acc=val, test_acc=test,
+                                train_seconds=seconds, params=params, flops=flops, failed=failed, meta=meta)
+
+
+def versions() -> dict:
+    names = ("jax", "jaxlib", "flax", "optax", "numpy")
+    out = {"nasjax": nasjax.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    out.update({name: importlib.metadata.version(name) for name in names})
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        out["git_commit"] = commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        out["git_commit"] = None
+    return out
+
+
+def write_log(path: pathlib.Path, table: convnet.ConvNetTable) -> None:
+    """A readable account of the build: command, protocol, data, time, and what the table holds."""
+    meta, space = table.meta, table.space
+    ok = ~table.failed
+    final = np.where(ok, table.val_acc[..., -1], np.nan) * 100
+    mean = np.nanmean(final, axis=1)
+    test = np.nanmean(np.where(ok, table.test_acc, np.nan) * 100, axis=1)
+    best = np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
+    build = meta["build"]
+    spread = (f"min {np.nanmin(mean):.2f}, median {np.nanmedian(mean):.2f}, max {np.nanmax(mean):.2f}; "
+              f"mean std across seeds {np.nanmean(np.nanstd(final, axis=1)):.2f}")
+    if table.seeds >= 2:
+        both = np.all(np.isfinite(final[:, :2]), axis=1)
+        spread += f"; Kendall tau between seeds 0 and 1: {float(metrics.kendall_tau(final[both, 0], final[both, 1])):.3f}"
+    lines = [
+        "# ConvNet-on-CIFAR-10 table (nasjax)", "",
+        f"Built with `{build['command']}`, finished {build['finished_utc']} on "
+        f"{meta['training']['backend']} ({meta['training']['devices']} device(s)).", "",
+        f"- build wall time: {build['wall_seconds']:.0f} s ({build['wall_seconds'] / 3600:.2f} h, summed "
+        f"over the training calls of every session); engine-reported training time "
+        f"{float(table.train_seconds.sum()):.0f} s",
+        f"- space: {space} = {len(table.encodings):,} networks",
+        f"- seeds per network: {table.seeds} (training key: {meta['training']['key']})",
+        f"- execution: {meta['training']['execution']}",
+        f"- protocol: " + ", ".join(f"{k}={v}" for k, v in meta["protocol"].items()),
+        f"- data: {meta['data']['source']}, search split (validation fraction "
+        f"{meta['data']['validation_fraction']}, split seed {meta['data']['split_seed']}): "
+        f"{meta['data']['train_images']} training, {meta['data']['val_images']} validation, "
+        f"{meta['data']['test_images']} test images",
+        f"- data sha256: " + ", ".join(f"{k} {v[:16]}" for k, v in meta["data"]["sha256"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in build["versions"].items()),
+        f"- failed runs: {int(table.failed.sum())} of {table.failed.size}", "",
+        "## Final validation accuracy (%, mean over seeds)", "", spread,
+    ]
+    lines += ["", "| rank | network | params | MFLOPs | val % per seed | test % (mean) |",
+              "|---|---|---|---|---|---|"]
+    for rank, i in enumerate(best[:10], 1):
+        seeds = " / ".join(f"{v:.2f}" for v in final[i])
+        lines.append(f"| {rank} | {space.describe(table.encodings[i])} | {table.params[i]:,} | "
+                     f"{table.flops[i] / 1e6:.2f} | {seeds} | {test[i]:.2f} |")
+    lines += ["", "| depth | networks | best val % | median val % |", "|---|---|---|---|"]
+    for depth in range(space.min_depth, space.max_depth + 1):
+        rows = table.encodings[:, 0] == depth
+        lines.append(f"| {depth} | {int(rows.sum())} | {np.nanmax(mean[rows]):.2f} | "
+                     f"{np.nanmedian(mean[rows]):.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    space, config = make_space(args), make_config(args)
+    workdir, out = pathlib.Path(args.workdir), pathlib.Path(args.out)
+    data = protocol_data(args.data_dir, args.validation_fraction, args.split_seed, args.train_images)
+    provenance = data_provenance(data, args)
+    training = {"seeds": args.seeds, "root_seed": args.seed, "execution": args.execution,
+                "chunk": args.chunk, "backend": jax.default_backend(), "devices": jax.device_count(),
+                "key": "fold_in(fold_in(jax.random.key(root_seed), seed), space.index(encoding))"}
+    # The data is identified by its digests, not by where the folder lies.
+    check_config(workdir, {"space": repr(space), "protocol": dataclasses.asdict(config),
+                           "training": training,
+                           "data": {k: v for k, v in provenance.items() if k != "source"}})
+    records = read_records(workdir / RECORDS)
+    members = space.enumerate()
+    jobs = [(i, s) for i in range(len(members)) for s in range(args.seeds) if (i, s) not in records]
+    print(f"{space}: {len(members):,} networks x {args.seeds} seeds, {args.epochs} epochs on "
+          f"{len(data.train_labels)} images ({data.source}); {len(records)} runs done, {len(jobs)} to go")
+    with tqdm(total=len(members) * args.seeds, initial=len(records), unit="run", desc="train") as bar:
+        for start in range(0, len(jobs), args.chunk):
+            chunk = jobs[start:start + args.chunk]
+            t = time.perf_counter()
+            results = train_entries(space, chunk, data, config, args.seed, args.execution)
+            wall = (time.perf_counter() - t) / len(chunk)
+            new = [_record(i, s, members[i], r, args.epochs, wall) for (i, s), r in zip(chunk, results)]
+            append_records(workdir / RECORDS, new)
+            records.update({(r["index"], r["seed"]): r for r in new})
+            bar.update(len(chunk))
+    meta = {"protocol": dataclasses.asdict(config), "training": training, "data": provenance,
+            "build": {"command": shlex.join(["python", "experiments/build_convnet_table.py",
+                                             *(sys.argv[1:] if argv is None else argv)]),
+                      "wall_seconds": float(sum(r["wall_seconds"] for r in records.values())),
+                      "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      "versions": versions()}}
+    table = assemble(space, records, args.seeds, args.epochs, meta)
+    convnet.write_table(out, table)
+    write_log(out.with_suffix(".md"), convnet.read_table(out))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.with_suffix('.md')}; build wall "
+          f"time {meta['build']['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,109 @@
+"""experiments/sample_efficiency.py's core on a tiny ConvNet benchmark with a random table."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+from math import comb
+
+import jax
+import numpy as np
+import pytest
+
+from nasjax.benchmarks import TabularBenchmark
+from nasjax.spaces import ConvNetSpace, NASBench201Space
+
+SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), min_depth=1, max_depth=2)  # 20 networks
+EPOCHS = 9
+
+
+def _script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sample_efficiency.py"
+    spec = importlib.util.spec_from_file_location("sample_efficiency", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+se = _script()
+
+
+@pytest.fixture(scope="module")
+def bench():
+    rng = np.random.default_rng(0)
+    curves = np.sort(rng.uniform(10, 60, (SPACE.size(), 2, EPOCHS)), axis=2)
+    return TabularBenchmark("tiny", SPACE, curves[..., -1], curves=curves)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return jax.random.split(jax.random.key(0), 4)
+
+
+def test_random_search_covers_the_space_and_finds_the_optimum(bench, keys):
+    n = SPACE.size()
+    out = se.run_strategy("random", bench, n, 1, keys)
+    assert out.scores.shape == out.cost.shape == (4, n) and out.batch == 1
+    for run in out.scores:  # without replacement: every member's seed mean exactly once
+        np.testing.assert_array_equal(np.sort(run), np.sort(bench.scores_mean))
+    _, optimum = bench.optimum()
+    hit = se.samples_to_optimum(out, optimum)
+    np.testing.assert_array_equal(hit, 1 + np.argmax(out.scores == optimum, axis=1))
+    band = se.curve_band(out, n)
+    assert band.shape == (3, n) and np.all(np.diff(band[1]) >= 0) and band[1, -1] == optimum
+    # vmapped over keys == each key alone
+    alone = se.run_strategy("random", bench, n, 1, keys[2:3])
+    np.testing.assert_array_equal(alone.scores[0], out.scores[2])
+
+
+def test_hyperband_reads_curves_and_counts_full_trainings(bench, keys):
+    out = se.run_strategy("hyperband", bench, 30, 1, keys)
+    assert out.scores.shape == (4, 30)
+    step = np.diff(out.cost, axis=1, prepend=0)
+    epochs_read = np.round(step * EPOCHS).astype(int)
+    np.testing.assert_allclose(epochs_read / EPOCHS, step, atol=1e-6)
+    assert set(np.unique(epochs_read)) <= {1, 3, 9} and (epochs_read < EPOCHS).any()
+    # only full-budget evaluations carry a score
+    np.testing.assert_array_equal(np.isfinite(out.scores), epochs_read == EPOCHS)
+    assert np.all(np.isin(out.scores[np.isfinite(out.scores)], bench.scores_mean))
+
+
+def test_strategies_the_benchmark_cannot_host_are_skipped_with_a_reason(bench, keys):
+    final_only = TabularBenchmark("final", SPACE, bench.table)
+    assert "per-epoch" in se.run_strategy("hyperband", final_only, 10, 1, keys)
+    why = se.run_strategy("mcts_global", TabularBenchmark("nb201", NASBench201Space(),
+                                                          np.zeros((15_625, 1))), 10, 1, keys)
+    assert "ConvNetSpace" in why
+
+
+def test_summary_table_and_outputs(bench, keys, tmp_path):
+    outcomes = {name: se.run_strategy(name, bench, 12, 1, keys) for name in ("random", "local_search")}
+    outcomes["hyperband"] = "needs per-epoch scores"
+    _, optimum = bench.optimum()
+    rows = se.summarize(outcomes, optimum, SPACE.size(), 1)
+    by = {r["strategy"]: r for r in rows}
+    hits = se.samples_to_optimum(outcomes["random"], optimum)
+    assert by["random"]["reached"] == np.mean(np.isfinite(hits))
+    median = float(np.median(hits))
+    exact = se.random_search_exact(SPACE.size(), 1)[0]
+    assert by["random"]["median"] == (median if np.isfinite(median) else None)
+    assert by["random"]["ratio_random_over_strategy"] == (exact / median if np.isfinite(median) else None)
+    assert by["hyperband"]["skipped"] and by["hyperband"]["runs"] == 0
+    text = se.format_table(rows, 12)
+    assert "skipped: needs per-epoch scores" in text and "local_search" in text
+    land = se.landscape(bench)
+    assert land["seeds"] == 2 and len(land["single_seed"]) == 2 and land["seed_averaged"] >= 1
+    se.write_outputs(tmp_path, outcomes, rows, optimum, 12, land, "tiny")
+    for name in ("summary.csv", "curves.csv", "samples_to_optimum.csv", "best_so_far.png",
+                 "samples_to_optimum.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "landscape.json").read_text())["seed_averaged"] == land["seed_averaged"]
+
+
+@pytest.mark.parametrize("n, m", [(10, 1), (20, 3), (84, 2)])
+def test_exact_random_search_distribution(n, m):
+    cdf = [1 - comb(n - m, t) / comb(n, t) for t in range(n - m + 2)]
+    median, mean = se.random_search_exact(n, m)
+    assert median == min(t for t, p in enumerate(cdf) if p >= 0.5)
+    assert mean == pytest.approx(sum(1 - p for p in cdf))
