@@ -2,10 +2,10 @@
 the benchmark's landscape (`003_*`).
 
     python experiments/sample_efficiency.py --benchmark nasbench201-cifar10 --seeds 100
-    python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100
+    python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100 [--table FILE]
 
 Every strategy of `nasjax.search.STRATEGIES` runs `--seeds` independent searches of `--budget`
-evaluations (default 1,000) as ONE program, jit(vmap(lax.scan(ask/tell))) over the seeds' keys (every
+evaluations (default 1,000, or the table's size if smaller) as ONE program, jit(vmap(lax.scan(ask/tell))) over the seeds' keys (every
 registered strategy is vmappable over keys: tests/test_strategies.py); all strategies get the same
 seed keys. Each round asks one architecture (as Algorithm 1), except BO and TPE, which ask 10 per
 round (`BATCH`: their acquisition is the cost); `--batch` sets one value for all. The objective is
@@ -51,13 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax import benchmarks, metrics, search
-from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark
+from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")
 # Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
 # over a 256-sample window for BO, densities over the history for TPE) dominate the search's cost.
 BATCH = {"bo": 10, "tpe": 10}
+DEFAULT_BUDGET = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,8 +271,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--benchmark", choices=BENCHMARKS, default="nasbench201-cifar10")
     p.add_argument("--data-dir", default=None, help="for NB-201 (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--table", default=None, help="convnet-cifar10 only: a table file built by "
+                   "experiments/build_convnet_table.py instead of the shipped one")
     p.add_argument("--seeds", type=int, default=100, help="independent searches per strategy")
-    p.add_argument("--budget", type=int, default=1000, help="evaluations per search")
+    p.add_argument("--budget", type=int, default=None,
+                   help="evaluations per search (default: 1,000, or every architecture of a smaller table)")
     p.add_argument("--batch", type=int, default=None,
                    help=f"architectures asked per round, every strategy (default: {BATCH} for those "
                         "named, 1 for the others)")
@@ -280,8 +284,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--denoised", action="store_true", help="searches see seed-mean scores")
     p.add_argument("--out", default=None, help="default: runs/sample_efficiency/<benchmark>")
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.budget < 1 or (args.batch is not None and args.batch < 1):
+    if min(args.seeds, args.budget or 1, args.batch or 1) < 1:
         p.error("--seeds, --budget and --batch must be >= 1")
+    if args.table and args.benchmark != "convnet-cifar10":
+        p.error("--table goes with --benchmark convnet-cifar10")
     unknown = set(args.strategies or ()) - set(search.STRATEGIES)
     if unknown:
         p.error(f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}")
@@ -290,30 +296,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    bench = benchmarks.load(args.benchmark, args.data_dir)
+    bench = convnet.load(args.table) if args.table else benchmarks.load(args.benchmark, args.data_dir)
     _, optimum = bench.optimum()
     n, m = bench.table.shape[0], int(np.sum(bench.scores_mean >= optimum))
-    if args.budget > n:
-        print(f"error: --budget {args.budget} exceeds the benchmark's {n} architectures", file=sys.stderr)
+    budget = args.budget or min(DEFAULT_BUDGET, n)
+    if budget > n:
+        print(f"error: --budget {budget} exceeds the benchmark's {n} architectures", file=sys.stderr)
         return 2
     names = args.strategies or sorted(search.STRATEGIES)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     noisy = not args.denoised and bench.n_seeds > 1
     print(f"{bench!r}; {bench.source}\nglobal optimum {optimum:.4f} (seed mean, {m} architecture(s)); "
-          f"{args.seeds} searches x {args.budget} samples per strategy; each evaluation sees "
+          f"{args.seeds} searches x {budget} samples per strategy; each evaluation sees "
           f"{'one drawn seed' if noisy else 'the seed mean'}", flush=True)
     outcomes = {}
     for name in names:
         batch = args.batch or BATCH.get(name, 1)
-        outcomes[name] = run_strategy(name, bench, args.budget, batch, keys, not args.denoised)
+        outcomes[name] = run_strategy(name, bench, budget, batch, keys, not args.denoised)
         done = outcomes[name]
         print(f"  {name}: " + (f"{done.seconds:.1f} s" if isinstance(done, Outcome) else f"skipped ({done})"),
               flush=True)
     rows = summarize(outcomes, optimum, n, m)
     exact_median, exact_mean = random_search_exact(n, m)
-    print(f"\nSamples to reach the global optimum ({args.seeds} runs per strategy, budget {args.budget}; "
+    print(f"\nSamples to reach the global optimum ({args.seeds} runs per strategy, budget {budget}; "
           f"'reached' = fraction of runs that did):")
-    print(format_table(rows, args.budget))
+    print(format_table(rows, budget))
     print(f"random search, exact (uniform without replacement, {m} optimal of {n}): median "
           f"{exact_median:.0f}, mean {exact_mean:.1f} samples; random/strategy = that median / the "
           "strategy's median")
@@ -325,7 +332,7 @@ def main(argv=None) -> int:
           f"{', '.join(map(str, land['single_seed']))} (seeds 0..{bench.n_seeds - 1})"
           + (f" ({land['note']})" if land["note"] else ""))
     out = pathlib.Path(args.out or f"runs/sample_efficiency/{args.benchmark}")
-    write_outputs(out, outcomes, rows, optimum, args.budget, land, args.benchmark)
+    write_outputs(out, outcomes, rows, optimum, budget, land, args.benchmark)
     print(f"wrote {out}/: summary.csv, curves.csv, samples_to_optimum.csv, landscape.json, "
           "best_so_far.png, samples_to_optimum.png")
     return 0

@@ -107,3 +107,17 @@ def test_exact_random_search_distribution(n, m):
     median, mean = se.random_search_exact(n, m)
     assert median == min(t for t, p in enumerate(cdf) if p >= 0.5)
     assert mean == pytest.approx(sum(1 - p for p in cdf))
+
+
+def test_main_on_a_table_file(tmp_path, capsys):
+    from test_convnet_benchmark import random_table
+
+    from nasjax.benchmarks import convnet
+
+    path = convnet.write_table(tmp_path / "table.npz", random_table(SPACE))
+    assert se.main(["--benchmark", "convnet-cifar10", "--table", str(path), "--seeds", "2",
+                    "--strategies", "random", "hyperband", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 searches x 20 samples" in printed and "Landscape:" in printed
+    rows = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["random", "hyperband"]
