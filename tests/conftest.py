@@ -8,6 +8,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault(
     "NASJAX_DATA_DIR", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -34,3 +35,28 @@ def cifar_batch(cifar):
     from nasjax.data import normalize
 
     return normalize(cifar.train_images[:8])
+
+
+@pytest.fixture(scope="session")
+def random_variables():
+    """`random_variables(module, x)`: variables of Flax `module` for input x without compiling its
+    initialisers: the tree from `module.init` traced (`jax.eval_shape`), kernels drawn with numpy at
+    LeCun scale, BatchNorm at identity. Compiling flax's threefry initialisers costs XLA on CPU several
+    seconds per network, more than the forward passes the tests check."""
+    import jax
+    import jax.numpy as jnp
+
+    def build(module, x):
+        rng = np.random.default_rng(0)
+
+        def fill(path, leaf):
+            name = jax.tree_util.keystr(path[-1:])
+            if name in ("['scale']", "['var']"):
+                return jnp.ones(leaf.shape, leaf.dtype)
+            if name in ("['bias']", "['mean']"):
+                return jnp.zeros(leaf.shape, leaf.dtype)
+            return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])), leaf.dtype)
+
+        return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(module.init, jax.random.key(0), x))
+
+    return build

@@ -1,5 +1,7 @@
-"""ConvNetSpace specifics: the LaNAS presets, enumeration, encoding round trips, validation messages."""
+"""ConvNetSpace specifics: the LaNAS presets, enumeration, encoding round trips, validation messages,
+the BatchNorm / no-pooling module options."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,7 +53,7 @@ def test_encode_rejects_unknown_choices():
 
 def test_sampling_is_uniform_over_networks():
     space = ConvNetSpace.motivating()
-    depths = np.asarray(space.sample(jax.random.key(0), 200_000)[:, 0])
+    depths = np.asarray(jax.jit(space.sample, static_argnums=1)(jax.random.key(0), 200_000)[:, 0])
     expected = np.array([4 ** d for d in range(1, 6)]) / 1364
     np.testing.assert_allclose(np.bincount(depths, minlength=6)[1:] / len(depths), expected, atol=0.005)
 
@@ -81,3 +83,20 @@ def test_features_hold_layer_values():
     space = ConvNetSpace.motivating()
     enc = space.encode([(64, 5), (32, 3)])
     np.testing.assert_array_equal(space.features(enc), [2, 64, 32, 0, 0, 0, 5, 3, 0, 0, 0])
+
+
+def test_batch_norm_without_pooling_runs_on_real_cifar(cifar_batch, random_variables):
+    space = ConvNetSpace(channels=(8, 16), kernels=(1, 3), max_depth=3, pool_every=0, batch_norm=True)
+    module = space.to_module(space.encode([(8, 3), (16, 1), (16, 3)]))
+    variables = random_variables(module, cifar_batch)
+    assert set(variables["params"]) == {"conv0", "bn0", "conv1", "bn1", "conv2", "bn2", "head"}
+    assert "bias" not in variables["params"]["conv0"]  # BatchNorm's shift replaces the conv bias
+    logits, updates = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, cifar_batch)
+    chex.assert_shape(logits, (cifar_batch.shape[0], 10))
+    chex.assert_tree_all_finite(logits)
+    assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+    # No pooling: the last layer's feature map keeps the input's 32x32 resolution.
+    _, state = jax.eval_shape(lambda v, x: module.apply(v, x, capture_intermediates=True,
+                                                        mutable=["intermediates"]), variables, cifar_batch)
+    chex.assert_shape(state["intermediates"]["conv2"]["__call__"][0], (cifar_batch.shape[0], 32, 32, 16))

@@ -17,6 +17,8 @@ SPACE = DARTSSpace()
 V2 = SPACE.from_genotype(*DARTS_V2)
 # Cells: 0 normal, 1 reduce, 2 reduce (after a reduction); the auxiliary head reads cell 2 (8x8).
 SMALL = dict(init_channels=8, layers=3)
+# One compiled sampler shared by the tests (compiling one costs seconds); they draw 256 and slice.
+_sample = jax.jit(SPACE.sample, static_argnums=1)
 
 
 def _param_count(tree) -> int:
@@ -75,25 +77,23 @@ def test_full_space_size_and_not_enumerable():
 
 
 # --- sampling -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("space", [SPACE, DARTSSpace(include_none=True)])
-def test_samples_are_valid_and_reproducible(space):
-    sample = jax.jit(space.sample, static_argnums=1)
-    encs = sample(jax.random.key(0), 256)
-    chex.assert_shape(encs, (256, *space.encoding_shape))
+def test_samples_are_valid_distinct_and_reproducible():
+    """(vmap over keys: test_spaces.py; sampling with 'none' included: test_sampling_is_uniform.)"""
+    encs = _sample(jax.random.key(0), 256)
+    chex.assert_shape(encs, (256, *SPACE.encoding_shape))
     chex.assert_type(encs, jnp.int32)
-    space.validate(encs)
-    assert bool(jnp.all(jax.vmap(space.is_valid)(encs)))
-    np.testing.assert_array_equal(encs, space.sample(jax.random.key(0), 256))
-    assert not np.array_equal(encs, sample(jax.random.key(1), 256))
+    SPACE.validate(encs)
+    assert bool(jnp.all(jax.jit(jax.vmap(SPACE.is_valid))(encs)))
+    np.testing.assert_array_equal(encs, _sample(jax.random.key(0), 256))
+    assert not np.array_equal(encs, _sample(jax.random.key(1), 256))
     assert len({e.tobytes() for e in np.asarray(encs)}) == 256
-    batched = jax.vmap(lambda k: space.sample(k, 3))(jax.random.split(jax.random.key(2), 4))
-    chex.assert_shape(batched, (4, 3, *space.encoding_shape))
-    assert bool(jnp.all(jax.vmap(jax.vmap(space.is_valid))(batched)))
+    assert OPS.index("none") not in np.asarray(encs)[..., 1]
 
 
 def test_sampling_is_uniform():
-    n = 60_000
-    encs = np.asarray(DARTSSpace(num_nodes=3, include_none=True).sample(jax.random.key(3), n))
+    space = DARTSSpace(num_nodes=3, include_none=True)
+    encs = np.asarray(jax.jit(space.sample, static_argnums=1)(jax.random.key(3), 60_000))
+    space.validate(encs[:256])
     # Node 2 picks a pair from 4 predecessors: 6 pairs, each 1/6; ops uniform over all 8 ops.
     pairs = encs[:, :, 2, 0, 0] * 4 + encs[:, :, 2, 1, 0]
     freq = np.bincount(pairs.ravel(), minlength=16)[[1, 2, 3, 6, 7, 11]] / pairs.size
@@ -104,23 +104,24 @@ def test_sampling_is_uniform():
 
 # --- neighbours and features ----------------------------------------------------------------------
 def test_neighbors_are_all_one_edit_networks():
-    enc = SPACE.sample(jax.random.key(4), 1)[0]
-    rows, mask = jax.jit(SPACE.neighbors)(enc)
+    enc = np.asarray(_sample(jax.random.key(4), 256)[0])
+    # One program for both (mutate builds the neighbours too): each compile costs seconds.
+    both = jax.jit(lambda key, e: (SPACE.neighbors(e), SPACE.mutate(key, e)))
+    (rows, mask), mutant = both(jax.random.key(5), enc)
     real = np.asarray(rows)[np.asarray(mask)]
     k = len(SPACE.allowed_ops)
     assert len(real) == 2 * sum(2 * (k - 1 + i) for i in range(SPACE.num_nodes))
-    assert bool(jnp.all(jax.vmap(SPACE.is_valid)(real)))
+    assert bool(jnp.all(jax.jit(jax.vmap(SPACE.is_valid))(np.concatenate([real, mutant[None]]))))
     assert len({r.tobytes() for r in real} | {np.asarray(enc).tobytes()}) == len(real) + 1
     # One edit: exactly one (input, op) edge differs, comparing each node's edges as a set.
     node_edges = lambda e: [set(map(tuple, node)) for node in np.asarray(e).reshape(-1, 2, 2).tolist()]  # noqa: E731
     for r in real:
         assert sum(len(ours - theirs) for ours, theirs in zip(node_edges(r), node_edges(enc))) == 1
-    mutant = jax.jit(SPACE.mutate)(jax.random.key(5), enc)
-    assert bool(SPACE.is_valid(mutant)) and not np.array_equal(mutant, enc)
+    assert not np.array_equal(mutant, enc)
 
 
 def test_features_one_hot_per_edge():
-    feats = jax.jit(jax.vmap(SPACE.features))(SPACE.sample(jax.random.key(6), 8))
+    feats = jax.jit(jax.vmap(SPACE.features))(_sample(jax.random.key(6), 256)[:8])
     chex.assert_shape(feats, (8, SPACE.num_features))
     per_edge = np.asarray(feats).reshape(8, 16, len(OPS) + SPACE.num_nodes + 1)
     np.testing.assert_array_equal(per_edge[..., :len(OPS)].sum(-1), 1)
@@ -129,7 +130,7 @@ def test_features_one_hot_per_edge():
 
 # --- genotypes ------------------------------------------------------------------------------------
 def test_genotype_round_trip():
-    for enc in np.asarray(SPACE.sample(jax.random.key(7), 50)):
+    for enc in np.asarray(_sample(jax.random.key(7), 256)[:50]):
         np.testing.assert_array_equal(SPACE.from_genotype(*SPACE.to_genotype(enc)), enc)
     # DARTS_V2 comes back with each node's two edges in canonical (input-sorted) order.
     back = SPACE.to_genotype(V2)
@@ -152,17 +153,26 @@ def test_from_genotype_rejects_what_the_space_cannot_express(change, message):
 
 
 # --- the network ----------------------------------------------------------------------------------
+def _param_shapes(net) -> dict:
+    """The `params` tree of `net` as shapes: traced, not compiled."""
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    return jax.eval_shape(net.init, jax.random.key(0), x)["params"]
+
+
 def test_darts_v2_parameter_count():
     """Main network (no auxiliary head), 20 cells, 36 channels: DARTS' train.py logs 3.349342 MB for
     the same count (PyTorch parameters: conv/linear weights and biases, BN weight and bias)."""
-    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    main = jax.eval_shape(SPACE.to_module(V2).init, jax.random.key(0), x)["params"]
-    with_aux = jax.eval_shape(SPACE.to_module(V2, auxiliary=True).init, jax.random.key(0), x)["params"]
-    count = _param_count(main)
+    count = _param_count(_param_shapes(SPACE.to_module(V2)))
     assert abs(count - 3.3e6) / 3.3e6 < 0.02
     assert count == 3_349_342
-    assert _param_count(with_aux) == count + _param_count(with_aux["auxiliary_head"])
-    assert _param_count(with_aux["auxiliary_head"]) > 0
+
+
+def test_auxiliary_head_adds_only_its_own_parameters():
+    main = _param_shapes(SPACE.to_module(V2, **SMALL))
+    with_aux = dict(_param_shapes(SPACE.to_module(V2, auxiliary=True, **SMALL)))
+    assert "auxiliary_head" not in main
+    assert _param_count(with_aux.pop("auxiliary_head")) > 0
+    chex.assert_trees_all_equal_shapes(with_aux, dict(main))
 
 
 def _all_ops_encoding() -> tuple[DARTSSpace, np.ndarray]:
@@ -173,35 +183,20 @@ def _all_ops_encoding() -> tuple[DARTSSpace, np.ndarray]:
     return space, space.from_genotype(normal, [2, 3, 4, 5], reduce, [2, 3, 4, 5])
 
 
-def _init(net, x) -> dict:
-    """Variables of `net` for input x: the structure from `net.init` (traced, not compiled), kernels
-    drawn with numpy at LeCun scale, BN at identity. Compiling flax's per-parameter initialisers costs
-    XLA on CPU more than all the forward passes of these tests together."""
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(net.init, jax.random.key(0), x)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path[-1:])
-        if name in ("['scale']", "['var']"):
-            return jnp.ones(leaf.shape, leaf.dtype)
-        if name in ("['bias']", "['mean']"):
-            return jnp.zeros(leaf.shape, leaf.dtype)
-        return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope="module")
-def small_net(cifar_batch):
+def small_net(cifar_batch, random_variables):
     """The all-ops network with the auxiliary head and drop-path 0.2: (module, variables, jitted eval
     forward (variables, rate) -> logits, jitted train forward (key, rate) -> ((logits, aux), updates))."""
     space, enc = _all_ops_encoding()
     net = space.to_module(enc, auxiliary=True, drop_path_rate=0.2, **SMALL)
-    variables = _init(net, cifar_batch[:1])
-    evaluate = jax.jit(lambda v, rate: net.apply(v, cifar_batch, drop_path_rate=rate))
-    train = jax.jit(lambda key, rate: net.apply(variables, cifar_batch, train=True, drop_path_rate=rate,
-                                                rngs={"dropout": key}, mutable=["batch_stats"]))
-    return net, variables, evaluate, train
+    variables = random_variables(net, cifar_batch[:1])
+    # Images and variables are arguments, not closed-over constants: XLA would spend seconds
+    # constant-folding the network on them.
+    evaluate = jax.jit(lambda v, x, rate: net.apply(v, x, drop_path_rate=rate))
+    train = jax.jit(lambda v, x, key, rate: net.apply(v, x, train=True, drop_path_rate=rate,
+                                                      rngs={"dropout": key}, mutable=["batch_stats"]))
+    return (net, variables, lambda v, rate: evaluate(v, cifar_batch, rate),
+            lambda key, rate: train(variables, cifar_batch, key, rate))
 
 
 def test_every_op_forward_train_and_eval(small_net, cifar_batch):
@@ -228,16 +223,6 @@ def test_drop_path_only_in_training_and_deterministic(small_net):
     assert not np.allclose(a, no_drop)
     # Evaluation ignores the rate (and runs without a 'dropout' rng, which drop-path would need).
     np.testing.assert_array_equal(evaluate(variables, 0.0), evaluate(variables, 0.5))
-
-
-def test_sampled_network_forward_on_real_images(cifar_batch):
-    enc = SPACE.sample(jax.random.key(8), 1)[0]
-    net = SPACE.to_module(enc, **SMALL)
-    variables = _init(net, cifar_batch[:1])
-    assert "auxiliary_head" not in variables["params"]
-    logits = jax.jit(net.apply)(variables, cifar_batch)
-    chex.assert_shape(logits, (cifar_batch.shape[0], 10))
-    chex.assert_tree_all_finite(logits)
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(init_channels=7), "even"),

@@ -1,5 +1,7 @@
 """The Space protocol, checked the same way for every search space."""
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,16 +11,17 @@ import pytest
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, InvalidEncodingError, NASBench101Space,
                            NASBench201Space)
 
-# name -> (space, to_module kwargs that keep the forward-pass test small)
+# name -> (space, to_module kwargs that keep the forward-pass test small). ConvNet module options
+# (BatchNorm, no pooling) are tested in test_convnet_space.py.
 SPACES = {
     "convnet-motivating": (ConvNetSpace.motivating(), {}),
     "convnet-60k": (ConvNetSpace.convnet60k(), {}),
-    "convnet-bn-nopool": (ConvNetSpace(channels=(8, 16), kernels=(1, 3), max_depth=3, pool_every=0,
-                                       batch_norm=True), {}),
     "nasbench101": (NASBench101Space(), dict(stem_channels=8, cells_per_stack=1)),
     "nasbench201": (NASBench201Space(), dict(channels=4, cells_per_stage=1)),
     "darts": (DARTSSpace(), dict(init_channels=8, layers=3)),
 }
+SMALL = dict(SPACES.values())  # space -> its small to_module kwargs
+N = 64  # every test draws this many: one compiled sampler per space
 
 
 @pytest.fixture(params=sorted(SPACES), scope="module")
@@ -26,47 +29,56 @@ def space(request):
     return SPACES[request.param][0]
 
 
+@pytest.fixture(scope="module")
+def jitted(space):
+    """The space's functions compiled once and shared by its tests (each compile costs seconds):
+    sample(key, n) with n static, and is_valid over a batch of encodings."""
+    return types.SimpleNamespace(sample=jax.jit(space.sample, static_argnums=1),
+                                 is_valid=jax.jit(jax.vmap(space.is_valid)))
+
+
 def _flat(encs):
     return np.asarray(encs).reshape(len(encs), -1)
 
 
-def test_sample_shape_validity_and_determinism(space):
-    sample = jax.jit(space.sample, static_argnums=1)
-    a = sample(jax.random.key(0), 64)
-    chex.assert_shape(a, (64, *space.encoding_shape))
+def test_sample_shape_validity_and_determinism(space, jitted):
+    a = jitted.sample(jax.random.key(0), N)
+    chex.assert_shape(a, (N, *space.encoding_shape))
     chex.assert_type(a, jnp.int32)
-    assert bool(jnp.all(jax.vmap(space.is_valid)(a)))
+    assert bool(jnp.all(jitted.is_valid(a)))
     space.validate(a)
-    np.testing.assert_array_equal(a, sample(jax.random.key(0), 64))
-    assert not np.array_equal(a, sample(jax.random.key(1), 64))
+    np.testing.assert_array_equal(a, jitted.sample(jax.random.key(0), N))
+    assert not np.array_equal(a, jitted.sample(jax.random.key(1), N))
 
 
-def test_sample_vmaps_over_keys(space):
+def test_sample_vmaps_over_keys(space, jitted):
     keys = jax.random.split(jax.random.key(3), 4)
-    batched = jax.vmap(lambda k: space.sample(k, 5))(keys)
-    chex.assert_shape(batched, (4, 5, *space.encoding_shape))
+    batched = jax.jit(jax.vmap(lambda k: space.sample(k, N)))(keys)
+    chex.assert_shape(batched, (4, N, *space.encoding_shape))
     for k, rows in zip(keys, batched):
-        np.testing.assert_array_equal(rows, space.sample(k, 5))
+        np.testing.assert_array_equal(rows, jitted.sample(k, N))
 
 
-def test_neighbors_and_mutate_are_valid_and_distinct(space):
-    encs = space.sample(jax.random.key(7), 8)
-    nbrs, mask = jax.jit(jax.vmap(space.neighbors))(encs)
-    assert bool(jnp.all(mask.any(axis=1)))
+def test_neighbors_and_mutate_are_valid_and_distinct(space, jitted):
+    encs = jitted.sample(jax.random.key(7), N)[:8]
+    keys = jax.random.split(jax.random.key(8), 8)
+    # One program for both (mutate builds the neighbours too): each compile costs seconds.
+    both = jax.jit(lambda k, e: (jax.vmap(space.neighbors)(e), jax.vmap(space.mutate)(k, e)))
+    (nbrs, mask), mutated = both(keys, encs)
+    encs, nbrs, mask = np.asarray(encs), np.asarray(nbrs), np.asarray(mask)
+    assert mask.any(axis=1).all()
+    assert np.asarray(jitted.is_valid(nbrs[mask])).all()
     for enc, rows, m in zip(encs, nbrs, mask):
-        real = np.asarray(rows)[np.asarray(m)]
-        assert all(bool(space.is_valid(r)) for r in real)
+        real = rows[m]
         assert not any(np.array_equal(r, enc) for r in real)
         assert len({np.ascontiguousarray(r).tobytes() for r in real}) == len(real)
-    keys = jax.random.split(jax.random.key(8), 8)
-    mutated = jax.jit(jax.vmap(space.mutate))(keys, encs)
-    assert bool(jnp.all(jax.vmap(space.is_valid)(mutated)))
+    assert bool(jnp.all(jitted.is_valid(mutated)))
     assert not np.any(np.all(_flat(mutated) == _flat(encs), axis=1))
 
 
-def test_features_are_finite_fixed_length(space):
-    feats = jax.vmap(space.features)(space.sample(jax.random.key(2), 16))
-    chex.assert_shape(feats, (16, space.num_features))
+def test_features_are_finite_fixed_length(space, jitted):
+    feats = jax.jit(jax.vmap(space.features))(jitted.sample(jax.random.key(2), N))
+    chex.assert_shape(feats, (N, space.num_features))
     chex.assert_tree_all_finite(feats)
 
 
@@ -76,20 +88,16 @@ def test_validate_rejects_wrong_shape(space, bad_shape):
         space.validate(np.zeros(bad_shape, np.int32))
 
 
-def test_validate_rejects_floats(space):
-    enc = np.asarray(space.sample(jax.random.key(0), 1)[0], np.float32)
+def test_validate_rejects_floats(space, jitted):
+    enc = np.asarray(jitted.sample(jax.random.key(0), N)[0], np.float32)
     with pytest.raises(InvalidEncodingError, match="dtype"):
         space.validate(enc)
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
-def test_forward_pass_on_real_cifar(name, cifar_batch):
-    space, small = SPACES[name]
-    enc = space.sample(jax.random.key(11), 1)[0]
-    module = space.to_module(enc, num_classes=10, **small)
-    # One compiled init: eager Flax init compiles every initializer separately (slow on CPU).
-    variables = jax.jit(module.init)(jax.random.key(0), cifar_batch)
-    logits = jax.jit(module.apply)(variables, cifar_batch)
+def test_forward_pass_on_real_cifar(space, jitted, cifar_batch, random_variables):
+    enc = jitted.sample(jax.random.key(11), N)[0]
+    module = space.to_module(enc, num_classes=10, **SMALL[space])
+    logits = jax.jit(module.apply)(random_variables(module, cifar_batch), cifar_batch)
     chex.assert_shape(logits, (cifar_batch.shape[0], 10))
     chex.assert_tree_all_finite(logits)
     assert space.describe(enc)
