@@ -259,7 +259,8 @@ def write_log(path: pathlib.Path, table: convnet.ConvNetTable) -> None:
               f"mean std across seeds {np.nanmean(np.nanstd(final, axis=1)):.2f}")
     if table.seeds >= 2:
         both = np.all(np.isfinite(final[:, :2]), axis=1)
-        spread += f"; Kendall tau between seeds 0 and 1: {float(metrics.kendall_tau(final[both, 0], final[both, 1])):.3f}"
+        tau = float(metrics.kendall_tau(final[both, 0], final[both, 1]))
+        spread += f"; Kendall tau between seeds 0 and 1: {tau:.3f}"
     lines = [
         "# ConvNet-on-CIFAR-10 table (nasjax)", "",
         f"Built with `{build['command']}`, finished {build['finished_utc']} on "
@@ -326,7 +327,8 @@ def main(argv=None) -> int:
             "build": {"command": shlex.join(["python", "experiments/build_convnet_table.py",
                                              *(sys.argv[1:] if argv is None else argv)]),
                       "wall_seconds": float(sum(r["wall_seconds"] for r in records.values())),
-                      "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                          timespec="seconds"),
                       "versions": versions()}}
     table = assemble(space, records, args.seeds, args.epochs, meta)
     convnet.write_table(out, table)
