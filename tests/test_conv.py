@@ -4,6 +4,7 @@ Tolerance: outputs and gradients agree to rtol 1e-4 with atol 1e-4 * max|referen
 of up to 7*7*96 = 4704 products taken in a different order); the training-loss curves to rtol 1e-4.
 """
 
+import functools
 import unittest.mock
 
 import chex
@@ -51,15 +52,23 @@ def _output_and_grads(conv, x, w, cotangent):
         lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) * cotangent), (0, 1))(x, w)))(x, w)
 
 
+@functools.cache
+def _case_and_reference(kernel, stride, padding):
+    """(x, w, strides, cotangent, XLA's output, XLA's gradients) for a case: computed once, shared by
+    both impls."""
+    x, w, strides = _case(kernel, stride, padding)
+    shape = jax.eval_shape(lambda x, w: _reference(x, w, strides, padding), x, w).shape
+    cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(shape, np.float32))
+    y_ref, grads_ref = _output_and_grads(lambda x, w: _reference(x, w, strides, padding), x, w, cotangent)
+    return x, w, strides, cotangent, y_ref, grads_ref
+
+
 @pytest.mark.parametrize("impl", ["hybrid", "im2col"])
 @pytest.mark.parametrize("kernel,stride,padding", CASES)
 def test_forward_and_gradients_match_xla(kernel, stride, padding, impl):
-    x, w, strides = _case(kernel, stride, padding)
-    y_ref = _reference(x, w, strides, padding)
-    cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(y_ref.shape, np.float32))
+    x, w, strides, cotangent, y_ref, grads_ref = _case_and_reference(kernel, stride, padding)
     y, grads = _output_and_grads(lambda x, w: ops.conv2d(x, w, strides, padding, impl=impl),
                                  x, w, cotangent)
-    y_ref, grads_ref = _output_and_grads(lambda x, w: _reference(x, w, strides, padding), x, w, cotangent)
     chex.assert_shape(y, y_ref.shape)
     _assert_close(y, y_ref)
     _assert_close(grads, grads_ref)
@@ -88,15 +97,14 @@ def test_impl_selection_and_fallback():
     np.testing.assert_array_equal(y, expected)
 
 
-def test_conv_module_matches_flax_conv_layout():
+def test_conv_module_matches_flax_conv_layout(random_variables):
     x, _, _ = _case(3, 1, "SAME")
-    params = nn.Conv(7, (3, 3)).init(jax.random.key(1), x)
-    chex.assert_trees_all_equal_shapes(params, ops.Conv(7, (3, 3)).init(jax.random.key(1), x))
+    params = random_variables(nn.Conv(7, (3, 3)), x)
+    chex.assert_trees_all_equal_shapes(params, jax.eval_shape(ops.Conv(7, (3, 3)).init, jax.random.key(1), x))
     _assert_close(ops.Conv(7, (3, 3)).apply(params, x), nn.Conv(7, (3, 3)).apply(params, x))
 
 
-def _loss_curve(module, images, labels, steps):
-    params = module.init(jax.random.key(0), images[:1])
+def _loss_curve(module, params, images, labels, steps):
     opt = optax.sgd(0.05, momentum=0.9)
 
     def loss_fn(p):
@@ -116,16 +124,17 @@ def _loss_curve(module, images, labels, steps):
     return np.array(losses)
 
 
-def test_cifar_training_curve_matches_flax_conv(cifar):
+def test_cifar_training_curve_matches_flax_conv(cifar, random_variables):
     from nasjax.data import normalize
 
     images, labels = normalize(cifar.train_images[:24]), jnp.asarray(cifar.train_labels[:24])
     space = ConvNetSpace.motivating()
     module = space.to_module(space.encode([(32, 5), (64, 3)]))
-    fast = _loss_curve(module, images, labels, steps=5)
+    params = random_variables(module, images[:1])
+    fast = _loss_curve(module, params, images, labels, steps=5)
     # The reference network: the same module with every nasjax Conv swapped for flax's nn.Conv.
     with unittest.mock.patch.object(ops, "Conv", nn.Conv):
-        reference = _loss_curve(module, images, labels, steps=5)
+        reference = _loss_curve(module, params, images, labels, steps=5)
     assert ops.resolve_impl() == ("hybrid" if jax.default_backend() == "cpu" else "xla")
     assert reference[-1] < reference[0]  # the curve is a real training curve
     np.testing.assert_allclose(fast, reference, rtol=RTOL)
