@@ -30,7 +30,7 @@ def synthetic(archs: jax.Array) -> jax.Array:
 
 
 def strategy(name: str = "lanas", **config) -> lanas.LaNAS:
-    return base.make(name, SPACE, capacity=SIZE, **config)
+    return base.make(name, SPACE, **{"capacity": SIZE, **config})
 
 
 def scan_search(strat, key, rounds: int):
@@ -41,16 +41,30 @@ def scan_search(strat, key, rounds: int):
     def body(state, _):
         taken = state.taken
         archs, state = strat.ask(state, BATCH)
-        record = (archs, state.selected, strat.constraints(state), state.member_leaf, taken)
+        leaves = strat.leaves(state, jnp.asarray(base.catalogue(SPACE)))
+        record = (archs, state.selected, strat.constraints(state), leaves, taken)
         return strat.tell(state, archs, synthetic(archs)), record
 
     return jax.lax.scan(body, strat.init(key), None, length=rounds)
 
 
+FULL = -(-SIZE // BATCH)  # rounds that ask the whole space
+
+
 @functools.lru_cache(maxsize=None)
-def run(name: str = "lanas", rounds: int = 12, **config):
-    return jax.jit(functools.partial(scan_search, strategy(name, **config), rounds=rounds))(
-        jax.random.key(3))
+def searcher(name: str = "lanas", rounds: int = FULL, batched: bool = False, **config):
+    """`scan_search` jitted (vmapped over keys if `batched`), compiled once per configuration and
+    shared by the tests."""
+    search = functools.partial(scan_search, strategy(name, **config), rounds=rounds)
+    return jax.jit(jax.vmap(search) if batched else search)
+
+
+@functools.lru_cache(maxsize=None)
+def run(name: str = "lanas", rounds: int = FULL, **config):
+    return searcher(name, rounds, **config)(jax.random.key(3))
+
+
+REJECTION = dict(rounds=8, max_catalogue=0, n_candidates=512)  # rejection sampling, same space
 
 
 def np_features(archs) -> np.ndarray:
@@ -65,20 +79,47 @@ def satisfied(feats: np.ndarray, w, b, left) -> np.ndarray:
 
 
 # --- building blocks -------------------------------------------------------------------------------
+def ridge_fit(x, y, mask, ridge):
+    """The ridge fit of the rows of x (M, F), y (M,) where mask holds, through the fit's path."""
+    m = lanas.moments(jnp.asarray(x).T, jnp.asarray(y), jnp.asarray(mask))
+    return lanas.ridge_from_moments(lanas.exact_sums(jnp.ones((1, len(y)), bool), m)[0],
+                                    x.shape[1], ridge)
+
+
 def test_ridge_fit_equals_lstsq_on_the_masked_rows():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 4)).astype(np.float32)
     y = (x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.7 + 0.1 * rng.normal(size=30)).astype(np.float32)
     mask = rng.random(30) < 0.7
-    w, x_mean, y_mean, count = lanas.ridge_fit(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), 1e-7)
+    w, x_mean, y_mean, count = ridge_fit(x, y, mask, 1e-7)
     design = np.concatenate([x[mask], np.ones((mask.sum(), 1))], axis=1).astype(np.float64)
     coef = np.linalg.lstsq(design, y[mask].astype(np.float64), rcond=None)[0]
     np.testing.assert_allclose(w, coef[:4], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(y_mean - x_mean @ w, coef[4], rtol=1e-4, atol=1e-4)
     assert int(count) == mask.sum()
     # An empty region has no slope.
-    w0, *_ = lanas.ridge_fit(jnp.asarray(x), jnp.asarray(y), jnp.zeros(30, bool), 1e-3)
+    w0, *_ = ridge_fit(x, y, np.zeros(30, bool), 1e-3)
     np.testing.assert_array_equal(w0, np.zeros(4))
+
+
+def test_exact_sums_do_not_depend_on_the_order_of_addition():
+    """Per-group sums are the same bits whatever the order of the samples or the chunking, and as
+    accurate as float32 allows (compared with float64)."""
+    rng = np.random.default_rng(1)
+    c = 1000
+    values = (rng.normal(size=(5, c)) * 10.0 ** rng.integers(-4, 5, size=(5, 1))).astype(np.float32)
+    values[:, 700:] = 0.0  # the history's unused rows
+    groups = rng.integers(0, 3, size=c)[None] == np.arange(3)[:, None]
+    sums = np.asarray(lanas.exact_sums(jnp.asarray(groups), jnp.asarray(values)))
+    perm = rng.permutation(c)
+    np.testing.assert_array_equal(
+        lanas.exact_sums(jnp.asarray(groups[:, perm]), jnp.asarray(values[:, perm])), sums)
+    parts = lanas.exact_parts(jnp.asarray(values))
+    for count, chunk in ((700, 64), (c, 300)):  # chunks up to the count; at c the last overlaps
+        np.testing.assert_array_equal(
+            lanas.group_sums(jnp.asarray(groups), parts, jnp.int32(count), chunk), sums)
+    exact = (groups[:, None, :] * values[None].astype(np.float64)).sum(axis=2)
+    assert np.all(np.abs(sums - exact) <= 1e-6 * np.abs(exact) + 1e-9 * np.abs(values).max(axis=1))
 
 
 def test_common_depth_counts_leading_path_constraints():
@@ -130,31 +171,32 @@ def test_select_takes_the_unvisited_child_first():
 # --- the search -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["lanas", "regression_tree"])
 def test_catalogue_asks_lie_in_the_selected_region(name):
-    final, (archs, selected, cons, member_leaf, taken) = run(name)
+    final, (archs, selected, cons, member_leaf, taken) = run(name, **({} if name == "lanas" else
+                                                                       dict(rounds=12)))
     height = strategy(name).height
+    features = np_features(base.catalogue(SPACE))
+    asked_all = np.asarray(jax.vmap(SPACE.index)(archs.reshape(-1, *SPACE.encoding_shape)))
     fitted = full = greedy = 0
     for r in range(archs.shape[0]):
         node = int(selected[r])
-        if node == 0:  # not fitted yet: the whole space
+        if node == 0 or (~np.asarray(taken[r])).sum() < BATCH:  # not fitted yet; the last round
             continue
         fitted += 1
         assert lanas.node_depth(node) == height - 1, "after the first fit a leaf is selected"
-        w, b, left = (c[r] for c in cons)
-        ok = satisfied(np_features(archs[r]), w, b, left)
-        # The asked architectures are the best available by leading constraints satisfied: all of
-        # them when the region holds enough untaken members, else the fallback's nearest region.
-        members = np.asarray(base.catalogue(SPACE))[~np.asarray(taken[r])]
-        available = np.cumprod(satisfied(np_features(members), w, b, left), axis=1).sum(axis=1)
-        np.testing.assert_array_equal(np.sort(np.cumprod(ok, axis=1).sum(axis=1)),
-                                      np.sort(available)[-BATCH:])
-        in_region = (np.asarray(member_leaf[r]) == node) & ~np.asarray(taken[r])
+        leaf, untaken = np.asarray(member_leaf[r]), ~np.asarray(taken[r])
+        asked = asked_all[r * BATCH:(r + 1) * BATCH]
+        assert untaken[asked].all(), "asks are never repeated"
+        # The asked architectures are the best available by leading path constraints satisfied:
+        # all in the region when it holds enough untaken members, else the nearest region's.
+        depth = np_common_depth(leaf, node, height)
+        np.testing.assert_array_equal(np.sort(depth[asked]), np.sort(depth[untaken])[-BATCH:])
+        in_region = (leaf == node) & untaken
         assert in_region.any(), "a region with untaken members is selected"
-        assert ok.all(axis=1).sum() == min(BATCH, in_region.sum())
-        full += int(ok.all())
-        greedy += int(node == np.asarray(member_leaf[r])[~np.asarray(taken[r])].min())
-        # The catalogue's leaf assignment agrees with the constraints.
-        in_leaf = np.asarray(base.catalogue(SPACE))[np.asarray(member_leaf[r]) == node]
-        assert satisfied(np_features(in_leaf), w, b, left).all()
+        full += int(in_region[asked].all())
+        greedy += int(node == leaf[untaken].min())
+        # The reported path constraints agree with the routing (float64, up to rounding).
+        w, b, left = (c[r] for c in cons)
+        assert satisfied(features[leaf == node], w, b, left).all()
     assert fitted >= 8 and full >= 1
     # The regression tree always takes the leftmost leaf with untaken members; UCB explores.
     if name == "regression_tree":
@@ -163,9 +205,19 @@ def test_catalogue_asks_lie_in_the_selected_region(name):
         assert greedy < fitted
 
 
+def np_common_depth(leaves: np.ndarray, node: int, height: int) -> np.ndarray:
+    """How many leading constraints of the path to leaf `node` each leaf's members satisfy: the
+    depth of their deepest common ancestor (heap order, computed independently of `lanas`)."""
+    ancestor = lambda n, d: ((n + 1) >> (height - 1 - d)) - 1
+    depth = np.zeros(len(leaves), int)
+    for d in range(1, height):
+        depth += np.all([ancestor(leaves, k) == ancestor(node, k) for k in range(1, d + 1)], axis=0)
+    return depth
+
+
 def test_rejection_asks_satisfy_all_path_constraints():
     # max_catalogue=0 forces rejection sampling on the same space.
-    final, (archs, selected, cons, *_) = run("lanas", rounds=8, max_catalogue=0, n_candidates=512)
+    final, (archs, selected, cons, *_) = run("lanas", **REJECTION)
     assert final.taken.shape == (0,)
     checked = 0
     for r in range(archs.shape[0]):
@@ -198,25 +250,30 @@ def test_rejection_fallback_drops_the_deepest_constraints():
 
 
 def test_catalogue_fallback_takes_the_region_then_its_nearest_ancestor():
-    """Leaf 3 holds 2 members, leaf 4 the rest: ask(6) returns both, then 4 from leaf 4 (the
-    region of node 1, one constraint dropped); closed regions are never selected."""
+    """A hand-made tree of height 3: the root sends everything left, node 1 sends the two members
+    of largest projection on a random direction left (leaf 3), the rest right (leaf 4): ask(6)
+    returns both, then 4 from leaf 4 (the region of node 1, one constraint dropped); closed
+    regions are never selected."""
     strat = strategy("regression_tree", height=3)
-    state = strat.init(jax.random.key(0))
-    member_leaf = jnp.full((SIZE,), 4, jnp.int32).at[jnp.asarray([5, 9])].set(3)
-    state = state.replace(fitted_at=jnp.int32(0), member_leaf=member_leaf)
+    direction = jax.random.normal(jax.random.key(1), (SPACE.num_features,))
+    proj = np.asarray(lanas.project(jnp.asarray(lanas.catalogue_features(SPACE).T), direction))
+    top = np.argsort(proj)[-2:]
+    assert np.sort(proj)[-3] < proj[top].min(), "distinct projections"
+    state = strat.init(jax.random.key(0)).replace(
+        weights=jnp.zeros((3, SPACE.num_features)).at[1].set(direction),
+        cuts=jnp.asarray([-1.0, proj[top].min(), 0.0]), fitted_at=jnp.int32(0))
     archs, state = jax.jit(strat.ask, static_argnums=1)(state, 6)
     assert int(state.selected) == 3
     idx = np.asarray(jax.vmap(SPACE.index)(archs))
-    assert {5, 9} <= set(idx.tolist()) and len(set(idx.tolist())) == 6
+    assert set(top.tolist()) <= set(idx.tolist()) and len(set(idx.tolist())) == 6
     # Leaf 3 is now exhausted: the next ask selects leaf 4 and stays in it.
     archs, state = strat.ask(state, 6)
     assert int(state.selected) == 4
-    assert np.all(np.asarray(member_leaf)[np.asarray(jax.vmap(SPACE.index)(archs))] == 4)
+    np.testing.assert_array_equal(strat.leaves(state, archs), np.full(6, 4))
 
 
 def test_catalogue_mode_never_reasks_and_finds_the_optimum():
-    rounds = -(-SIZE // BATCH)
-    final, (archs, *_) = run("lanas", rounds=rounds)
+    final, (archs, *_) = run("lanas")
     asked = np.asarray(archs).reshape(-1, SPACE.encoding_shape[0])
     assert len(np.unique(asked[:SIZE], axis=0)) == SIZE, "no member asked twice before exhaustion"
     scores = np.asarray(final.history.scores)
@@ -225,41 +282,76 @@ def test_catalogue_mode_never_reasks_and_finds_the_optimum():
     assert first < SIZE // 2, f"LaNAS took {first} samples: no better than random search's mean"
 
 
-def test_statistics_match_a_recount_of_the_history():
+def assert_same_bits(batched, i, alone):
+    """Search state `i` of a vmapped run equals a separate run's, bit for bit (keys by their data)."""
+    data = lambda a: jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+    chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda a: data(a[i]), batched),
+                                jax.tree_util.tree_map(data, alone))
+
+
+@pytest.mark.parametrize("config", [{}, REJECTION])
+def test_vmap_over_keys_equals_separate_runs(config):
+    keys = jax.random.split(jax.random.key(7), 8)
+    batched = searcher("lanas", batched=True, **config)(keys)[0]
+    for i, key in enumerate(keys):
+        assert_same_bits(batched, i, searcher("lanas", **config)(key)[0])  # fitted parameters too
+    assert len({np.asarray(e).tobytes() for e in batched.history.encodings}) == 8
+
+
+TOLD = 400  # histories of the bit-for-bit test
+
+
+@pytest.fixture(scope="module")
+def many_histories():
+    """32 random histories of TOLD members (some failed), each told at once (one fit), then one more
+    round of ask/tell (a back-propagation: n_select=30): vmapped, and each run separately.
+    -> (strategy, [vmapped told, vmapped after the round], per history: the same run separately)."""
+    strat = strategy(capacity=TOLD + BATCH, n_select=30)
+    k_members, k_noise, k_state = jax.random.split(jax.random.key(5), 3)
+    idx = jax.vmap(lambda k: jax.random.permutation(k, SIZE)[:TOLD])(jax.random.split(k_members, 32))
+    archs = jnp.asarray(base.catalogue(SPACE))[idx]
+    scores = jax.vmap(synthetic)(archs) + 0.3 * jax.random.normal(k_noise, idx.shape)
+    scores = scores.at[:, ::37].set(jnp.nan)  # some failures
+
+    def told_and_round(key, archs, scores):
+        told = strat.tell(strat.init(key), archs, scores)
+        asked, state = strat.ask(told, BATCH)
+        return told, strat.tell(state, asked, synthetic(asked))
+
+    keys = jax.random.split(k_state, 32)
+    batched = jax.jit(jax.vmap(told_and_round))(keys, archs, scores)
+    single = jax.jit(told_and_round)
+    return strat, batched, [single(keys[i], archs[i], scores[i]) for i in range(32)]
+
+
+def test_vmapped_fits_and_asks_equal_separate_ones_bit_for_bit(many_histories):
+    """The numerics decisions hang on (fit, projections, UCB) give the same bits batched and
+    unbatched on many histories: a last-bit difference (an FMA in one program, a division turned
+    into a reciprocal multiply in the other) flips a sample near a split sooner or later. (Before
+    `mul` and `exact_sums`, a vmapped 64 x 600 search diverged at sample 540 from one catalogue
+    member routed across a split by a last-bit difference in its projection.)"""
+    _, batched, separate = many_histories
+    for i, alone in enumerate(separate):
+        for b, a in zip(batched, alone):
+            assert_same_bits(b, i, a)
+
+
+def test_statistics_match_a_recount_of_the_history(many_histories):
     """Between refits, `tell` increments counts along the new samples' paths; the result equals
     routing the whole history through the current tree."""
-    strat = strategy(n_select=30)  # refits at 10, 40: after 5 rounds the last 10 were incremented
-    final, _ = run("lanas", rounds=5, n_select=30)
-    h = final.history
-    assert int(final.fitted_at) == 40 and int(h.count) == 50
-    leaves = lanas.route(strat.standardize(final, h.encodings), final.weights, final.cuts,
-                         strat.height)
-    visits, scored, total = lanas.node_stats(leaves, h.scores, h.filled, strat.height)
-    np.testing.assert_array_equal(final.visits, visits)
-    np.testing.assert_array_equal(final.scored, scored)
-    np.testing.assert_allclose(final.total, total, rtol=1e-5)
-    assert int(final.visits[0]) == 50
-    # The fitted tree splits the root's samples into a better left and a worse right half.
-    value = np.asarray(final.total) / np.maximum(np.asarray(final.scored), 1)
-    assert value[1] > value[2]
-
-
-@pytest.mark.parametrize("max_catalogue", [200_000, 0])
-def test_vmap_over_keys_equals_separate_runs(max_catalogue):
-    strat = strategy(max_catalogue=max_catalogue, n_init=5, n_select=5)
-    search = functools.partial(scan_search, strat, rounds=4)
-    keys = jax.random.split(jax.random.key(7), 8)
-    batched = jax.jit(jax.vmap(search))(keys)[0]
-    single = jax.jit(search)
-    for i, key in enumerate(keys):
-        alone = single(key)[0]
-        chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda a: a[i], batched.history),
-                                    alone.history)
-        # The fitted parameters may differ in the last bits (XLA's CPU division and reductions are
-        # not rounded identically batched and unbatched); decisions do not, short of a sample lying
-        # within rounding of a split boundary.
-        np.testing.assert_allclose(batched.weights[i], alone.weights, rtol=1e-4, atol=1e-5)
-    assert len({np.asarray(e).tobytes() for e in batched.history.encodings}) == 8
+    strat, _, separate = many_histories
+    for told, final in separate[:4]:
+        h = final.history
+        assert int(final.fitted_at) == TOLD and int(h.count) == TOLD + BATCH
+        visits, scored, total = lanas.node_stats(strat.leaves(final, h.encodings), h.scores,
+                                                 h.filled, strat.height)
+        np.testing.assert_array_equal(final.visits, visits)
+        np.testing.assert_array_equal(final.scored, scored)
+        np.testing.assert_allclose(final.total, total, rtol=1e-5)
+        assert int(final.visits[0]) == TOLD + BATCH and int(final.scored[0]) < TOLD + BATCH
+        # The fitted tree splits the root's samples into a better left and a worse right half.
+        value = np.asarray(final.total) / np.maximum(np.asarray(final.scored), 1)
+        assert value[1] > value[2]
 
 
 def test_failed_evaluations_are_visits_but_not_values():

@@ -97,13 +97,18 @@ def test_budgets_reach_objectives_that_take_them(tmp_path):
 
     def fidelity(archs, key, budgets):
         seen.append(np.asarray(budgets))
-        return objective(archs, key) + np.asarray(budgets)
+        return objective(archs, key) - 10.0 * np.asarray(budgets)  # small budgets score higher
 
     result = run(make("successive_halving"), fidelity, 13, jax.random.key(1), tmp_path,
                  batch_size=9, progress=False)
     np.testing.assert_array_equal(np.concatenate(seen), [1.0] * 9 + [3.0] * 3 + [1.0])  # 4th: a filler
     np.testing.assert_array_equal(result.budgets, np.concatenate(seen))
     assert [r["budget"] for r in log(tmp_path)] == np.concatenate(seen).tolist()
+    # The best score is the best at the highest budget evaluated, not a cheaper evaluation's.
+    top = result.budgets == 3.0
+    assert result.best_score == np.nanmax(result.scores[top]) < np.nanmax(result.scores)
+    i = int(np.flatnonzero(top)[np.nanargmax(result.scores[top])])
+    np.testing.assert_array_equal(result.best_encoding, result.encodings[i])
 
 
 def test_stops_at_target(tmp_path):

@@ -4,10 +4,11 @@ regression-tree baseline (the same tree, always sampling its best leaf).
 The tree is a complete binary tree of height h in heap order: node j has children 2j+1 (left, the
 good region) and 2j+2 (right, the bad region); nodes [0, 2^(h-1) - 1) are internal and the 2^(h-1)
 nodes after them are leaves. Each internal node j holds a linear regressor on standardized features
-z = (space.features(a) - mu) / sd, fitted by closed-form ridge least squares to the successful samples
-routed into its region; with an intercept the mean prediction over those samples equals their mean
-score, so "predicted >= the node's mean score" is the half-space z . w_j >= cut_j with
-cut_j = w_j . mean(z). A sample's region is found by routing it down the tree with these constraints.
+z = (x - mu) / sd (x = space.features(a); mu, sd over the successful samples), fitted by closed-form
+ridge least squares to the successful samples routed into its region; with an intercept the mean
+prediction over those samples equals their mean score, so "predicted >= the node's mean score" is
+the half-space x . w_j >= cut_j in raw features (w_j = the slope / sd, cut_j = w_j . the samples'
+mean x). A sample's region is found by routing it down the tree with these constraints.
 
 Search, per `ask`: UCB selection from the root picks one leaf (ucb = v(child) +
 2 Cp sqrt(2 ln n(parent) / n(child)), +inf for an unvisited child; ties go left; in catalogue mode
@@ -19,7 +20,8 @@ the successful samples (the paper's 0.1 x max score for positive scores is cp_sc
 
 Sampling from the selected region:
 * enumerable spaces (size <= `max_catalogue`): uniformly among members not yet asked or told
-  (pending ones included), never re-asking one. Every catalogue member's leaf is recomputed at each fit.
+  (pending ones included), never re-asking one. The members' regions are found during the UCB
+  descent of each `ask` (one projection of the catalogue per level, on the node being left).
 * large spaces: batched rejection sampling. Each attempt routes `n_candidates` uniform samples down
   the tree; a candidate is accepted when ALL constraints of the path hold (it routes to the selected
   leaf; the reference code accepts a sample when any one holds, LaMCTS#17). At most `max_attempts`
@@ -38,6 +40,12 @@ increments the counts along their paths (back-propagation).
 Failed evaluations (NaN scores) stay in the history and count as visits, but are excluded from the
 fits and from the means; a visited node without any successful sample gets the worst successful
 score seen as its value.
+
+Reproducibility: the same key gives the same search, and `jax.vmap` over keys gives bit for bit the
+searches run separately. XLA compiles batched and unbatched programs differently (FMA contraction,
+the association of reductions and matrix products), so the numerics that decisions hang on avoid
+both: products feeding sums go through `mul`, projections through `project`, sums over samples
+through `exact_sums` (exact, hence order-free).
 """
 
 from __future__ import annotations
@@ -59,20 +67,17 @@ from nasjax.spaces.base import Space
 class LaNASState:
     """State of a LaNAS search; I = 2^(h-1) - 1 internal nodes, T = 2^h - 1 nodes, F features.
 
-    key; history; mu, sd float32 (F,): feature standardization of the last fit; weights float32
-    (I, F), cuts float32 (I,): node j sends z left (good) iff z . weights[j] >= cuts[j];
+    key; history; weights float32 (I, F), cuts float32 (I,): node j sends an architecture with
+    features x left (good) iff project(x, weights[j]) >= cuts[j] (raw features, see `project`);
     visits int32 (T,): told samples routed through each node; scored int32 (T,): those with a
     finite score; total float32 (T,): sum of their scores; fitted_at int32: history count at the
     last fit (-1: not fitted yet); selected int32: the node the last `ask` sampled from (a leaf once
-    fitted, the root 0 before); taken bool (size,): catalogue members asked or told; member_leaf
-    int32 (size,): each catalogue member's leaf under the current tree (both shape (0,) in
+    fitted, the root 0 before); taken bool (size,): catalogue members asked or told (shape (0,) in
     rejection mode).
     """
 
     key: jax.Array
     history: History
-    mu: jax.Array
-    sd: jax.Array
     weights: jax.Array
     cuts: jax.Array
     visits: jax.Array
@@ -81,94 +86,163 @@ class LaNASState:
     fitted_at: jax.Array
     selected: jax.Array
     taken: jax.Array
-    member_leaf: jax.Array
 
 
-def ridge_fit(x: jax.Array, y: jax.Array, mask: jax.Array, ridge: float):
-    """Weighted ridge least squares with an unpenalized intercept on the rows where `mask` holds.
+# --- bit-reproducible arithmetic -------------------------------------------------------------------
+# Routing decisions hang on the last bits of fitted parameters and projections, and a vmapped search
+# must equal a separate one. XLA compiles a batched and an unbatched program differently: a float
+# multiply feeding an add may be fused into an FMA in one and not the other, a division by a
+# broadcast value may become a multiplication by its reciprocal in one and not the other, and
+# reductions and matrix products may associate differently. So every product that feeds a sum
+# goes through `mul`, divisions by a broadcast value are written as `mul` by its reciprocal, and
+# every sum over samples goes through `exact_sums`; the rest is elementwise (correctly rounded).
+def mul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a * b rounded to 22 mantissa bits: an integer-level rounding step between the multiply and
+    whatever adds it, so no compiler can fuse the two into an FMA (whose single rounding would
+    differ from the product's)."""
+    return jax.lax.reduce_precision(a * b, exponent_bits=8, mantissa_bits=22)
 
-    x float32 (M, F), y float32 (M,), mask bool (M,) -> (w (F,), x_mean (F,), y_mean scalar, count):
-    prediction y_mean + (x - x_mean) . w minimizes sum_mask (pred - y)^2 + ridge * max(count, 1) |w|^2.
-    An empty mask gives w = 0.
+
+def project(x: jax.Array, w: jax.Array) -> jax.Array:
+    """sum_f x[f] * w[f] in a fixed order (x, w: (F, ...), broadcasting) -> (...). Every routing
+    decision uses it, so an architecture's projection has the same bits wherever it is computed."""
+    acc = mul(x[0], w[0])
+    for f in range(1, x.shape[0]):
+        acc = acc + mul(x[f], w[f])
+    return acc
+
+
+def exact_sums(groups: jax.Array, values: jax.Array) -> jax.Array:
+    """Sum over the columns of `values` float32 (S, C) in each group: groups bool (W, C) -> (W, S),
+    bit-reproducible in any program (see `exact_parts`)."""
+    return group_sums(groups, exact_parts(values))
+
+
+def exact_parts(values: jax.Array) -> jax.Array:
+    """`values` float32 (S, C) split into two parts (2S, C) on per-row power-of-two grids fine
+    enough that every partial sum of at most C entries of a part is exactly representable; so a
+    matrix product adding them is exact in whatever order it adds (`group_sums`). Only what lies
+    below the second grid is dropped (at most C^2 2^-49 of the row's largest magnitude).
+
+    Grids: u = 2^(e - 23) with 2^e > C max|row|, so a sum of C entries of the first part is a
+    multiple of u below 2^24 u; the remainder is at most u / 2, so the second grid is u 2^(k - 25)
+    with 2^k >= C.
     """
-    m = mask.astype(jnp.float32)
-    count = fixed_sum(m)
+    c = values.shape[1]
+    scale = jnp.max(jnp.abs(values), axis=1, keepdims=True) * c
+    e = jnp.maximum(jnp.frexp(scale)[1], -60)  # all-zero (or tiny) rows: keep both grids normal
+    k = max(c - 1, 1).bit_length()
+    hi = to_grid(values, e - 23)
+    return jnp.concatenate([hi, to_grid(values - hi, e - 48 + k)])  # values - hi: exact
+
+
+def to_grid(values: jax.Array, exponent: jax.Array) -> jax.Array:
+    """`values` rounded to the nearest multiple of 2^exponent (broadcasting), given |values| < 2^(22 +
+    exponent): adding and removing 1.5 * 2^23 rounds to an integer exactly; the scalings by powers of
+    two are exact."""
+    magic = jnp.float32(1.5 * 2 ** 23)
+    return ((values * jnp.ldexp(1.0, -exponent) + magic) - magic) * jnp.ldexp(1.0, exponent)
+
+
+def group_sums(groups: jax.Array, parts: jax.Array, count: jax.Array | None = None,
+               chunk: int = 256) -> jax.Array:
+    """Per-group sums of the columns of `exact_parts` output: groups bool (W, C), parts (2S, C) ->
+    (W, S); each part's sum is exact, and the two are added once.
+
+    With `count`, only the first `count` columns are added (the rest must be zero), `chunk` at a
+    time, so the work follows the history's size rather than its capacity; exact, so the result
+    is the same.
+    """
+    s, c = parts.shape[0] // 2, parts.shape[1]
+
+    def part_sums(g, p):  # (2S, W), exact
+        return jnp.matmul(p, g.T.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+
+    if count is None or c <= chunk:
+        sums = part_sums(groups, parts)
+    else:
+        def step(carry):
+            i, acc = carry
+            start = jnp.minimum(i * chunk, c - chunk)  # the last chunk may overlap the one before:
+            fresh = start + jnp.arange(chunk) >= i * chunk  # its repeated columns are left out
+            g = jax.lax.dynamic_slice_in_dim(groups, start, chunk, axis=1) & fresh
+            return i + 1, acc + part_sums(g, jax.lax.dynamic_slice_in_dim(parts, start, chunk, 1))
+
+        start = (jnp.zeros((), jnp.int32), jnp.zeros((2 * s, groups.shape[0]), jnp.float32))
+        sums = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, step, start)[1]
+    return (sums[:s] + sums[s:]).T
+
+
+# --- fitting --------------------------------------------------------------------------------------
+def moments(z: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+    """Per-sample sufficient statistics of a ridge fit, zero where `mask` is False: z float32 (F, C),
+    y (C,), mask bool (C,) -> (S, C) rows [1, y, z (F), z y (F), z_i z_j for i <= j (row-major)]."""
+    z, y = jnp.where(mask, z, 0.0), jnp.where(mask, y, 0.0)
+    upper = [mul(z[i:i + 1], z[i:]) for i in range(z.shape[0])]
+    return jnp.concatenate([mask[None].astype(jnp.float32), y[None], z, mul(z, y), *upper])
+
+
+def ridge_from_moments(sums: jax.Array, f: int, ridge: float):
+    """Ridge least squares with an unpenalized intercept from summed `moments` (S,) of F features.
+
+    -> (w (F,), z_mean (F,), y_mean scalar, count): prediction y_mean + (z - z_mean) . w minimizes
+    sum (pred - y)^2 + ridge * max(count, 1) |w|^2 over the summed rows. No rows gives w = 0.
+    """
+    count, sy, sz, szy = sums[0], sums[1], sums[2:2 + f], sums[2 + f:2 + 2 * f]
     denom = jnp.maximum(count, 1.0)
-    x_mean = fixed_sum(m[:, None] * x) * (1.0 / denom)
-    y_mean = fixed_sum(m * y) * (1.0 / denom)
-    xc = (x - x_mean) * m[:, None]  # masked rows become zero, so they drop out of both sums
-    gram = fixed_sum(xc[:, :, None] * xc[:, None, :])
-    gram = gram + ridge * denom * jnp.eye(x.shape[1], dtype=jnp.float32)
-    w = spd_solve(gram, fixed_sum(xc * (y - y_mean)[:, None]))
-    return w, x_mean, y_mean, count
+    z_mean, y_mean = mul(sz, 1.0 / denom), mul(sy, 1.0 / denom)
+    gram = jnp.zeros((f, f), jnp.float32).at[np.triu_indices(f)].set(sums[2 + 2 * f:])
+    gram = gram + jnp.triu(gram, 1).T
+    # Centred sums: sum (z - z_mean)(z - z_mean)^T = sum z z^T - sum(z) z_mean^T, likewise for y.
+    gram = gram - mul(sz[:, None], z_mean[None, :]) + jnp.diag(jnp.full((f,), ridge) * denom)
+    w = spd_solve(gram, szy - mul(sz, y_mean))
+    return w, z_mean, y_mean, count
 
 
 def spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
     """Solve a x = b for symmetric positive definite a float32 (F, F), b (F,) by Cholesky.
 
-    Every step is elementwise (rank-1 updates, axpys): no reductions and no LAPACK call, whose
-    rounding differs between batched (vmapped) and unbatched programs (see `fixed_sum`).
+    Every step is elementwise (rank-1 updates, axpys through `mul`): no reductions and no LAPACK
+    call, whose rounding may differ between batched (vmapped) and unbatched programs.
     """
     f = a.shape[0]
     rows = jnp.arange(f)
 
     def factor(k, carry):  # right-looking: column k of the factor, then update the trailing block
         chol, rest = carry
-        col = jnp.where(rows >= k, rest[:, k] * (1.0 / jnp.sqrt(rest[k, k])), 0.0)
-        return chol.at[:, k].set(col), rest - col[:, None] * col[None, :]
+        col = jnp.where(rows >= k, mul(rest[:, k], 1.0 / jnp.sqrt(rest[k, k])), 0.0)
+        return chol.at[:, k].set(col), rest - mul(col[:, None], col[None, :])
 
     chol = jax.lax.fori_loop(0, f, factor, (jnp.zeros_like(a), a))[0]
 
     def forward(j, carry):  # chol y = b, column by column
         y, r = carry
         yj = r[j] / chol[j, j]
-        return y.at[j].set(yj), r - chol[:, j] * yj
+        return y.at[j].set(yj), r - mul(chol[:, j], yj)
 
     def backward(i, carry):  # chol^T x = y, from the last row up
         x, r = carry
         j = f - 1 - i
         xj = r[j] / chol[j, j]
-        return x.at[j].set(xj), r - chol[j, :] * xj
+        return x.at[j].set(xj), r - mul(chol[j, :], xj)
 
     y = jax.lax.fori_loop(0, f, forward, (jnp.zeros_like(b), b))[0]
     return jax.lax.fori_loop(0, f, backward, (jnp.zeros_like(b), y))[0]
 
 
-def fixed_sum(x: jax.Array, axis: int = 0) -> jax.Array:
-    """Sum over `axis` by pairwise halving with elementwise adds.
-
-    XLA's reductions and matrix products may associate differently in a batched (vmapped) program
-    and an unbatched one; vmapped searches should equal separate ones, and routing decisions hang on
-    these sums, so the fit avoids them. (Vectorized division on CPU is not always correctly rounded
-    either, so the fitted parameters can still differ in the last bit; a decision changes only if
-    a sample lies within that rounding of a split boundary.)
-    """
-    x = jnp.moveaxis(x, axis, 0)
-    size = 1 << max(x.shape[0] - 1, 0).bit_length()
-    x = jnp.concatenate([x, jnp.zeros((size - x.shape[0], *x.shape[1:]), x.dtype)])
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        x = x[:half] + x[half:]
-    return x[0]
-
-
-def dot(a: jax.Array, b: jax.Array) -> jax.Array:
-    """`fixed_sum` of a * b over the last axis (broadcasting)."""
-    return fixed_sum(a * b, axis=-1)
-
-
-def descend(node: jax.Array, z: jax.Array, weights: jax.Array, cuts: jax.Array) -> jax.Array:
-    """One routing step: rows at internal `node` (int32 (M,)) go to the left child iff
-    z . weights[node] >= cuts[node]. z float32 (M, F) -> child int32 (M,)."""
-    left = dot(z, weights[node]) >= cuts[node]
+# --- the tree -------------------------------------------------------------------------------------
+def descend(node: jax.Array, x: jax.Array, weights: jax.Array, cuts: jax.Array) -> jax.Array:
+    """One routing step: samples at internal `node` (int32 (M,)) with features x float32 (F, M)
+    go to the left child iff project(x, weights[node]) >= cuts[node] -> child int32 (M,)."""
+    left = project(x, weights[node].T) >= cuts[node]
     return 2 * node + jnp.where(left, 1, 2)
 
 
-def route(z: jax.Array, weights: jax.Array, cuts: jax.Array, height: int) -> jax.Array:
-    """Leaf (heap index) of each row of standardized features z float32 (M, F) -> int32 (M,)."""
-    node = jnp.zeros(z.shape[:1], jnp.int32)
+def route(x: jax.Array, weights: jax.Array, cuts: jax.Array, height: int) -> jax.Array:
+    """Leaf (heap index) of each sample with features x float32 (F, M) -> int32 (M,)."""
+    node = jnp.zeros(x.shape[1:], jnp.int32)
     for _ in range(height - 1):
-        node = descend(node, z, weights, cuts)
+        node = descend(node, x, weights, cuts)
     return node
 
 
@@ -190,31 +264,28 @@ def node_stats(leaves: jax.Array, scores: jax.Array, told: jax.Array, height: in
     """Back-propagated statistics of samples at `leaves` (int32 (M,)) with `scores` (M,), counting
     rows where `told` holds -> (visits int32 (T,), scored int32 (T,), total float32 (T,)) per node in
     heap order (a node's entry sums its two children's)."""
-    ok = told & jnp.isfinite(scores)
-    return tuple(per_node(leaves, v, height) for v in
-                 (told.astype(jnp.int32), ok.astype(jnp.int32), jnp.where(ok, scores, 0.0)))
-
-
-def per_node(leaves: jax.Array, values: jax.Array, height: int) -> jax.Array:
-    """Sum of `values` (M,) over the rows below each node, given each row's leaf -> (T,) in heap
-    order."""
     n_leaves = 2 ** (height - 1)
-    levels = [jax.ops.segment_sum(values, leaves - (n_leaves - 1), n_leaves)]
-    while levels[0].shape[0] > 1:
-        levels.insert(0, levels[0].reshape(-1, 2).sum(axis=1))
-    return jnp.concatenate(levels)
+    ok = told & jnp.isfinite(scores)
+    columns = jnp.stack([told.astype(jnp.float32), ok.astype(jnp.float32),
+                         jnp.where(ok, scores, 0.0)])
+    groups = leaves[None] == n_leaves - 1 + jnp.arange(n_leaves)[:, None]
+    levels = [exact_sums(groups, columns)]
+    while levels[0].shape[0] > 1:  # parents sum their children, pairwise: a fixed order
+        levels.insert(0, levels[0][0::2] + levels[0][1::2])
+    visits, scored, total = jnp.concatenate(levels).T
+    return visits.astype(jnp.int32), scored.astype(jnp.int32), total
 
 
 def ucb(value: jax.Array, n_child: jax.Array, n_parent: jax.Array, c: jax.Array) -> jax.Array:
     """UCB1 of Algorithm 1: value + 2c sqrt(2 ln n_parent / n_child), +inf for an unvisited child."""
-    bonus = 2.0 * c * jnp.sqrt(2.0 * jnp.log(jnp.maximum(n_parent, 1)) / jnp.maximum(n_child, 1))
+    bonus = mul(2.0 * c, jnp.sqrt(2.0 * jnp.log(jnp.maximum(n_parent, 1)) / jnp.maximum(n_child, 1)))
     return jnp.where(n_child > 0, value + bonus, jnp.inf)
 
 
 def exploration(history: History, cp: float, cp_scale: float) -> jax.Array:
     """The UCB constant: cp + cp_scale * max |successful score| (0 scale term before any)."""
     ok = history.filled & jnp.isfinite(history.scores)
-    return cp + cp_scale * jnp.max(jnp.where(ok, jnp.abs(history.scores), 0.0))
+    return cp + mul(cp_scale, jnp.max(jnp.where(ok, jnp.abs(history.scores), 0.0)))
 
 
 def node_values(total: jax.Array, scored: jax.Array, history: History) -> jax.Array:
@@ -223,6 +294,22 @@ def node_values(total: jax.Array, scored: jax.Array, history: History) -> jax.Ar
     worst = jnp.min(jnp.where(ok, history.scores, jnp.inf))
     worst = jnp.where(jnp.isfinite(worst), worst, 0.0)
     return jnp.where(scored > 0, total / jnp.maximum(scored, 1), worst)
+
+
+def hashed_uniform(key: jax.Array, size: int) -> jax.Array:
+    """float32 (size,) in [0, 1): independent-looking uniforms for tie-breaking, from 64 bits of
+    `key` hashed with each index (the `lowbias32` integer hash, twice). A few integer operations
+    per entry instead of a counter-mode PRNG's dozens: asks draw one per catalogue member."""
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    h = lowbias32(lowbias32(jnp.arange(size, dtype=jnp.uint32) ^ seed[0]) ^ seed[1])
+    return (h >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+
+
+def lowbias32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer mixing hash (C. Wellons' lowbias32)."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
 
 
 @functools.lru_cache(maxsize=16)
@@ -283,21 +370,19 @@ class LaNAS(Strategy):
         size = self.space.size() if self.from_catalogue else 0
         return LaNASState(
             key=key, history=History.empty(self.capacity, self.space.encoding_shape),
-            mu=jnp.zeros((f,), jnp.float32), sd=jnp.ones((f,), jnp.float32),
             weights=jnp.zeros((self.num_internal, f), jnp.float32),
             cuts=jnp.zeros((self.num_internal,), jnp.float32),
             visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
             total=jnp.zeros((nodes,), jnp.float32), fitted_at=jnp.full((), -1, jnp.int32),
-            selected=jnp.zeros((), jnp.int32), taken=jnp.zeros((size,), bool),
-            # An unfitted tree (all weights 0) sends everything to the leftmost leaf.
-            member_leaf=jnp.full((size,), self.num_internal, jnp.int32))
+            selected=jnp.zeros((), jnp.int32), taken=jnp.zeros((size,), bool))
 
     def ask(self, state: LaNASState, n: int) -> tuple[jax.Array, LaNASState]:
         key, sub = jax.random.split(state.key)
-        node = jnp.where(state.fitted_at >= 0, self.select(state), 0).astype(jnp.int32)
-        state = state.replace(key=key, selected=node)
+        fitted = state.fitted_at >= 0
+        node, depth = self._select(state)
+        state = state.replace(key=key, selected=jnp.where(fitted, node, 0).astype(jnp.int32))
         if self.from_catalogue:
-            return self._draw_members(state, sub, n)
+            return self._draw_members(state, sub, n, jnp.where(fitted, depth, 0))
         return self._draw_rejection(state, sub, n), state
 
     def tell(self, state: LaNASState, archs: jax.Array, scores: jax.Array) -> LaNASState:
@@ -313,66 +398,81 @@ class LaNAS(Strategy):
         return jax.lax.cond(due, self.refit, lambda s: self._backpropagate(s, archs, scores), state)
 
     # --- learning -------------------------------------------------------------------------------
-    def standardize(self, state: LaNASState, archs: jax.Array) -> jax.Array:
-        """float32 (M, F): standardized features of archs int32 (M, *enc) under the last fit."""
-        return (jax.vmap(self.space.features)(archs) - state.mu) * (1.0 / state.sd)
+    def features(self, archs: jax.Array) -> jax.Array:
+        """float32 (M, F) features of archs int32 (M, *enc); looked up in catalogue mode, so that a
+        member's features have the same bits in the history as in the catalogue."""
+        if self.from_catalogue:
+            return jnp.asarray(catalogue_features(self.space))[jax.vmap(self.space.index)(archs)]
+        return jax.vmap(self.space.features)(archs).astype(jnp.float32)
 
-    def fit(self, history: History):
+    def leaves(self, state: LaNASState, archs: jax.Array) -> jax.Array:
+        """int32 (M,): the leaf of each of archs int32 (M, *enc) under the current tree."""
+        return route(self.features(archs).T, state.weights, state.cuts, self.height)
+
+    def fit(self, history: History) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Fit every internal node, level by level (a level's regions depend on the splits above).
 
-        -> (mu (F,), sd (F,), weights (I, F), cuts (I,), leaf int32 (capacity,) of every history row).
+        The ridge fits use features standardized over the successful samples (so the penalty is
+        scale-free); the splits are stored in raw features.
+        -> (weights (I, F), cuts (I,), leaf int32 (capacity,) of every history row).
         """
-        x = jax.vmap(self.space.features)(history.encodings)
+        x = self.features(history.encodings).T  # (F, C): each feature contiguous
         ok = history.filled & jnp.isfinite(history.scores)
-        y = jnp.where(ok, history.scores, 0.0)
-        m = ok.astype(jnp.float32)
-        count = jnp.maximum(fixed_sum(m), 1.0)
-        mu = fixed_sum(m[:, None] * x) * (1.0 / count)
-        sd = jnp.sqrt(fixed_sum(m[:, None] * (x - mu) ** 2) * (1.0 / count))
-        sd = jnp.where(sd > 1e-6, sd, 1.0)  # constant features: leave unscaled
-        z = (x - mu) * (1.0 / sd)
-        weights = jnp.zeros((self.num_internal, x.shape[1]), jnp.float32)
-        cuts = jnp.zeros((self.num_internal,), jnp.float32)
-        node = jnp.zeros(x.shape[:1], jnp.int32)
-        fit_nodes = jax.vmap(ridge_fit, in_axes=(None, None, 0, None))
-        for level in range(self.height - 1):
-            first, width = 2 ** level - 1, 2 ** level
-            members = (node[None] == first + jnp.arange(width)[:, None]) & ok[None]
-            w, z_mean, _, _ = fit_nodes(z, y, members, self.ridge)
-            weights = weights.at[first:first + width].set(w)
-            cuts = cuts.at[first:first + width].set(dot(w, z_mean))
-            node = descend(node, z, weights, cuts)
-        return mu, sd, weights, cuts, node
+        f = x.shape[0]
+        first_two = exact_sums(ok[None], jnp.where(ok, jnp.concatenate([x, jnp.ones_like(x[:1])]),
+                                                   0.0))[0]
+        inv_count = 1.0 / jnp.maximum(first_two[f], 1.0)
+        mu = mul(first_two[:f, None], inv_count)
+        sd = jnp.sqrt(mul(exact_sums(ok[None], jnp.where(ok, mul(x - mu, x - mu), 0.0))[0],
+                          inv_count))
+        sd = jnp.where(sd > 1e-6, sd, 1.0)[:, None]  # constant features: leave unscaled
+        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), history.scores, ok))
+        # One loop step per level, each fitting the widest level's number of nodes: the product
+        # adding the rows costs the same at any width, and the loop keeps each level's routing
+        # materialized (an unrolled loop lets XLA recompute it in every group's mask).
+        width = (self.num_internal + 1) // 2
+        fit_nodes = jax.vmap(ridge_from_moments, in_axes=(0, None, None))
+
+        def level(depth, carry):
+            weights, cuts, node = carry
+            first = (1 << depth) - 1
+            groups = node[None] == first + jnp.arange(width)[:, None]
+            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, self.ridge)
+            # z . w >= z_mean . w  <=>  x . (w / sd) >= x_mean . (w / sd). Rows past this level's
+            # nodes belong to the next level, which overwrites them.
+            w = mul(w.T, 1.0 / sd)  # (F, width)
+            cut = project(mu + mul(sd, z_mean.T), w)
+            weights = jax.lax.dynamic_update_slice(weights, w.T, (first, 0))
+            cuts = jax.lax.dynamic_update_slice(cuts, cut, (first,))
+            # Route: each row's node parameters picked by a product with the one-hot groups
+            # (exact: one nonzero term), cheaper than a gather; the same bits as `descend`.
+            one_hot = groups.astype(jnp.float32)
+
+            def pick(params):  # (P, width) -> (P, C)
+                return jnp.matmul(params, one_hot, precision=jax.lax.Precision.HIGHEST)
+
+            left = project(x, pick(w)) >= pick(cut[None])[0]
+            return weights, cuts, 2 * node + jnp.where(left, 1, 2)
+
+        start = (jnp.zeros((self.num_internal, f), jnp.float32),
+                 jnp.zeros((self.num_internal,), jnp.float32), jnp.zeros(x.shape[1:], jnp.int32))
+        return jax.lax.fori_loop(0, self.height - 1, level, start)
 
     def refit(self, state: LaNASState) -> LaNASState:
-        """Learn the tree from the whole history; recompute node statistics and catalogue leaves."""
+        """Learn the tree from the whole history; recompute every node's statistics."""
         h = state.history
-        mu, sd, weights, cuts, leaves = self.fit(h)
+        weights, cuts, leaves = self.fit(h)
         visits, scored, total = node_stats(leaves, h.scores, h.filled, self.height)
-        member_leaf = state.member_leaf
-        if self.from_catalogue:
-            z = (jnp.asarray(catalogue_features(self.space)) - mu) * (1.0 / sd)
-            member_leaf = route(z, weights, cuts, self.height)
-        return state.replace(mu=mu, sd=sd, weights=weights, cuts=cuts, visits=visits,
-                             scored=scored, total=total, fitted_at=h.count, member_leaf=member_leaf)
+        return state.replace(weights=weights, cuts=cuts, visits=visits, scored=scored,
+                             total=total, fitted_at=h.count)
 
     def _backpropagate(self, state: LaNASState, archs: jax.Array, scores: jax.Array) -> LaNASState:
-        leaves = route(self.standardize(state, archs), state.weights, state.cuts, self.height)
+        leaves = self.leaves(state, archs)
         visits, scored, total = node_stats(leaves, scores, jnp.ones(scores.shape, bool), self.height)
         return state.replace(visits=state.visits + visits, scored=state.scored + scored,
                              total=state.total + total)
 
     # --- search ---------------------------------------------------------------------------------
-    def open_nodes(self, state: LaNASState) -> jax.Array:
-        """bool (T,): nodes whose region may still hold unasked architectures. In catalogue mode,
-        those with an untaken member (all nodes once every member is taken); always all nodes in
-        rejection mode."""
-        nodes = 2 ** self.height - 1
-        if not self.from_catalogue:
-            return jnp.ones((nodes,), bool)
-        untaken = per_node(state.member_leaf, (~state.taken).astype(jnp.int32), self.height)
-        return (untaken > 0) | (untaken[0] == 0)
-
     def child_scores(self, state: LaNASState, children: jax.Array, parent: jax.Array) -> jax.Array:
         """UCB of `children` of `parent` (Algorithm 2, get_ucb)."""
         c = exploration(state.history, self.cp, self.cp_scale)
@@ -382,13 +482,38 @@ class LaNAS(Strategy):
     def select(self, state: LaNASState) -> jax.Array:
         """The leaf reached from the root by the highest child score, ties to the left, skipping
         closed (exhausted) regions (Algorithm 2, ucb_select)."""
-        open_ = self.open_nodes(state)
+        return self._select(state)[0]
+
+    def _select(self, state: LaNASState) -> tuple[jax.Array, jax.Array | None]:
+        """-> (the selected leaf, in catalogue mode int32 (size,): how many leading constraints of
+        its path each member satisfies (None in rejection mode)).
+
+        In catalogue mode a child is closed when no untaken member lies in its region (once every
+        member is taken: no member at all); the members' projections are computed on the way down,
+        one node per level.
+        """
         node = jnp.zeros((), jnp.int32)
-        for _ in range(self.height - 1):
+        depth = untaken = None
+        if self.from_catalogue:
+            x = jnp.asarray(catalogue_features(self.space).T)  # (F, size): contiguous per feature
+            untaken = ~state.taken
+            untaken = untaken | ~jnp.any(untaken)
+            depth = jnp.zeros(untaken.shape, jnp.int32)  # members inside the node have depth d
+        for d in range(self.height - 1):
             children = jnp.stack([2 * node + 1, 2 * node + 2])
-            u = jnp.where(open_[children], self.child_scores(state, children, node), -jnp.inf)
-            node = jnp.where(u[1] > u[0], children[1], children[0])
-        return node
+            u = self.child_scores(state, children, node)
+            if self.from_catalogue:
+                left = project(x, state.weights[node]) >= state.cuts[node]
+                candidate = (depth == d) & untaken
+                # One reduction for both children, so the projection is computed once for it.
+                open_ = jax.lax.reduce((candidate & left, candidate & ~left), (False, False),
+                                       lambda a, b: (a[0] | b[0], a[1] | b[1]), (0,))
+                u = jnp.where(jnp.stack(open_), u, -jnp.inf)
+            right = u[1] > u[0]
+            node = jnp.where(right, children[1], children[0])
+            if self.from_catalogue:
+                depth = depth + ((depth == d) & (left != right))
+        return node, depth
 
     def constraints(self, state: LaNASState) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The linear constraints of the path to the selected node, in raw features (Algorithm 2,
@@ -401,20 +526,17 @@ class LaNAS(Strategy):
         on_path = d < depth
         child = ((node + 1) >> jnp.clip(depth - d - 1, 0)) - 1
         parent = jnp.where(on_path, (child - 1) // 2, 0)
-        w = state.weights[parent] * (1.0 / state.sd)
-        b = state.cuts[parent] + dot(w, state.mu)
-        return (jnp.where(on_path[:, None], w, 0.0), jnp.where(on_path, b, 0.0),
-                ~on_path | (child == 2 * parent + 1))
+        return (jnp.where(on_path[:, None], state.weights[parent], 0.0),
+                jnp.where(on_path, state.cuts[parent], 0.0), ~on_path | (child == 2 * parent + 1))
 
-    def _draw_members(self, state: LaNASState, key: jax.Array, n: int):
+    def _draw_members(self, state: LaNASState, key: jax.Array, n: int, depth: jax.Array):
         size = state.taken.shape[0]
         if n > size:
             raise ValueError(f"ask(n={n}) exceeds the space's {size} members")
         # Priority: constraints of the path satisfied (all of them = in the region), members
         # already taken last; uniform noise in [0, 1) breaks ties at random.
-        depth = common_depth(state.member_leaf, state.selected, self.height)
         priority = jnp.where(state.taken, -1, depth).astype(jnp.float32)
-        idx = jax.lax.top_k(priority + jax.random.uniform(key, (size,)), n)[1]
+        idx = jax.lax.top_k(priority + hashed_uniform(key, size), n)[1]
         archs = jnp.asarray(catalogue(self.space))[idx]
         return archs, state.replace(taken=state.taken.at[idx].set(True))
 
@@ -427,7 +549,7 @@ class LaNAS(Strategy):
             i, key, archs, priority = carry
             key, k_sample, k_tie = jax.random.split(key, 3)
             cand = self.space.sample(k_sample, self.n_candidates)
-            leaves = route(self.standardize(state, cand), state.weights, state.cuts, self.height)
+            leaves = self.leaves(state, cand)
             p = common_depth(leaves, state.selected, self.height).astype(jnp.float32)
             p = p + jax.random.uniform(k_tie, p.shape)
             pool_p = jnp.concatenate([priority, p])

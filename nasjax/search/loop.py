@@ -34,7 +34,8 @@ CHECKPOINT, SIDECAR, LOG = "checkpoint.npz", "run.json", "evaluations.jsonl"
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """The final state; the best architecture (int32 (*enc)) and score (-inf if every evaluation
-    failed); every evaluation in order: encodings int32 (E, *enc), scores float32 (E,), budgets
+    failed; for multi-fidelity strategies, the best at the highest budget evaluated, which is also
+    what `target` is compared with); every evaluation in order: encodings int32 (E, *enc), scores float32 (E,), budgets
     float32 (E,) or None for single-fidelity strategies; rounds; why it stopped ("budget"/"target")."""
 
     state: Any
@@ -125,10 +126,18 @@ def _reconcile_log(path: pathlib.Path, evaluations: int) -> None:
         _atomic_write(path, lambda f: f.write(b"".join(lines[:evaluations])))
 
 
-def _best(history) -> tuple[np.ndarray, float]:
+def _best(state) -> tuple[np.ndarray, float]:
+    """The best successful evaluation: for multi-fidelity strategies (a `budgets` field), among
+    those at the highest budget evaluated so far, since scores at different budgets do not
+    compare. (-inf with nothing successful there.)"""
+    history = state.history
     encodings, scores = np.asarray(history.encodings), np.asarray(history.scores)
-    ranked = np.where((np.arange(len(scores)) < int(history.count)) & np.isfinite(scores), scores,
-                      -np.inf)
+    considered = (np.arange(len(scores)) < int(history.count)) & np.isfinite(scores)
+    budgets = getattr(state, "budgets", None)
+    if budgets is not None and int(history.count):
+        budgets = np.asarray(budgets)
+        considered &= budgets == budgets[:int(history.count)].max()
+    ranked = np.where(considered, scores, -np.inf)
     i = int(np.argmax(ranked))
     return encodings[i], float(ranked[i])
 
@@ -167,7 +176,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
     ask = jax.jit(strategy.ask_with_budget if with_budgets else strategy.ask, static_argnums=1)
     tell = jax.jit(strategy.tell)
     pass_budgets = _accepts_budgets(objective)
-    _, best = _best(state.history)
+    _, best = _best(state)
     reached = target is not None and best >= target
     bar = tqdm(total=budget, initial=min(done, budget), disable=not progress,
                desc=type(strategy).__name__)
@@ -186,7 +195,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
             raise ValueError(f"objective returned scores of shape {scores.shape} for {n} "
                              f"architectures; expected ({n},)")
         state = tell(state, archs, jnp.asarray(scores))
-        _, best = _best(state.history)
+        _, best = _best(state)
         reached = target is not None and best >= target
         if workdir is not None:
             _append_log(workdir / LOG, strategy, archs, scores, budgets, done, rounds, records)
@@ -199,7 +208,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
     bar.close()
 
     count = int(state.history.count)
-    best_encoding, best = _best(state.history)
+    best_encoding, best = _best(state)
     budgets = getattr(state, "budgets", None)
     return SearchResult(
         state=state, best_encoding=best_encoding, best_score=best,
