@@ -9,8 +9,8 @@ motivating` is LaNAS's 1,364-network space (depth 1-5, C in {32, 64}, K in {3, 5
 and epochs, meant for a GPU; any flag given explicitly overrides the preset.
 
 Protocol: CIFAR-10's search split (`load_cifar10(data_dir, validation_fraction, split_seed)`): the
-network trains on its training part (the first `--train-images`; 0 = all), the validation part gives
-the accuracy after every epoch, the test set the final test accuracy. The training key of
+network trains on its training part (the first `--train-images`; 0 = all), the validation part (the first
+`--val-images`) gives the accuracy after every epoch, the test set the final test accuracy. The training key of
 architecture `space.index(enc)` = i and seed s is fold_in(fold_in(key(--seed), s), i) (`training_key`),
 so an entry is reproduced by training that architecture alone with that key (`train_entries`), and
 the same flags give the same bits.
@@ -50,10 +50,11 @@ from nasjax.train import TrainConfig, train_population
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRESETS = {
-    "default": dict(channels=[16, 32], kernels=[3, 5], min_depth=1, max_depth=3, epochs=10, seeds=2,
-                    train_images=0, batch_size=128, lr=0.05, chunk=12),
+    # Sized for this project's 2-core CPU: the 168 runs take about half an hour.
+    "default": dict(channels=[16, 32], kernels=[3, 5], min_depth=1, max_depth=3, epochs=2, seeds=2,
+                    train_images=1024, val_images=1000, batch_size=128, lr=0.05, chunk=12),
     "motivating": dict(channels=[32, 64], kernels=[3, 5], min_depth=1, max_depth=5, epochs=20, seeds=3,
-                       chunk=256),
+                       train_images=0, val_images=0, chunk=256),
 }
 RECORDS = "records.jsonl"
 
@@ -80,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help="training seeds per architecture")
     p.add_argument("--seed", type=int, default=0, help="root of every training key")
     p.add_argument("--train-images", type=int, help="training images of the search split (0: all)")
+    p.add_argument("--val-images", type=int, help="validation images of the search split (0: all)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--validation-fraction", type=float, default=0.5)
@@ -92,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     checks = [
         (args.epochs >= 1 and args.seeds >= 1 and args.chunk >= 1,
          "--epochs, --seeds and --chunk must be >= 1"),
-        (args.train_images >= 0, "--train-images must be >= 0"),
+        (args.train_images >= 0 and args.val_images >= 0, "--train-images and --val-images must be >= 0"),
         (args.train_images == 0 or args.train_images >= args.batch_size,
          f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"),
     ]
@@ -117,15 +119,18 @@ def make_config(args) -> TrainConfig:
 
 
 # --- data -------------------------------------------------------------------------------------------
-def protocol_data(data_dir, validation_fraction: float, split_seed: int, train_images: int) -> Dataset:
-    """The search split of CIFAR-10, its training part cut to the first `train_images` (0: all)."""
+def protocol_data(data_dir, validation_fraction: float, split_seed: int, train_images: int,
+                  val_images: int) -> Dataset:
+    """The search split of CIFAR-10, its training and validation parts cut to the first `train_images`
+    and `val_images` (0: all)."""
     data = load_cifar10(data_dir, validation_fraction=validation_fraction, split_seed=split_seed)
-    if train_images:
-        if train_images > len(data.train_labels):
-            raise UsageError(f"--train-images {train_images} exceeds the {len(data.train_labels)} "
-                             f"training images of the search split ({data.source})")
-        data = data._replace(train_images=data.train_images[:train_images],
-                             train_labels=data.train_labels[:train_images])
+    for flag, count, part in (("--train-images", train_images, "train"), ("--val-images", val_images, "val")):
+        images, labels = getattr(data, f"{part}_images"), getattr(data, f"{part}_labels")
+        if count > len(labels):
+            raise UsageError(f"{flag} {count} exceeds the {len(labels)} {part} images of the search "
+                             f"split ({data.source})")
+        if count:
+            data = data._replace(**{f"{part}_images": images[:count], f"{part}_labels": labels[:count]})
     return data
 
 
@@ -299,7 +304,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     space, config = make_space(args), make_config(args)
     workdir, out = pathlib.Path(args.workdir), pathlib.Path(args.out)
-    data = protocol_data(args.data_dir, args.validation_fraction, args.split_seed, args.train_images)
+    data = protocol_data(args.data_dir, args.validation_fraction, args.split_seed, args.train_images,
+                         args.val_images)
     provenance = data_provenance(data, args)
     training = {"seeds": args.seeds, "root_seed": args.seed, "execution": args.execution,
                 "chunk": args.chunk, "backend": jax.default_backend(), "devices": jax.device_count(),
