@@ -20,8 +20,9 @@ the successful samples (the paper's 0.1 x max score for positive scores is cp_sc
 
 Sampling from the selected region:
 * enumerable spaces (size <= `max_catalogue`): uniformly among members not yet asked or told
-  (pending ones included), never re-asking one. The members' regions are found during the UCB
-  descent of each `ask` (one projection of the catalogue per level, on the node being left).
+  (pending ones included; ties broken by `hashed_uniform`), never re-asking one. The members'
+  regions are found during the UCB descent of each `ask` (one projection of the catalogue per
+  level, on the node descended from).
 * large spaces: batched rejection sampling. Each attempt routes `n_candidates` uniform samples down
   the tree; a candidate is accepted when ALL constraints of the path hold (it routes to the selected
   leaf; the reference code accepts a sample when any one holds, LaMCTS#17). At most `max_attempts`
@@ -43,9 +44,10 @@ score seen as its value.
 
 Reproducibility: the same key gives the same search, and `jax.vmap` over keys gives bit for bit the
 searches run separately. XLA compiles batched and unbatched programs differently (FMA contraction,
-the association of reductions and matrix products), so the numerics that decisions hang on avoid
-both: products feeding sums go through `mul`, projections through `project`, sums over samples
-through `exact_sums` (exact, hence order-free).
+divisions by broadcast values turned into reciprocal multiplies, the association of reductions and
+matrix products), so the numerics that decisions hang on avoid all three: products feeding sums go
+through `mul`, projections through `project`, sums over samples through `exact_sums` (exact, hence
+order-free); see the comment above `mul`.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
