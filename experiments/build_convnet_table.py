@@ -124,14 +124,10 @@ def protocol_data(data_dir, validation_fraction: float, split_seed: int, train_i
     """The search split of CIFAR-10, its training and validation parts cut to the first `train_images`
     and `val_images` (0: all)."""
     data = load_cifar10(data_dir, validation_fraction=validation_fraction, split_seed=split_seed)
-    for flag, count, part in (("--train-images", train_images, "train"), ("--val-images", val_images, "val")):
-        images, labels = getattr(data, f"{part}_images"), getattr(data, f"{part}_labels")
-        if count > len(labels):
-            raise UsageError(f"{flag} {count} exceeds the {len(labels)} {part} images of the search "
-                             f"split ({data.source})")
-        if count:
-            data = data._replace(**{f"{part}_images": images[:count], f"{part}_labels": labels[:count]})
-    return data
+    try:
+        return data.take(train=train_images, val=val_images)
+    except ValueError as e:
+        raise UsageError(f"--train-images / --val-images: {e}") from None
 
 
 def data_digests(data: Dataset) -> dict[str, str]:

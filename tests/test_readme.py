@@ -17,9 +17,14 @@ def test_two_setup_commands():
     assert "experiments/lanas_cifar.py" in commands[0] and "pytest" in commands[1]
 
 
-def test_research_snippet_runs(data_dir, monkeypatch, capsys):
-    (snippet,) = _blocks("python")
+def test_research_snippets_run(data_dir, monkeypatch, capsys):
+    """The python blocks, in order, in one namespace (a later block uses names of an earlier one)."""
+    snippets = _blocks("python")
+    assert len(snippets) == 2
     monkeypatch.chdir(README.parent)
-    exec(compile(snippet.replace("../shared/data", str(data_dir)), "README.md", "exec"), {})
+    namespace = {}
+    for snippet in snippets:
+        exec(compile(snippet.replace("../shared/data", str(data_dir)), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out
     assert "optimum:" in printed and "ConvNet depth" in printed
+    assert printed.count(" val ") == 3 and "True" not in printed  # three trained, none failed

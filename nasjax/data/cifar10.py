@@ -56,6 +56,21 @@ class Dataset(NamedTuple):
     def num_classes(self) -> int:
         return NUM_CLASSES
 
+    def take(self, train: int = 0, val: int = 0, test: int = 0) -> "Dataset":
+        """The first `train` / `val` / `test` images of each part (0: all of that part).
+
+        Raises ValueError naming the part when it holds fewer images than asked for.
+        """
+        parts = {}
+        for part, count in (("train", train), ("val", val), ("test", test)):
+            images, labels = getattr(self, f"{part}_images"), getattr(self, f"{part}_labels")
+            if count < 0 or count > len(labels):
+                raise ValueError(f"asked for {count} {part} images; {self.name} ({self.source}) has "
+                                 f"{len(labels)}")
+            if count:
+                parts.update({f"{part}_images": images[:count], f"{part}_labels": labels[:count]})
+        return self._replace(**parts)
+
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path | None:
     """The data folder: `data_dir` if given, else $NASJAX_DATA_DIR, else None (no local data).
