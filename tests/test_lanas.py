@@ -354,15 +354,19 @@ def test_statistics_match_a_recount_of_the_history(many_histories):
         assert value[1] > value[2]
 
 
-def test_failed_evaluations_are_visits_but_not_values():
-    strat = strategy(n_init=4)
-    state = strat.init(jax.random.key(0))
-    archs, state = strat.ask(state, 8)
-    scores = synthetic(archs).at[::2].set(jnp.nan)
-    state = strat.tell(state, archs, scores)
-    assert int(state.visits[0]) == 8 and int(state.scored[0]) == 4
-    np.testing.assert_allclose(state.total[0], np.nansum(np.asarray(scores)), rtol=1e-5)
-    assert np.isfinite(np.asarray(state.weights)).all()
+def test_failed_evaluations_are_visits_but_not_values(many_histories):
+    _, _, separate = many_histories
+    for told, _ in separate[:4]:  # every 37th of the TOLD scores is NaN
+        scores = np.asarray(told.history.scores[:TOLD])
+        failed = int(np.isnan(scores).sum())
+        assert failed == -(-TOLD // 37)
+        assert int(told.visits[0]) == TOLD and int(told.scored[0]) == TOLD - failed
+        np.testing.assert_allclose(told.total[0], np.nansum(scores), rtol=1e-5)
+        assert np.isfinite(np.asarray(told.weights)).all() and np.isfinite(told.cuts).all()
+        # Visits of the leaves add up to the root's; the scored ones exclude the failures.
+        leaves = slice(strategy().num_internal, None)
+        assert int(told.visits[leaves].sum()) == TOLD
+        assert int(told.scored[leaves].sum()) == TOLD - failed
 
 
 @pytest.mark.parametrize("config, message", [
