@@ -290,3 +290,12 @@ def test_autoaugment_in_augment_batch_only_adds_the_policy_and_jits_inside_user_
     differ = [not np.allclose(a, b, atol=1e-4) for a, b in zip(plain, with_aa)]
     assert 0 < sum(differ) < 64
 
+
+
+def test_take_cuts_each_part_and_names_a_short_one(cifar):
+    small = cifar.take(train=64, test=32)
+    np.testing.assert_array_equal(small.train_images, cifar.train_images[:64])
+    np.testing.assert_array_equal(small.test_labels, cifar.test_labels[:32])
+    assert len(small.val_labels) == len(cifar.val_labels)  # 0: the whole part
+    with pytest.raises(ValueError, match="val images"):
+        cifar.take(val=len(cifar.val_labels) + 1)
