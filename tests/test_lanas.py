@@ -115,9 +115,17 @@ def test_exact_sums_do_not_depend_on_the_order_of_addition():
     np.testing.assert_array_equal(
         lanas.exact_sums(jnp.asarray(groups[:, perm]), jnp.asarray(values[:, perm])), sums)
     parts = lanas.exact_parts(jnp.asarray(values))
-    for count, chunk in ((700, 64), (c, 300)):  # chunks up to the count; at c the last overlaps
+    assert c % lanas.CHUNK
+    for count in (700, c):  # chunks up to the count; at c the last one overlaps the one before
         np.testing.assert_array_equal(
-            lanas.group_sums(jnp.asarray(groups), parts, jnp.int32(count), chunk), sums)
+            lanas.group_sums(jnp.asarray(groups), parts, jnp.int32(count)), sums)
+    # vmapped over histories of different lengths (one loop up to the longest): the same bits
+    shorter = values.copy()
+    shorter[:, 300:] = 0.0
+    both = jax.vmap(lambda v, n: lanas.group_sums(jnp.asarray(groups), lanas.exact_parts(v), n))(
+        jnp.asarray(np.stack([shorter, values])), jnp.asarray([300, 700]))
+    np.testing.assert_array_equal(both[1], sums)
+    np.testing.assert_array_equal(both[0], lanas.exact_sums(jnp.asarray(groups), jnp.asarray(shorter)))
     exact = (groups[:, None, :] * values[None].astype(np.float64)).sum(axis=2)
     assert np.all(np.abs(sums - exact) <= 1e-6 * np.abs(exact) + 1e-9 * np.abs(values).max(axis=1))
 

@@ -145,33 +145,61 @@ def to_grid(values: jax.Array, exponent: jax.Array) -> jax.Array:
     return ((values * jnp.ldexp(1.0, -exponent) + magic) - magic) * jnp.ldexp(1.0, exponent)
 
 
-def group_sums(groups: jax.Array, parts: jax.Array, count: jax.Array | None = None,
-               chunk: int = 256) -> jax.Array:
+def group_sums(groups: jax.Array, parts: jax.Array, count: jax.Array | None = None) -> jax.Array:
     """Per-group sums of the columns of `exact_parts` output: groups bool (W, C), parts (2S, C) ->
     (W, S); each part's sum is exact, and the two are added once.
 
-    With `count`, only the first `count` columns are added (the rest must be zero), `chunk` at a
-    time, so the work follows the history's size rather than its capacity; exact, so the result
-    is the same.
+    With `count`, only the first `count` columns are added (the rest must be zero), CHUNK at a
+    time, so the work follows the history's size rather than its capacity; exact, so the result is
+    the same.
     """
     s, c = parts.shape[0] // 2, parts.shape[1]
-
-    def part_sums(g, p):  # (2S, W), exact
-        return jnp.matmul(p, g.T.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-
-    if count is None or c <= chunk:
+    if count is None or c <= CHUNK:
         sums = part_sums(groups, parts)
     else:
-        def step(carry):
-            i, acc = carry
-            start = jnp.minimum(i * chunk, c - chunk)  # the last chunk may overlap the one before:
-            fresh = start + jnp.arange(chunk) >= i * chunk  # its repeated columns are left out
-            g = jax.lax.dynamic_slice_in_dim(groups, start, chunk, axis=1) & fresh
-            return i + 1, acc + part_sums(g, jax.lax.dynamic_slice_in_dim(parts, start, chunk, 1))
-
-        start = (jnp.zeros((), jnp.int32), jnp.zeros((2 * s, groups.shape[0]), jnp.float32))
-        sums = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, step, start)[1]
+        sums = bounded_part_sums(groups, parts, count)
     return (sums[:s] + sums[s:]).T
+
+
+CHUNK = 256
+
+
+def part_sums(groups: jax.Array, parts: jax.Array) -> jax.Array:
+    """Exact sums of `parts` (..., 2S, C) over each group of groups (..., W, C) -> (..., 2S, W)."""
+    return jnp.matmul(parts, jnp.swapaxes(groups, -1, -2).astype(jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST)
+
+
+def chunk_loop(groups: jax.Array, parts: jax.Array, count: jax.Array) -> jax.Array:
+    """`part_sums` over the first `count` (a scalar) columns, CHUNK at a time; leading batch axes
+    allowed. The last chunk may overlap the one before: its repeated columns are left out."""
+    c = parts.shape[-1]
+
+    def step(carry):
+        i, acc = carry
+        start = jnp.minimum(i * CHUNK, c - CHUNK)
+        fresh = start + jnp.arange(CHUNK) >= i * CHUNK
+        g = jax.lax.dynamic_slice_in_dim(groups, start, CHUNK, groups.ndim - 1) & fresh
+        return i + 1, acc + part_sums(g, jax.lax.dynamic_slice_in_dim(parts, start, CHUNK,
+                                                                       parts.ndim - 1))
+
+    acc = jnp.zeros((*parts.shape[:-1], groups.shape[-2]), jnp.float32)
+    return jax.lax.while_loop(lambda carry: carry[0] * CHUNK < count, step, (0, acc))[1]
+
+
+@jax.custom_batching.custom_vmap
+def bounded_part_sums(groups: jax.Array, parts: jax.Array, count: jax.Array) -> jax.Array:
+    """`chunk_loop`; vmapped, one loop up to the longest history for the whole batch (a loop with a
+    per-search trip count would slice every chunk with per-search indices). Columns past a
+    search's own count are zero and its sums exact, so its result is the same."""
+    return chunk_loop(groups, parts, count)
+
+
+@bounded_part_sums.def_vmap
+def _bounded_part_sums_vmap(axis_size, in_batched, groups, parts, count):
+    groups, parts = (a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+                     for a, batched in zip((groups, parts), in_batched))
+    return chunk_loop(groups, parts, jnp.max(count) if in_batched[2] else count), True
 
 
 # --- fitting --------------------------------------------------------------------------------------
