@@ -29,8 +29,9 @@ work directory are refused (use another --workdir).
 Sizing: the defaults are meant for this project's 2-core CPU and the shared CIFAR-10 subset (5,085
 training / 1,017 test images). The work is the search's `--budget` x `--epochs` passes over
 `--train-images` images plus the final evaluation's (`--final-top-k` + `--final-random-k`) x
-`--final-seeds` x `--final-epochs` passes over `--final-train-images`, plus one compile per distinct
-architecture and data size. `--space tiny` (6 networks of at most two 8/16-channel 3x3 layers) is a
+`--final-seeds` x `--final-epochs` passes over `--final-train-images`, plus compilation: on CPU one
+program per distinct layer shape and batch size, shared by all architectures (`nasjax.train.layered`);
+on accelerators one masked program per network depth. `--space tiny` (6 networks of at most two 8/16-channel 3x3 layers) is a
 smoke-test space for tests, not for results. Full CIFAR-10 (50,000 / 10,000 images) on an
 accelerator, where the population of each round is trained together, sharded over the local devices
 (its wall time is not measured yet; the final evaluation's 48 runs of 100 epochs dominate it):

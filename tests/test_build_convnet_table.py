@@ -1,26 +1,15 @@
 """experiments/build_convnet_table.py on a one-network space: table + log, resume after a torn write
 gives the same bits, a different configuration in the same workdir is refused."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment
 from nasjax.benchmarks import convnet
 
 
-def _script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "build_convnet_table.py"
-    spec = importlib.util.spec_from_file_location("build_convnet_table", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _script()
+build = load_experiment("build_convnet_table")
 TINY = ["--max-depth", "1", "--channels", "4", "--kernels", "3", "--epochs", "1", "--train-images", "128",
         "--seeds", "2", "--chunk", "1"]
 

@@ -1,26 +1,15 @@
 """The ConvNet table shipped in the package: it loads, covers its whole space, and re-training three
 random entries with the table's stored protocol reproduces their stored accuracies bit for bit."""
 
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment
 from nasjax import benchmarks
 from nasjax.benchmarks import convnet
 from nasjax.train import TrainConfig
-
-
-def _build_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "build_convnet_table.py"
-    spec = importlib.util.spec_from_file_location("build_convnet_table", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def test_shipped_table_loads_and_covers_the_space(table):
 
 
 def test_retraining_three_entries_reproduces_them_bit_for_bit(table, data_dir):
-    build = _build_script()
+    build = load_experiment("build_convnet_table")
     meta = table.meta
     if meta["training"]["backend"] != jax.default_backend():
         pytest.skip(f"table built on {meta['training']['backend']}, this is {jax.default_backend()}")

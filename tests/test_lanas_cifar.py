@@ -1,7 +1,6 @@
 """The main job, experiments/lanas_cifar.py, run as a user runs it, in a tiny configuration on the real
 data: its output files, a finished run, resume after SIGKILL (same bits), and bad input."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from experiment_scripts import load_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "lanas_cifar.py"
@@ -28,10 +28,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def lc():
     """The script as a module, for the checks that need no training (fast, in process)."""
-    spec = importlib.util.spec_from_file_location("lanas_cifar", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("lanas_cifar")
 
 
 @pytest.fixture(scope="module")

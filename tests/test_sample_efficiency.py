@@ -1,15 +1,13 @@
 """experiments/sample_efficiency.py's core on a tiny ConvNet benchmark with a random table."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 from math import comb
 
 import jax
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment
 from nasjax.benchmarks import TabularBenchmark
 from nasjax.spaces import ConvNetSpace, NASBench201Space
 
@@ -17,16 +15,7 @@ SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), min_depth=1, max_depth=2) 
 EPOCHS = 9
 
 
-def _script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sample_efficiency.py"
-    spec = importlib.util.spec_from_file_location("sample_efficiency", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-se = _script()
+se = load_experiment("sample_efficiency")
 
 
 @pytest.fixture(scope="module")
