@@ -63,9 +63,7 @@ def test_plan_pools_like_the_module():
 
 @pytest.fixture(scope="module")
 def small(cifar):
-    return cifar._replace(train_images=cifar.train_images[:128], train_labels=cifar.train_labels[:128],
-                          val_images=cifar.val_images[:96], val_labels=cifar.val_labels[:96],
-                          test_images=cifar.test_images[:96], test_labels=cifar.test_labels[:96])
+    return cifar.take(train=128, val=96, test=96)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ KEY = jax.random.PRNGKey(7)
 
 @pytest.fixture(scope="module")
 def small(cifar):
-    return cifar._replace(train_images=cifar.train_images[:256], train_labels=cifar.train_labels[:256],
-                          val_images=cifar.val_images[:128], val_labels=cifar.val_labels[:128],
-                          test_images=cifar.test_images[:128], test_labels=cifar.test_labels[:128])
+    return cifar.take(train=256, val=128, test=128)
 
 
 @pytest.fixture(scope="module")
