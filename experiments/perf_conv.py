@@ -1,4 +1,5 @@
-"""CPU convolution speed: plain Flax `nn.Conv` vs the nasjax conv path vs PyTorch eager, in one run.
+"""CPU convolution speed: plain Flax (`nn.Conv`, `nn.max_pool`, default XLA options) vs nasjax (its conv
+path, `ops.max_pool`, `ops.compiler_options()`) vs PyTorch eager, in one run.
 
 Times one SGD-momentum training step (batch B, 32x32x3, Conv-ReLU SAME, 2x2 max-pool every 2 layers,
 GAP, Dense) for two ConvNets, and forward+backward of a single 5x5/96-channel layer. Prints ms/step,
@@ -28,17 +29,21 @@ from nasjax.spaces import ConvNetSpace, ops
 
 NETWORKS = {"depth4-32ch-3x3": [(32, 3)] * 4, "depth2-64ch-5x5": [(64, 5)] * 2}
 LAYER = "layer-5x5-96ch"
+OP_LAYERS = [(32, 64, 5), (32, 32, 3), (16, 96, 5)]  # (size, channels, kernel) timed op by op
 
 
-def median_ms(fn, steps: int) -> float:
-    """Median wall time of `fn()` over `steps` calls after two warm-up calls (compile, caches)."""
-    fn(), fn()
-    times = []
+def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
+    """Median wall ms of each `fns[name]()` over `steps` rounds that call every fn in turn, after two
+    warm-up calls each (compile, caches): drifts in machine speed hit all fns alike."""
+    for fn in fns.values():
+        fn(), fn()
+    times = {name: [] for name in fns}
     for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int = 3) -> float:
@@ -53,17 +58,34 @@ def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int
     return total / 1e9
 
 
-def matmul_peak(steps: int, key) -> float:
-    """GFLOP/s of a large f32 matmul (jitted jnp.dot), the ceiling a convolution can reach."""
+def matmul_peaks(steps: int, key) -> dict[str, float]:
+    """GFLOP/s of a large f32 matmul (4096x2048 @ 2048x2048) in XLA (jitted jnp.dot, nasjax's options)
+    and, when installed, PyTorch: the ceiling a convolution can reach in each."""
     n = 2048
     a, b = jax.random.normal(key, (2 * n, n)), jax.random.normal(key, (n, n))
-    dot = jax.jit(jnp.dot)
-    ms = median_ms(lambda: dot(a, b).block_until_ready(), steps)
-    return 2.0 * 2 * n * n * n / (ms * 1e6)
+    dot = jax.jit(jnp.dot, compiler_options=ops.compiler_options())
+    fns = {"xla": lambda: dot(a, b).block_until_ready()}
+    try:
+        import torch
+        ta, tb = torch.tensor(np.asarray(a)), torch.tensor(np.asarray(b))
+        out = torch.empty(2 * n, n)
+        fns["torch"] = lambda: torch.mm(ta, tb, out=out)
+    except ImportError:
+        pass
+    return {name: 2.0 * 2 * n ** 3 / (ms * 1e6) for name, ms in interleaved_medians(fns, steps).items()}
+
+
+@contextlib.contextmanager
+def plain_flax():
+    """Within: nasjax's spaces build their ConvNets from `nn.Conv` and `nn.max_pool` (plain Flax)."""
+    with unittest.mock.patch.object(ops, "Conv", nn.Conv), unittest.mock.patch.object(
+            ops, "max_pool", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))):
+        yield
 
 
 def jax_train_step(layers, batch: int, key, flax_conv: bool):
-    """A jitted SGD-momentum step of the ConvNet; flax_conv swaps nasjax's Conv for `nn.Conv`."""
+    """A jitted SGD-momentum step of the ConvNet as nasjax compiles it, or with flax_conv, plain Flax:
+    `nn.Conv`, `nn.max_pool` and XLA's default compiler options."""
     space = ConvNetSpace(channels=(32, 64), kernels=(3, 5), max_depth=len(layers))
     module = space.to_module(space.encode(layers))
     kx, ky, kp = jax.random.split(key, 3)
@@ -77,9 +99,10 @@ def jax_train_step(layers, batch: int, key, flax_conv: bool):
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    with unittest.mock.patch.object(ops, "Conv", nn.Conv) if flax_conv else contextlib.nullcontext():
+    with plain_flax() if flax_conv else contextlib.nullcontext():
         params = module.init(kp, x[:1])
-        compiled = jax.jit(step).lower(params, opt.init(params)).compile()
+        options = None if flax_conv else ops.compiler_options()
+        compiled = jax.jit(step, compiler_options=options).lower(params, opt.init(params)).compile()
     state = {"p": params, "s": opt.init(params)}
 
     def run():
@@ -92,8 +115,39 @@ def jax_layer_step(batch: int, size: int, key, impl: str):
     """Forward + backward (dX, dW) of one 5x5, 96 -> 96 channel SAME conv."""
     kx, kw = jax.random.split(key)
     x, w = jax.random.normal(kx, (batch, size, size, 96)), jax.random.normal(kw, (5, 5, 96, 96)) * 0.02
-    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x, w, impl=impl) ** 2), (0, 1)))
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x, w, impl=impl) ** 2), (0, 1)),
+                   compiler_options=ops.compiler_options() if impl == "auto" else None)
     return lambda: jax.block_until_ready(grad(x, w))
+
+
+def jax_conv_ops(batch: int, size: int, channels: int, kernel: int, key, nasjax: bool) -> dict:
+    """{"fwd", "dX", "dW"}: closures computing one SAME conv's output, input or kernel gradient (given
+    dY) as nasjax compiles it, or as plain XLA does when not `nasjax`."""
+    kx, kw, ky = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (batch, size, size, channels))
+    w = jax.random.normal(kw, (kernel, kernel, channels, channels)) * 0.02
+    dy = jax.random.normal(ky, x.shape)
+    impl, options = ("auto", ops.compiler_options()) if nasjax else ("xla", None)
+    conv = lambda x, w: ops.conv2d(x, w, impl=impl)  # noqa: E731
+    fns = {"fwd": conv, "dX": lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0],
+           "dW": lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]}
+    compiled = {op: jax.jit(fn, compiler_options=options) for op, fn in fns.items()}
+    args = {"fwd": (x, w), "dX": (x, w, dy), "dW": (x, w, dy)}
+    return {op: (lambda op=op: compiled[op](*args[op]).block_until_ready()) for op in fns}
+
+
+def torch_conv_ops(batch: int, size: int, channels: int, kernel: int) -> dict:
+    """PyTorch's closures for `jax_conv_ops`' ops, or {} without torch."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    x = torch.randn(batch, channels, size, size)
+    w = torch.randn(channels, channels, kernel, kernel) * 0.02
+    dy, pad = torch.randn_like(x), kernel // 2
+    return {"fwd": lambda: torch.nn.functional.conv2d(x, w, padding=pad),
+            "dX": lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, padding=pad),
+            "dW": lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, padding=pad)}
 
 
 def torch_steps(batch: int, size: int, seed: int):
@@ -149,14 +203,16 @@ def main():
     if args.steps < 1 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1")
     key = jax.random.key(args.seed)
-    peak = matmul_peak(args.steps, key)
-    print(f"backend {jax.default_backend()}, nasjax conv impl {ops.resolve_impl()}, "
-          f"f32 matmul peak {peak:.1f} GFLOP/s, batch {args.batch}, median of {args.steps} steps")
+    peaks = matmul_peaks(args.steps, key)
+    peak = peaks["xla"]
+    print(f"backend {jax.default_backend()}, nasjax conv impl {ops.resolve_impl()}, batch {args.batch}, "
+          f"median of {args.steps} interleaved rounds; f32 matmul peak: "
+          + ", ".join(f"{name} {g:.1f} GFLOP/s" for name, g in peaks.items()))
 
     gflop = {name: conv_gflop(layers, args.batch) for name, layers in NETWORKS.items()}
     gflop[LAYER] = 3 * 2.0 * args.batch * args.layer_size ** 2 * 25 * 96 * 96 / 1e9
     torch_fns = torch_steps(args.batch, args.layer_size, args.seed)
-    rows = []
+    cases = {}
     for name in gflop:
         fns = {}
         if name == LAYER:
@@ -169,14 +225,27 @@ def main():
                 fns["flax"] = jax_train_step(NETWORKS[name], args.batch, key, flax_conv=True)
         if name in torch_fns:
             fns["torch"] = torch_fns[name]
-        ms = {impl: median_ms(fn, args.steps) for impl, fn in fns.items()}
+        cases[name] = fns
+    # Where the time goes: each convolution of the costliest layers on its own.
+    for size, channels, kernel in OP_LAYERS:
+        op_fns = {"nasjax": jax_conv_ops(args.batch, size, channels, kernel, key, nasjax=True),
+                  "flax": {} if args.skip_flax else jax_conv_ops(args.batch, size, channels, kernel, key, False),
+                  "torch": torch_conv_ops(args.batch, size, channels, kernel)}
+        for op in ("fwd", "dX", "dW"):
+            name = f"{op} {kernel}x{kernel}/{channels}ch {size}px"
+            gflop[name] = 2.0 * args.batch * size * size * kernel ** 2 * channels ** 2 / 1e9
+            cases[name] = {impl: fns[op] for impl, fns in op_fns.items() if fns}
+
+    rows = []
+    for name, fns in cases.items():
+        ms = interleaved_medians(fns, args.steps)
         for impl, t in ms.items():
             gfs = gflop[name] / (t / 1e3)
             rows.append(dict(case=name, impl=impl, ms_per_step=round(t, 1), gflop=round(gflop[name], 2),
-                             gflop_per_s=round(gfs, 1), frac_matmul_peak=round(gfs / peak, 3),
+                             gflop_per_s=round(gfs, 1), frac_xla_matmul_peak=round(gfs / peak, 3),
                              speedup_of_nasjax=round(t / ms["nasjax"], 2)))
-            print(f"{name:18s} {impl:7s} {t:9.1f} ms/step {gfs:6.1f} GFLOP/s {gfs / peak:5.2f} of peak "
-                  f"  {impl}/nasjax time ratio {t / ms['nasjax']:.2f}")
+            print(f"{name:22s} {impl:7s} {t:9.1f} ms {gfs:6.1f} GFLOP/s {gfs / peak:5.2f} of XLA peak "
+                  f"  {impl}/nasjax time ratio {t / ms['nasjax']:.2f}", flush=True)
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

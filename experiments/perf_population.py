@@ -40,8 +40,9 @@ def parse_args():
     p.add_argument("--host-devices", type=int, default=1, help="forced CPU host devices (sharded engine)")
     p.add_argument("--executions", default="layered")
     p.add_argument("--flax-baseline", action="store_true",
-                   help="also time one-by-one training with plain flax nn.Conv (slow on CPU: its kernel "
-                        "gradient runs at a few GFLOP/s)")
+                   help="also time one-by-one training in plain Flax (nn.Conv, nn.max_pool, default XLA "
+                        "options; slow on CPU: autodiff's convolutions inside the epoch's scan run 25-250x "
+                        "slower than at the top level)")
     p.add_argument("--jsonl", default="perf_population.jsonl")
     return p.parse_args()
 
@@ -50,11 +51,9 @@ ARGS = parse_args()
 if ARGS.host_devices > 1:  # must precede importing jax
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.host_devices}"
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import unittest.mock  # noqa: E402
 
 from nasjax.data import load_cifar10, normalize  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
@@ -64,7 +63,7 @@ from nasjax.train import steps  # noqa: E402
 from nasjax.train.population import arch_info  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_conv import matmul_peak, median_ms  # noqa: E402
+from perf_conv import interleaved_medians, matmul_peaks, plain_flax  # noqa: E402
 
 
 def distinct_archs(space, n, key):
@@ -75,13 +74,13 @@ def distinct_archs(space, n, key):
 
 
 def one_by_one(space, archs, data, config, key, flax_conv: bool):
-    """Fresh true-size programs per network: (seconds, val accuracies). flax_conv: build the networks
-    with plain `flax.linen.Conv` instead of nasjax's `ops.Conv` (same parameters)."""
-    with unittest.mock.patch.object(ops, "Conv", nn.Conv) if flax_conv else contextlib.nullcontext():
-        return _one_by_one(space, archs, data, config, key)
+    """Fresh true-size programs per network: (seconds, val accuracies). flax_conv: plain Flax networks
+    (`nn.Conv`, `nn.max_pool`, XLA's default compiler options) instead of nasjax's (same parameters)."""
+    with plain_flax() if flax_conv else contextlib.nullcontext():
+        return _one_by_one(space, archs, data, config, key, None if flax_conv else ops.compiler_options())
 
 
-def _one_by_one(space, archs, data, config, key):
+def _one_by_one(space, archs, data, config, key, options):
     spe = len(data.train_labels) // config.batch_size
     tx = make_optimizer(config, spe)
     x, y = jnp.asarray(normalize(data.train_images)), jnp.asarray(data.train_labels)
@@ -94,8 +93,9 @@ def _one_by_one(space, archs, data, config, key):
         variables = module.init(k_init, x[:1])
         state = create_state(variables, tx, k_init)
         apply = module_apply(module)
-        epoch = jax.jit(functools.partial(steps.train_epoch, apply, tx, config))
-        evaluate = jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4)
+        epoch = jax.jit(functools.partial(steps.train_epoch, apply, tx, config), compiler_options=options)
+        evaluate = jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4,
+                           compiler_options=options)
         for e in range(config.epochs):
             state, _ = epoch(state, (), k_data, e, x, y)
             acc = float(evaluate(state, (), *val, config.eval_batch_size))
@@ -149,8 +149,9 @@ def single_step_gflops(space, data, config, key) -> tuple[float, float]:
     x = jnp.asarray(normalize(data.train_images[:config.batch_size]))
     y = jnp.asarray(data.train_labels[:config.batch_size])
     state = create_state(module.init(key, x[:1]), tx, key)
-    step = jax.jit(functools.partial(steps.train_step, module_apply(module), tx, config))
-    ms = median_ms(lambda: jax.block_until_ready(step(state, (), x, y)), 5)
+    step = jax.jit(functools.partial(steps.train_step, module_apply(module), tx, config),
+                   compiler_options=ops.compiler_options())
+    ms = interleaved_medians({"step": lambda: jax.block_until_ready(step(state, (), x, y))}, 5)["step"]
     flops = 3.0 * arch_info(space, enc, config)[1] * config.batch_size  # forward + 2x backward
     return flops / ms / 1e6, ms
 
@@ -202,7 +203,7 @@ def main():
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
                   f"{row['ratio_vs_one_by_one']:13.2f}x")
-        peak = matmul_peak(5, key)
+        peak = matmul_peaks(5, key)["xla"]
         gfs, ms = single_step_gflops(space, data, config, key)
         print(f"single-net step (depth 4, 32 ch, 3x3, batch {config.batch_size}): {ms:.0f} ms, {gfs:.1f} GFLOP/s "
               f"= {gfs / peak:.1%} of the {peak:.1f} GFLOP/s f32 matmul peak")

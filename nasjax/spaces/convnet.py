@@ -43,7 +43,7 @@ class ConvNet(nn.Module):
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
             x = nn.relu(x)
             if self.pool_every and (i + 1) % self.pool_every == 0 and x.shape[1] > 1:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = ops.max_pool(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 

@@ -197,7 +197,7 @@ class NB101Network(nn.Module):
         for s in range(self.num_stacks):
             channels = x.shape[-1]
             if s > 0:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+                x = _ops.max_pool(x, padding="SAME")
                 channels *= 2
             for c in range(self.cells_per_stack):
                 x = NB101Cell(self.matrix, self.ops, channels, name=f"stack{s}_cell{c}")(x, train)

@@ -64,7 +64,7 @@ def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
 # --- per-shape programs (jit caches one compilation per shape and static flags) ---------------------
 def _pre(z: jax.Array, pool: bool) -> jax.Array:
     x = nn.relu(z)
-    return nn.max_pool(x, (2, 2), strides=(2, 2)) if pool else x
+    return ops.max_pool(x) if pool else x
 
 
 def _unit(kernel: jax.Array, bias: jax.Array, z_prev: jax.Array, first: bool, pool: bool) -> jax.Array:
@@ -77,11 +77,13 @@ def _head(kernel: jax.Array, bias: jax.Array, z_last: jax.Array, pool: bool) -> 
     return jnp.mean(_pre(z_last, pool), axis=(1, 2)) @ kernel + bias
 
 
-unit_forward = jax.jit(_unit, static_argnames=("first", "pool"))
-head_logits = jax.jit(_head, static_argnames=("pool",))
+# The layered engine is the CPU execution: `train_population(execution="auto")` picks it on CPU only.
+_jit = functools.partial(jax.jit, compiler_options=ops.CPU_COMPILER_OPTIONS)
+unit_forward = _jit(_unit, static_argnames=("first", "pool"))
+head_logits = _jit(_head, static_argnames=("pool",))
 
 
-@functools.partial(jax.jit, static_argnames=("first", "pool"))
+@functools.partial(_jit, static_argnames=("first", "pool"))
 def unit_backward(kernel, bias, z_prev, dz, first: bool, pool: bool):
     """Gradients of a unit given dz (like z): (d kernel, d bias, d z_prev or None for the first)."""
     if first:
@@ -91,7 +93,7 @@ def unit_backward(kernel, bias, z_prev, dz, first: bool, pool: bool):
     return vjp(dz)
 
 
-@functools.partial(jax.jit, static_argnames=("pool", "smoothing"))
+@functools.partial(_jit, static_argnames=("pool", "smoothing"))
 def head_backward(kernel, bias, z_last, labels, pool: bool, smoothing: float):
     """(loss, (d kernel, d bias, d z_last)) of the mean cross-entropy of the head on z_last."""
     def loss(k, b, z):

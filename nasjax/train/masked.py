@@ -43,7 +43,7 @@ class MaskedConvNet(nn.Module):
                 x = x + self.param(f"conv{i}_bias", nn.initializers.zeros, (c,))
             x = nn.relu(x) * channel_mask[i]
             if self.pool_every and (i + 1) % self.pool_every == 0 and x.shape[1] > 1:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = ops.max_pool(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 

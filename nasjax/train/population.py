@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nasjax.data import normalize
 from nasjax.spaces.convnet import ConvNetSpace
+from nasjax.spaces import ops
 from nasjax.spaces.darts import DARTSSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
@@ -149,7 +150,8 @@ def _epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes: int, s
                                  config)
     apply = _apply(space, config, program_id, num_classes)
     tx = make_optimizer(config, steps_per_epoch)
-    return jax.jit(functools.partial(steps.train_epoch, apply, tx, config))
+    return jax.jit(functools.partial(steps.train_epoch, apply, tx, config),
+                   compiler_options=ops.compiler_options())
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,7 +159,8 @@ def _eval_fn(space, config: TrainConfig, program_id: tuple, num_classes: int):
     if program_id[0] == "layered":
         return functools.partial(layered.accuracy, layered.plan(space, _encoding(space, program_id)))
     apply = _apply(space, config, program_id, num_classes)
-    return jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4)
+    return jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4,
+                   compiler_options=ops.compiler_options())
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +179,8 @@ def _sharded_epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes
 
     pop = P("pop")
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(pop, pop, pop, P(), P(), P()),
-                                 out_specs=(pop, pop), check_vma=False))
+                                 out_specs=(pop, pop), check_vma=False),
+                   compiler_options=ops.compiler_options(mesh.devices.flat[0].platform))
 
 
 # --- the engine -------------------------------------------------------------------------------------
