@@ -51,10 +51,10 @@ from nasjax.train import TrainConfig, train_population
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRESETS = {
     # Sized for this project's 2-core CPU: the 168 runs take about half an hour.
-    "default": dict(channels=[16, 32], kernels=[3, 5], min_depth=1, max_depth=3, epochs=2, seeds=2,
-                    train_images=1024, val_images=1000, batch_size=128, lr=0.05, chunk=12),
+    "default": dict(channels=[16, 32], kernels=[3, 5], min_depth=1, max_depth=3, epochs=4, seeds=2,
+                    train_images=0, val_images=1000, batch_size=64, lr=0.05, chunk=12),
     "motivating": dict(channels=[32, 64], kernels=[3, 5], min_depth=1, max_depth=5, epochs=20, seeds=3,
-                       train_images=0, val_images=0, chunk=256),
+                       train_images=0, val_images=0, batch_size=128, chunk=256),
 }
 RECORDS = "records.jsonl"
 
