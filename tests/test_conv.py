@@ -5,6 +5,7 @@ up to 7*7*96 = 4704 products, which strided gradients take in a different order)
 are asserted bit-equal; the training-loss curves agree to rtol 1e-4.
 """
 
+import functools
 import unittest.mock
 
 import chex
@@ -136,14 +137,14 @@ def test_conv_module_matches_flax_conv_layout(random_variables):
     _assert_close(ops.Conv(7, (3, 3)).apply(params, x), nn.Conv(7, (3, 3)).apply(params, x))
 
 
-def _loss_curve(module, params, images, labels, steps):
+def _loss_curve(module, params, images, labels, steps, compiler_options=None):
     opt = optax.sgd(0.05, momentum=0.9)
 
     def loss_fn(p):
         logits = module.apply(p, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def step(p, s):
         loss, g = jax.value_and_grad(loss_fn)(p)
         updates, s = opt.update(g, s, p)
@@ -163,9 +164,10 @@ def test_cifar_training_curve_matches_flax_conv(cifar, random_variables):
     space = ConvNetSpace.motivating()
     module = space.to_module(space.encode([(32, 5), (64, 3)]))
     params = random_variables(module, images[:1])
-    fast = _loss_curve(module, params, images, labels, steps=5)
-    # The reference network: the same module with every nasjax Conv swapped for flax's nn.Conv.
-    with unittest.mock.patch.object(ops, "Conv", nn.Conv):
+    fast = _loss_curve(module, params, images, labels, steps=5, compiler_options=ops.compiler_options())
+    # The reference network: the same module in plain Flax (nn.Conv, nn.max_pool, XLA's defaults).
+    with unittest.mock.patch.object(ops, "Conv", nn.Conv), unittest.mock.patch.object(
+            ops, "max_pool", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))):
         reference = _loss_curve(module, params, images, labels, steps=5)
     assert ops.resolve_impl() == ("canonical" if jax.default_backend() == "cpu" else "xla")
     assert reference[-1] < reference[0]  # the curve is a real training curve

@@ -17,21 +17,24 @@ from jax.scipy.stats import norm
 from nasjax.search.base import History, ModelBased, candidate_pool, register
 
 
-def matern52(a: jax.Array, b: jax.Array, lengthscale: jax.Array) -> jax.Array:
-    """Matérn-5/2 kernel matrix, unit signal variance: a (N, F), b (M, F) -> (N, M)."""
-    sq = jnp.sum((a[:, None] - b[None]) ** 2, axis=-1)
+def sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Squared Euclidean distances: a (N, F), b (M, F) -> (N, M)."""
+    return jnp.sum((a[:, None] - b[None]) ** 2, axis=-1)
+
+
+def matern52(sq: jax.Array, lengthscale: jax.Array) -> jax.Array:
+    """Matérn-5/2 kernel, unit signal variance, of squared distances `sq` (any shape)."""
     r = jnp.sqrt(jnp.maximum(sq, 1e-12)) / lengthscale
     return (1.0 + jnp.sqrt(5.0) * r + 5.0 / 3.0 * r ** 2) * jnp.exp(-jnp.sqrt(5.0) * r)
 
 
-def gp_posterior(x: jax.Array, y: jax.Array, mask: jax.Array, xq: jax.Array, lengthscale: jax.Array,
-                 noise: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Zero-mean GP fitted to the masked rows of x (N, F), y (N,); queried at xq (M, F).
+def gp_fit(sq: jax.Array, y: jax.Array, mask: jax.Array, lengthscale: jax.Array, noise: jax.Array):
+    """Zero-mean GP on the masked rows of y (N,), with sq (N, N) the inputs' squared distances.
 
-    -> (log marginal likelihood scalar, mean (M,), standard deviation (M,)).
+    -> (log marginal likelihood scalar, Cholesky factor (N, N), K^-1 y (N,)).
     """
     both = mask[:, None] & mask[None]
-    k = jnp.where(both, matern52(x, x, lengthscale), 0.0)
+    k = jnp.where(both, matern52(sq, lengthscale), 0.0)
     k = k + jnp.diag(jnp.where(mask, noise + 1e-6, 1.0))
     y = jnp.where(mask, y, 0.0)
     chol = jnp.linalg.cholesky(k)
@@ -39,10 +42,17 @@ def gp_posterior(x: jax.Array, y: jax.Array, mask: jax.Array, xq: jax.Array, len
     # Masked rows form an identity block: they add nothing to y'K^-1 y or log|K|.
     lml = (-0.5 * y @ alpha - jnp.sum(jnp.log(jnp.diag(chol)))
            - 0.5 * jnp.sum(mask) * jnp.log(2 * jnp.pi))
-    kq = jnp.where(mask[:, None], matern52(x, xq, lengthscale), 0.0)
+    return lml, chol, alpha
+
+
+def gp_predict(sq_q: jax.Array, mask: jax.Array, chol: jax.Array, alpha: jax.Array,
+               lengthscale: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Posterior of a `gp_fit` at queries with squared distances sq_q (N, M) to its inputs:
+    -> (mean (M,), standard deviation (M,))."""
+    kq = jnp.where(mask[:, None], matern52(sq_q, lengthscale), 0.0)
     v = jax.scipy.linalg.solve_triangular(chol, kq, lower=True)
     var = jnp.maximum(1.0 - jnp.sum(v ** 2, axis=0), 1e-12)
-    return lml, kq.T @ alpha, jnp.sqrt(var)
+    return kq.T @ alpha, jnp.sqrt(var)
 
 
 def expected_improvement(mean: jax.Array, std: jax.Array, best: jax.Array) -> jax.Array:
@@ -82,7 +92,10 @@ class BayesOpt(ModelBased):
         y_sd = jnp.where(y_sd > 0, y_sd, 1.0)
         grid_l, grid_n = jnp.meshgrid(jnp.asarray(self.lengthscales) * jnp.sqrt(x.shape[1]),
                                       jnp.asarray(self.noises))
-        lml, mean, std = jax.vmap(lambda l, s: gp_posterior(x, (y - y_mu) / y_sd, mask, xq, l, s))(
-            grid_l.ravel(), grid_n.ravel())
+        lengthscales, sq = grid_l.ravel(), sq_distances(x, x)
+        # Hyperparameters by marginal likelihood; only the chosen GP is queried at the pool.
+        lml, chol, alpha = jax.vmap(lambda l, s: gp_fit(sq, (y - y_mu) / y_sd, mask, l, s))(
+            lengthscales, grid_n.ravel())
         pick = jnp.argmax(lml)
-        return pool, expected_improvement(mean[pick], std[pick], (best - y_mu) / y_sd)
+        mean, std = gp_predict(sq_distances(x, xq), mask, chol[pick], alpha[pick], lengthscales[pick])
+        return pool, expected_improvement(mean, std, (best - y_mu) / y_sd)
