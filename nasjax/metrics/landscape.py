@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +24,12 @@ def local_optima(space: Space, scores: jax.Array, batch_size: int = 4096) -> jax
         raise ValueError(f"scores have shape {scores.shape}, expected ({members.shape[0]},) aligned "
                          f"with {type(space).__name__}.enumerate()")
 
+    return _local_optima(space, members, scores, batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _local_optima(space: Space, members: jax.Array, scores: jax.Array, batch_size: int) -> jax.Array:
+    """`local_optima` as one program per space (scores are an argument, so new scores reuse it)."""
     def one(enc):
         nbrs, mask = space.neighbors(enc)
         # Masked-out rows may be invalid encodings; their (clamped) index is never read unmasked.
