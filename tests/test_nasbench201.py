@@ -118,24 +118,13 @@ def test_sample_and_features():
 
 
 # --- the network -------------------------------------------------------------------------------
-def _variables(module, x):
-    """Variables of `module` with the shapes `init` gives (traced, not run: eager random init compiles
-    one program per kernel shape, which is slow on CPU), filled from a numpy generator."""
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
-    params = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes["params"])
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, s: jnp.full(s.shape, float(path[-1].key == "var"), s.dtype), shapes["batch_stats"])
-    return {"params": params, "batch_stats": stats}
-
-
 @pytest.mark.parametrize("string, connected", [
     (BEST_C10, True),
     ("|none~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|none~1|none~2|", False),  # output node is zero
 ])
-def test_forward_on_real_cifar(cifar_batch, string, connected):
+def test_forward_on_real_cifar(cifar_batch, random_variables, string, connected):
     module = SPACE.to_module(SPACE.from_string(string), num_classes=10, channels=4, cells_per_stage=1)
-    variables = _variables(module, cifar_batch)
+    variables = random_variables(module, cifar_batch)
     logits, updates = module.apply(variables, cifar_batch, train=True, mutable=["batch_stats"])
     chex.assert_shape(logits, (cifar_batch.shape[0], 10))
     chex.assert_tree_all_finite(logits)
