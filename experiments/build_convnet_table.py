@@ -88,6 +88,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--execution", default="auto", help="train_population's execution")
     p.add_argument("--chunk", type=int, help="(architecture, seed) runs per train_population call")
+    p.add_argument("--verify", type=int, default=0, metavar="K",
+                   help="build nothing: re-train K random entries (of the cheaper half by FLOPs) of the "
+                        "--out table with its stored protocol and check they reproduce bit for bit; exit "
+                        "status 1 if one differs")
     preset = pre.parse_known_args(argv)[0].preset
     p.set_defaults(**{**PRESETS["default"], **PRESETS[preset]})
     args = p.parse_args(argv)
@@ -95,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         (args.epochs >= 1 and args.seeds >= 1 and args.chunk >= 1,
          "--epochs, --seeds and --chunk must be >= 1"),
         (args.train_images >= 0 and args.val_images >= 0, "--train-images and --val-images must be >= 0"),
+        (args.verify >= 0, "--verify must be >= 0"),
         (args.train_images == 0 or args.train_images >= args.batch_size,
          f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"),
     ]
@@ -296,8 +301,39 @@ def write_log(path: pathlib.Path, table: convnet.ConvNetTable) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def verify(table_path: pathlib.Path, count: int, data_dir, seed: int) -> int:
+    """Re-train `count` random entries of the table's cheaper half with its stored protocol: 0 when
+    every one reproduces its stored accuracies and parameter count bit for bit, else 1."""
+    table = convnet.read_table(table_path)
+    meta, d = table.meta, table.meta["data"]
+    built_on = (meta["training"]["backend"], meta["training"]["devices"])
+    if built_on != (jax.default_backend(), jax.device_count()):
+        # XLA:CPU's convolutions sum in an order that depends on the device and thread layout.
+        print(f"warning: the table was built on {built_on[0]} with {built_on[1]} device(s), this process "
+              f"has {jax.default_backend()} with {jax.device_count()}: bits may differ")
+    data = protocol_data(data_dir, d["validation_fraction"], d["split_seed"], d["train_images"], d["val_images"])
+    if data_digests(data) != d["sha256"]:
+        raise DataError(f"the data ({data.source}) differs from the table's (sha256 {d['sha256']})")
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(np.flatnonzero(table.flops <= np.median(table.flops)), count, replace=False)
+    jobs = [(int(i), int(rng.integers(table.seeds))) for i in rows]
+    results = train_entries(table.space, jobs, data, TrainConfig(**meta["protocol"]),
+                            meta["training"]["root_seed"], meta["training"]["execution"])
+    differing = 0
+    for (i, s), r in zip(jobs, results):
+        same = (np.array_equal(np.float32(r.val_acc), table.val_acc[i, s])
+                and np.float32(r.test_acc) == table.test_acc[i, s] and r.params == table.params[i])
+        differing += not same
+        print(f"row {i} seed {s}: {'reproduced' if same else 'DIFFERS'}: val {np.float32(r.val_acc).tolist()} "
+              f"test {np.float32(r.test_acc)} (table: val {table.val_acc[i, s].tolist()} test "
+              f"{table.test_acc[i, s]})")
+    return 1 if differing else 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.verify:
+        return verify(pathlib.Path(args.out), args.verify, args.data_dir, args.seed)
     space, config = make_space(args), make_config(args)
     workdir, out = pathlib.Path(args.workdir), pathlib.Path(args.out)
     data = protocol_data(args.data_dir, args.validation_fraction, args.split_seed, args.train_images,

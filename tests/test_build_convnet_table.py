@@ -1,6 +1,8 @@
 """experiments/build_convnet_table.py on a one-network space: table + log, resume after a torn write
-gives the same bits, a different configuration in the same workdir is refused."""
+gives the same bits, a different configuration in the same workdir is refused, --verify reproduces an
+entry and catches a tampered one."""
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -39,3 +41,10 @@ def test_build_resume_and_refusal(tmp_path, data_dir):
 
     with pytest.raises(build.UsageError, match="different configuration"):
         build.main([*argv, "--lr", "0.1"])
+
+    # --verify re-trains an entry with the stored protocol: it reproduces, and a tampered value is caught.
+    assert build.main([*argv, "--verify", "1"]) == 0
+    val_acc = again.val_acc.copy()
+    val_acc[0, :, -1] += 0.001
+    convnet.write_table(out, dataclasses.replace(again, val_acc=val_acc))
+    assert build.main([*argv, "--verify", "1"]) == 1
