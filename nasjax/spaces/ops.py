@@ -77,7 +77,8 @@ def _dilate(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _canonical_conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
-    """XLA's convolution, x (B, H, W, C), w (kh, kw, C, O) -> (B, Ho, Wo, O); gradients in `_canonical_bwd`."""
+    """XLA's convolution, x (B, H, W, C), w (kh, kw, C, O) -> (B, Ho, Wo, O); `_canonical_bwd` gives
+    its gradients."""
     return _xla_conv(x, w, strides, pads)
 
 
@@ -87,16 +88,16 @@ def _canonical_fwd(x, w, strides, pads):
 
 def _canonical_bwd(strides, pads, res, dy):
     x, w = res
-    kernel, dyd = w.shape[:2], _dilate(dy, strides)
+    dyd = _dilate(dy, strides)
+    dims = list(zip(w.shape[:2], (lo for lo, _ in pads), x.shape[1:3], dyd.shape[1:3]))  # (k, lo, size, d)
     # dX: a stride-1 correlation of the dilated dY with the flipped kernel, in/out channels swapped,
     # padded to a "full" convolution cropped to x's extent.
     w_t = lax.optimization_barrier(jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-    dx_pads = [(k - 1 - lo, size + lo - d) for k, (lo, _), size, d in zip(kernel, pads, x.shape[1:3], dyd.shape[1:3])]
-    dx = _xla_conv(dyd, w_t, (1, 1), dx_pads)
+    dx = _xla_conv(dyd, w_t, (1, 1), [(k - 1 - lo, size + lo - d) for k, lo, size, d in dims])
     # dW: images and channels trade places: x as (C, H, W, B) convolved with dY as (Ho, Wo, B, O).
     x_t, dy_t = lax.optimization_barrier((x.transpose(3, 1, 2, 0), dyd.transpose(1, 2, 0, 3)))
-    dw_pads = [(lo, k - size - lo + d - 1) for k, (lo, _), size, d in zip(kernel, pads, x.shape[1:3], dyd.shape[1:3])]
-    dw = _xla_conv(x_t, dy_t, (1, 1), dw_pads).transpose(1, 2, 0, 3)
+    dw = _xla_conv(x_t, dy_t, (1, 1), [(lo, k - size - lo + d - 1) for k, lo, size, d in dims])
+    dw = dw.transpose(1, 2, 0, 3)
     return dx, dw
 
 
