@@ -2,10 +2,12 @@
 path, `ops.max_pool`, `ops.compiler_options()`) vs PyTorch eager, in one run.
 
 Times one SGD-momentum training step (batch B, 32x32x3, Conv-ReLU SAME, 2x2 max-pool every 2 layers,
-GAP, Dense) for two ConvNets, and forward+backward of a single 5x5/96-channel layer. Prints ms/step,
-conv GFLOP/s (forward, dW, and dX except for the network input), the fraction of an f32 matmul peak
-measured in the same run, and speed ratios (baseline time / nasjax time: > 1 means nasjax is faster);
-writes the rows to a CSV.
+GAP, Dense) for two ConvNets, forward+backward of a single 5x5/96-channel layer, and, to show where
+the time goes, each convolution (fwd, dX, dW) of the costliest layers on its own. All cases run in
+interleaved rounds. Prints ms, conv GFLOP/s (a step counts forward, dW, and dX except for the network
+input), the fraction of XLA's f32 matmul peak measured in the same run (PyTorch's peak is printed
+too), and speed ratios (baseline time / nasjax time: > 1 means nasjax is faster); writes the rows to
+a CSV.
 
   python experiments/perf_conv.py --batch 128 --steps 5 --csv perf_conv.csv
 """
