@@ -113,12 +113,19 @@ def jax_train_step(layers, batch: int, key, flax_conv: bool):
     return run
 
 
-def jax_layer_step(batch: int, size: int, key, impl: str):
-    """Forward + backward (dX, dW) of one 5x5, 96 -> 96 channel SAME conv."""
+def conv_variant(nasjax: bool) -> tuple[str, dict | None]:
+    """(conv impl, compiler options): nasjax's, or plain XLA's."""
+    return ("auto", ops.compiler_options()) if nasjax else ("xla", None)
+
+
+def jax_layer_step(batch: int, size: int, key, nasjax: bool):
+    """Forward + backward (dX, dW) of one 5x5, 96 -> 96 channel SAME conv, as nasjax or plain XLA
+    compiles it."""
     kx, kw = jax.random.split(key)
     x, w = jax.random.normal(kx, (batch, size, size, 96)), jax.random.normal(kw, (5, 5, 96, 96)) * 0.02
+    impl, options = conv_variant(nasjax)
     grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x, w, impl=impl) ** 2), (0, 1)),
-                   compiler_options=ops.compiler_options() if impl == "auto" else None)
+                   compiler_options=options)
     return lambda: jax.block_until_ready(grad(x, w))
 
 
@@ -129,7 +136,7 @@ def jax_conv_ops(batch: int, size: int, channels: int, kernel: int, key, nasjax:
     x = jax.random.normal(kx, (batch, size, size, channels))
     w = jax.random.normal(kw, (kernel, kernel, channels, channels)) * 0.02
     dy = jax.random.normal(ky, x.shape)
-    impl, options = ("auto", ops.compiler_options()) if nasjax else ("xla", None)
+    impl, options = conv_variant(nasjax)
     conv = lambda x, w: ops.conv2d(x, w, impl=impl)  # noqa: E731
     fns = {"fwd": conv, "dX": lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0],
            "dW": lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]}
@@ -218,9 +225,9 @@ def main():
     for name in gflop:
         fns = {}
         if name == LAYER:
-            fns["nasjax"] = jax_layer_step(args.batch, args.layer_size, key, "auto")
+            fns["nasjax"] = jax_layer_step(args.batch, args.layer_size, key, nasjax=True)
             if not args.skip_flax:
-                fns["flax"] = jax_layer_step(args.batch, args.layer_size, key, "xla")
+                fns["flax"] = jax_layer_step(args.batch, args.layer_size, key, nasjax=False)
         else:
             fns["nasjax"] = jax_train_step(NETWORKS[name], args.batch, key, flax_conv=False)
             if not args.skip_flax:

@@ -203,10 +203,12 @@ def main():
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
                   f"{row['ratio_vs_one_by_one']:13.2f}x")
-        peak = matmul_peaks(5, key)["xla"]
+        peaks = matmul_peaks(5, key)
+        peak = peaks["xla"]
         gfs, ms = single_step_gflops(space, data, config, key)
         print(f"single-net step (depth 4, 32 ch, 3x3, batch {config.batch_size}): {ms:.0f} ms, {gfs:.1f} GFLOP/s "
-              f"= {gfs / peak:.1%} of the {peak:.1f} GFLOP/s f32 matmul peak")
+              f"= {gfs / peak:.1%} of the {peak:.1f} GFLOP/s XLA f32 matmul peak"
+              + (f" (PyTorch's: {peaks['torch']:.1f} GFLOP/s)" if "torch" in peaks else ""))
         f.write(json.dumps(dict(single_step_ms=round(ms, 1), gflop_per_s=round(gfs, 1),
                                 matmul_peak_gflop_per_s=round(peak, 1), frac_of_peak=round(gfs / peak, 3)))
                 + "\n")

@@ -30,8 +30,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nasjax.data import normalize
-from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces import ops
+from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
