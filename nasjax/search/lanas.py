@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, check_told, enumerable, register
+from nasjax.search.base import History, Strategy, catalogue, enumerable, register
 from nasjax.spaces.base import Space
 
 
@@ -414,14 +414,10 @@ class LaNAS(Strategy):
             return self._draw_members(state, sub, n, jnp.where(fitted, depth, 0))
         return self._draw_rejection(state, sub, n), state
 
-    def tell(self, state: LaNASState, archs: jax.Array, scores: jax.Array) -> LaNASState:
-        check_told(self.space, archs, scores)
-        scores = scores.astype(jnp.float32)
-        history = state.history.add(archs, scores)
-        taken = state.taken
+    def _tell(self, state: LaNASState, archs: jax.Array, scores: jax.Array) -> LaNASState:
+        history = state.history
         if self.from_catalogue:
-            taken = taken.at[jax.vmap(self.space.index)(archs)].set(True)
-        state = state.replace(history=history, taken=taken)
+            state = state.replace(taken=state.taken.at[jax.vmap(self.space.index)(archs)].set(True))
         due = (history.count >= self.n_init) & (
             (state.fitted_at < 0) | (history.count - state.fitted_at >= self.n_select))
         return jax.lax.cond(due, self.refit, lambda s: self._backpropagate(s, archs, scores), state)

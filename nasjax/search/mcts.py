@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, check_told, register
+from nasjax.search.base import History, Strategy, catalogue, register
 from nasjax.search.lanas import exploration, node_values, ucb
 from nasjax.spaces.convnet import ConvNetSpace
 
@@ -179,14 +179,11 @@ class MCTS(Strategy):
         archs = jnp.asarray(catalogue(self.space))[idx]
         return archs, state.replace(key=key, taken=state.taken.at[idx].set(True))
 
-    def tell(self, state: MCTSState, archs: jax.Array, scores: jax.Array) -> MCTSState:
-        check_told(self.space, archs, scores)
-        scores = scores.astype(jnp.float32)
+    def _tell(self, state: MCTSState, archs: jax.Array, scores: jax.Array) -> MCTSState:
         idx = jax.vmap(self.space.index)(archs)
         path = jnp.asarray(self.tree.paths)[idx]  # (n, A + 1)
         ok = jnp.broadcast_to(jnp.isfinite(scores)[:, None], path.shape)
         return state.replace(
-            history=state.history.add(archs, scores),
             visits=state.visits.at[path].add(1, mode="drop"),
             scored=state.scored.at[path].add(ok.astype(jnp.int32), mode="drop"),
             total=state.total.at[path].add(jnp.where(ok, scores[:, None], 0.0), mode="drop"),
