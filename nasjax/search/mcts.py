@@ -10,7 +10,7 @@ motivating space in global order), so it is built once on the host as a trie of 
 sequence and stored in fixed-size arrays: children int32 (nodes, B) indexed by action. Node statistics
 (visits, successful visits, sum of successful scores) live in the state.
 
-`ask`: per architecture, descend from the root choosing the child of highest UCB (`lanas.ucb`, ties
+`ask`: per architecture, descend from the root choosing the child of highest UCB (`tree.ucb`, ties
 at random) until the first unvisited node, then roll out uniformly at random among the available
 children to a terminal. Subtrees whose networks have all been asked or told are skipped, so no
 network is asked twice until the space is exhausted (then any may be). `tell` back-propagates each
@@ -28,7 +28,7 @@ import numpy as np
 from flax import struct
 
 from nasjax.search.base import History, Strategy, catalogue, register
-from nasjax.search.lanas import exploration, node_values, ucb
+from nasjax.search.tree import exploration, node_values, ucb
 from nasjax.spaces.convnet import ConvNetSpace
 
 ORDERS = ("sequential", "global")
