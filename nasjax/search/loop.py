@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from nasjax.io import atomic_write
 from nasjax.search.base import Strategy
 
 CHECKPOINT, SIDECAR, LOG = "checkpoint.npz", "run.json", "evaluations.jsonl"
@@ -68,15 +69,6 @@ def _config(strategy: Strategy, key: jax.Array, batch_size: int) -> dict:
             "key": np.asarray(jax.random.key_data(key)).tolist()}
 
 
-def _atomic_write(path: pathlib.Path, write: Callable) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save(workdir: pathlib.Path, state, meta: dict) -> None:
     leaves = jax.tree_util.tree_leaves(state)
     arrays, impls = {}, []
@@ -86,9 +78,9 @@ def _save(workdir: pathlib.Path, state, meta: dict) -> None:
         arrays[f"leaf{i}"] = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
     meta = {**meta, "key_impls": impls}
     arrays["meta"] = np.asarray(json.dumps(meta))
-    _atomic_write(workdir / CHECKPOINT, lambda f: np.savez(f, **arrays))
+    atomic_write(workdir / CHECKPOINT, lambda f: np.savez(f, **arrays))
     readable = {k: v for k, v in meta.items() if k != "key_impls"}
-    _atomic_write(workdir / SIDECAR, lambda f: f.write(json.dumps(readable, indent=2).encode()))
+    atomic_write(workdir / SIDECAR, lambda f: f.write(json.dumps(readable, indent=2).encode()))
 
 
 def _load(workdir: pathlib.Path, template, config: dict) -> tuple[Any, dict]:
@@ -123,7 +115,7 @@ def _reconcile_log(path: pathlib.Path, evaluations: int) -> None:
         raise ValueError(f"{path} has {len(lines)} lines but the checkpoint holds {evaluations} "
                          "evaluations: the log was damaged")
     if len(lines) > evaluations:
-        _atomic_write(path, lambda f: f.write(b"".join(lines[:evaluations])))
+        atomic_write(path, lambda f: f.write(b"".join(lines[:evaluations])))
 
 
 def _best(state) -> tuple[np.ndarray, float]:

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nasjax.data import normalize
+from nasjax.io import atomic_write
 from nasjax.spaces import ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
@@ -350,9 +351,9 @@ def results(state: PopulationState, info) -> list[ArchResult]:
 
 
 def save_population(path, state: PopulationState) -> None:
-    """Write a population state (host numpy pytrees) to `path`; `load_population` reads it back."""
-    with open(path, "wb") as f:
-        pickle.dump({"format": FORMAT_VERSION, "state": state}, f)
+    """Write a population state (host numpy pytrees) to `path`, atomically; `load_population` reads
+    it back."""
+    atomic_write(path, lambda f: pickle.dump({"format": FORMAT_VERSION, "state": state}, f))
 
 
 def load_population(path) -> PopulationState:
