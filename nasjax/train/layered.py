@@ -52,13 +52,8 @@ def supports(space) -> bool:
 
 
 def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
-    """The unit chain of one architecture (pooling positions as `ConvNet.__call__` decides them)."""
-    pools, size = [False], image_size
-    for i in range(len(space.layers(enc))):
-        pool = bool(space.pool_every) and (i + 1) % space.pool_every == 0 and size > 1
-        size = size // 2 if pool else size
-        pools.append(pool)
-    return Plan(tuple(pools))
+    """The unit chain of one architecture (the space's pooling positions)."""
+    return Plan((False, *space.pool_positions(enc, image_size)))
 
 
 # --- per-shape programs (jit caches one compilation per shape and static flags) ---------------------
