@@ -99,8 +99,9 @@ def write_table(path: str | os.PathLike, table: ConvNetTable) -> pathlib.Path:
     _check(table, str(path))
     meta = {**table.meta, "format": FORMAT, "space": _space_fields(table.space)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: getattr(table, name) for name in ARRAYS}
     return atomic_write(path, lambda f: np.savez_compressed(
-        f, meta=np.asarray(json.dumps(meta, sort_keys=True)), **{name: getattr(table, name) for name in ARRAYS}))
+        f, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays))
 
 
 def read_table(path: str | os.PathLike | None = None) -> ConvNetTable:
