@@ -14,6 +14,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from nasjax.data import (CIFAR10_MEAN, CIFAR10_POLICY, CIFAR10_STD, DataError, apply_op, augment_batch,
                          cifar10_autoaugment, load_cifar10, normalize, random_cutout, stratified_split)
 from nasjax.data.autoaugment import OPS
+from nasjax.train import TrainConfig
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_SIZE, TEST_SIZE = 5085, 1017  # the shared subset (its README)
@@ -167,17 +168,22 @@ def _synthetic(n):
 
 @pytest.mark.parametrize("mode, np_mode", [("zeros", "constant"), ("reflect", "reflect")])
 def test_crop_is_a_window_of_the_padded_image(mode, np_mode):
-    x = _synthetic(32)
-    out = np.asarray(augment_batch(jax.random.key(5), x, flip=False, padding_mode=mode,
-                                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+    """Training crops (`TrainConfig.crop_padding`, the CIFAR protocol's 4) shift the image by every
+    offset in [-4, 4], both ways, and by no other."""
+    padding = TrainConfig().crop_padding
+    assert padding == 4
+    x = _synthetic(512)
+    out = np.asarray(augment_batch(jax.random.key(5), x, crop_padding=padding, flip=False,
+                                   padding_mode=mode, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     padded = np.pad(np.asarray(x[0]), ((4, 4), (4, 4), (0, 0)), mode=np_mode)
-    offsets = []
+    shifts = []
     for img in out:
-        hits = [(dy, dx) for dy in range(9) for dx in range(9)
-                if np.array_equal(img, padded[dy:dy + 32, dx:dx + 32])]
-        assert len(hits) == 1
-        offsets += hits
-    assert len(set(offsets)) > 10  # offsets are random, not fixed
+        pixel = (int(img[16, 16, 0]) - 1) // 3  # the centre pixel's position in the original image
+        dy, dx = pixel // 32 - 16, pixel % 32 - 16
+        assert np.array_equal(img, padded[4 + dy:4 + dy + 32, 4 + dx:4 + dx + 32])
+        shifts.append((dy, dx))
+    dys, dxs = zip(*shifts)
+    assert set(dys) == set(dxs) == set(range(-4, 5))
 
 
 def test_zero_padding_is_black_after_normalization():
