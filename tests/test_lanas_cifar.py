@@ -61,6 +61,11 @@ def finished(tmp_path_factory, env):
     return workdir, out, err
 
 
+def snapshot(folder) -> dict:
+    """{path: bytes} of every file under `folder` but the compile cache (which a run may add to)."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
+
+
 def jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -120,7 +125,7 @@ def test_outputs(finished, lc):
 
 def test_finished_run_says_so(finished, env):
     workdir, _, _ = finished
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
+    before = snapshot(workdir)
     rc, out, err = finish(launch(workdir, env))
     assert rc == 0, err
     assert "finished" in out and (workdir / "summary.md").read_text() in out
@@ -238,11 +243,10 @@ def test_unwritable_workdir_is_one_line(lc, tmp_path, capsys, monkeypatch, probl
             def full(path, data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             monkeypatch.setattr(lc, "atomic_write_bytes", full)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    before = snapshot(tmp_path)
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert message in one_line_error(capsys)
-    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
-    assert after == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -259,11 +263,10 @@ def test_damaged_search_files_are_one_line(lc, finished, tmp_path, capsys, damag
     else:
         path = workdir / "search" / "evaluations.jsonl"
         path.write_text(path.read_text().splitlines(keepends=True)[0])
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    before = snapshot(workdir)
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert message in one_line_error(capsys)
-    after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
-    assert after == before
+    assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -284,7 +287,7 @@ def test_bad_input_is_one_line_and_computes_nothing(lc, tmp_path, capsys, flags,
 def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsys):
     workdir = tmp_path / "copy"
     shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    before = snapshot(workdir)
     (workdir / "lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert "is used by a running search" in capsys.readouterr().err
