@@ -4,7 +4,6 @@ for other class counts and input sizes too."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space, NASBench201Space, cost
@@ -26,7 +25,7 @@ def test_convnet(image_shape, num_classes):
     hand = (h * h * 3 * 3 * 3 * 32 + h * h * 5 * 5 * 32 * 64 + (h // 2) ** 2 * 3 * 3 * 64 * 32
             + 32 * num_classes)
     assert counted(space.to_module(enc, num_classes), image_shape) == hand
-    params, flops = arch_info(space, enc, TrainConfig(), num_classes, image_shape)
+    _, flops = arch_info(space, enc, TrainConfig(), num_classes, image_shape)
     assert flops == 2.0 * hand
 
 
