@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from nasjax import metrics, search
 from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
+from nasjax.io import CorruptFileError, atomic_write_bytes, read_jsonl
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key, train_population
 
@@ -193,35 +194,45 @@ def check_config(workdir: pathlib.Path, config: dict) -> bool:
     return False
 
 
-def _first(images: np.ndarray, labels: np.ndarray, n: int, flag: str, what: str):
-    """The first n images and labels (n = 0: all); UsageError if there are fewer."""
-    if n > len(labels):
-        raise UsageError(f"{flag} {n} exceeds the {len(labels)} {what} images of this data")
-    return (images[:n], labels[:n]) if n else (images, labels)
+def _take(data: Dataset, flag: str, what: str, **count: int) -> Dataset:
+    """`data.take(**count)` (one part; 0: all of it); UsageError naming `flag` if it holds fewer."""
+    (part, n), = count.items()
+    try:
+        return data.take(**count)
+    except ValueError:
+        raise UsageError(f"{flag} {n} exceeds the {len(getattr(data, f'{part}_labels'))} {what} images "
+                         "of this data") from None
 
 
 def search_data(data: Dataset, train_images: int, val_images: int) -> Dataset:
     """The search split cut to its first images; an empty test set (the search never tests)."""
-    tx, ty = _first(data.train_images, data.train_labels, train_images, "--train-images", "search training")
-    vx, vy = _first(data.val_images, data.val_labels, val_images, "--val-images", "validation")
-    return data._replace(train_images=tx, train_labels=ty, val_images=vx, val_labels=vy,
-                         test_images=data.test_images[:0], test_labels=data.test_labels[:0])
+    data = _take(data, "--train-images", "search training", train=train_images)
+    data = _take(data, "--val-images", "validation", val=val_images)
+    return data._replace(test_images=data.test_images[:0], test_labels=data.test_labels[:0])
 
 
 def final_data(data: Dataset, train_images: int, test_images: int) -> Dataset:
     """Final training on the whole training set (search train + validation), tested on test; no
     validation set (its per-epoch accuracy is NaN)."""
-    tx, ty = _first(np.concatenate([data.train_images, data.val_images]),
-                    np.concatenate([data.train_labels, data.val_labels]), train_images,
-                    "--final-train-images", "training")
-    sx, sy = _first(data.test_images, data.test_labels, test_images, "--test-images", "test")
-    return data._replace(train_images=tx, train_labels=ty, val_images=data.val_images[:0],
-                         val_labels=data.val_labels[:0], test_images=sx, test_labels=sy)
+    whole = data._replace(train_images=np.concatenate([data.train_images, data.val_images]),
+                          train_labels=np.concatenate([data.train_labels, data.val_labels]),
+                          val_images=data.val_images[:0], val_labels=data.val_labels[:0])
+    whole = _take(whole, "--final-train-images", "training", train=train_images)
+    return _take(whole, "--test-images", "test", test=test_images)
 
 
 def _finite(x: float) -> float | None:
     """JSON has no NaN: failed or unmeasured accuracies are written as null."""
     return float(x) if math.isfinite(x) else None
+
+
+def _nan_to_null(tree):
+    """`tree` (dicts, lists, numbers) with every non-finite float replaced by None (JSON's null)."""
+    if isinstance(tree, dict):
+        return {k: _nan_to_null(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_nan_to_null(v) for v in tree]
+    return _finite(tree) if isinstance(tree, float) else tree
 
 
 def _arch_record(space, result, train_key) -> dict:
@@ -247,23 +258,6 @@ def make_objective(space, data: Dataset, config: TrainConfig, seed: int):
     return objective
 
 
-def read_jsonl(path: pathlib.Path) -> list[dict]:
-    """The records of a JSONL file; a last line torn by a kill mid-write is dropped from the file."""
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines(keepends=True)
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise UsageError(f"{path} line {i + 1} is damaged; move the file away to redo "
-                                 "the final training") from None
-            path.write_text("".join(lines[:i]))
-    return records
-
-
 def final_evaluation(space, data: Dataset, config: TrainConfig, groups: dict[str, np.ndarray],
                      seeds: int, key: jax.Array, path: pathlib.Path, chunk: int) -> list[dict]:
     """Train every (group, rank, seed) once, `chunk` runs together, appending a line per run to
@@ -272,7 +266,7 @@ def final_evaluation(space, data: Dataset, config: TrainConfig, groups: dict[str
     Returns the records of all runs, seed-major."""
     jobs = [(group, rank, seed, arch) for seed in range(seeds)
             for group, archs in groups.items() for rank, arch in enumerate(archs)]
-    done = {(r["group"], r["rank"], r["seed"]): r for r in read_jsonl(path)}
+    done = {(r["group"], r["rank"], r["seed"]): r for r in read_jsonl(path)}  # drops a torn line
     for group, rank, seed, arch in jobs:
         if (group, rank, seed) in done and done[(group, rank, seed)]["encoding"] != arch.tolist():
             raise UsageError(f"{path} holds another architecture for {group} #{rank} seed {seed}; "
@@ -347,13 +341,14 @@ def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: 
     ]
     text = "\n".join(lines) + "\n"
     plot(result, final, workdir)
-    (workdir / "summary.md").write_text(text)
+    atomic_write_bytes(workdir / "summary.md", text.encode())
     summary = {"evaluations": result.evaluations, "best_val_acc": float(result.scores[best]),
                "best_encoding": result.encodings[best].tolist(),
                "best_description": space.describe(result.encodings[best]),
                "search": found, "random": random, "relative_improvement": ri,
                "wall_seconds_last_invocation": elapsed}
-    (workdir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(workdir / SUMMARY, (json.dumps(_nan_to_null(summary), indent=2, allow_nan=False)
+                                           + "\n").encode())
     return text
 
 
@@ -396,6 +391,8 @@ def lanas_cifar(args: argparse.Namespace) -> str:
     space = SPACES[args.space]()
     resolve_data_dir(args.data_dir)  # a missing folder is reported before the work directory is made
     workdir = pathlib.Path(args.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir} is a file, not a folder")
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir):
         config = resolved_config(args)
@@ -406,7 +403,7 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         searching = search_data(data, args.train_images, args.val_images)
         final_set = final_data(data, args.final_train_images, args.test_images)
         if new:  # only once the flags are known to fit the data: a refused run blocks nothing
-            (workdir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            atomic_write_bytes(workdir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
         use_compile_cache(workdir / "xla_cache")
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    cutout=args.cutout)
@@ -430,11 +427,18 @@ def lanas_cifar(args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
-    """The command line: prints the summary; bad input -> one line on stderr and exit status 2."""
+    """The command line: prints the summary; bad input, a damaged work directory or one that cannot be
+    written (read-only, full disk) -> one line on stderr and exit status 2."""
     try:
         print(lanas_cifar(parse_args(argv)), end="")
-    except (UsageError, DataError) as e:
+    except (UsageError, DataError, CorruptFileError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only or full disk, a file where a folder should be, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; the work directory must be a writable folder with free "
+              "space (finished work is kept: fix it and run the same command again to resume)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from nasjax.spaces import ConvNetSpace, ops
+from nasjax.spaces.convnet import pool_positions
 
 NETWORKS = {"depth4-32ch-3x3": [(32, 3)] * 4, "depth2-64ch-5x5": [(64, 5)] * 2}
 LAYER = "layer-5x5-96ch"
@@ -51,12 +52,11 @@ def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
 def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int = 3) -> float:
     """Training-step conv GFLOP: forward + dW + dX per layer, no dX for the network input."""
     total = 0.0
-    for i, (c, k) in enumerate(layers):
+    for i, ((c, k), pool) in enumerate(zip(layers, pool_positions(pool_every, len(layers), size))):
         fwd = 2.0 * batch * size * size * k * k * cin * c
         total += fwd * (2 if i == 0 else 3)
         cin = c
-        if pool_every and (i + 1) % pool_every == 0:
-            size //= 2
+        size = size // 2 if pool else size
     return total / 1e9
 
 

@@ -116,12 +116,11 @@ def torch_eager(space, archs, data, config, seed):
     xv = torch.from_numpy(np.asarray(normalize(data.val_images))).permute(0, 3, 1, 2).contiguous()
     start = time.perf_counter()
     for enc in archs:
-        layers, cin, hw = [], 3, 32
-        for i, (c, k) in enumerate(space.layers(enc)):
+        layers, cin = [], 3
+        for (c, k), pool in zip(space.layers(enc), space.pool_positions(enc)):
             layers += [torch.nn.Conv2d(cin, c, k, padding=k // 2), torch.nn.ReLU()]
-            if space.pool_every and (i + 1) % space.pool_every == 0 and hw > 1:
+            if pool:
                 layers.append(torch.nn.MaxPool2d(2))
-                hw //= 2
             cin = c
         net = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                   torch.nn.Linear(cin, 10))

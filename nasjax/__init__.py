@@ -1,6 +1,6 @@
 """nasjax: neural architecture search in JAX.
 
-Layers (imports point downward only): search, benchmarks, train -> metrics, data -> spaces.
+Layers (imports point downward only): search, benchmarks, train -> metrics, data -> spaces -> io.
 """
 
 from nasjax import benchmarks, data, metrics, search, spaces, train

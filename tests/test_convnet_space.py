@@ -44,6 +44,17 @@ def test_encode_layers_round_trip():
     assert module.channels == (64, 32) and module.kernels == (5, 3)
 
 
+def test_choices_may_be_any_sequence(cifar_batch, random_variables):
+    space = ConvNetSpace(channels=[8, 16], kernels=np.array([3]), max_depth=2)
+    assert space == ConvNetSpace(channels=(8, 16), kernels=(3,), max_depth=2) and hash(space)
+    sample = jax.jit(space.sample, static_argnums=1)  # the space is a static (hashed) argument
+    enc = sample(jax.random.key(0), 1)[0]
+    module = space.to_module(enc)
+    chex.assert_shape(module.apply(random_variables(module, cifar_batch), cifar_batch), (8, 10))
+    with pytest.raises(ValueError, match="channels must be a sequence of ints"):
+        ConvNetSpace(channels=32)
+
+
 def test_encode_rejects_unknown_choices():
     with pytest.raises(ValueError, match="not expressible"):
         ConvNetSpace.motivating().encode([(48, 3)])
@@ -100,3 +111,19 @@ def test_batch_norm_without_pooling_runs_on_real_cifar(cifar_batch, random_varia
     _, state = jax.eval_shape(lambda v, x: module.apply(v, x, capture_intermediates=True,
                                                         mutable=["intermediates"]), variables, cifar_batch)
     chex.assert_shape(state["intermediates"]["conv2"]["__call__"][0], (cifar_batch.shape[0], 32, 32, 16))
+
+
+def test_pool_positions_are_the_modules_and_stop_at_one_pixel():
+    from nasjax.spaces.convnet import pool_positions
+
+    assert pool_positions(2, 5, 32) == (False, True, False, True, False)
+    assert pool_positions(1, 4, 4) == (True, True, False, False)  # 4 -> 2 -> 1, then no more pooling
+    assert pool_positions(0, 3, 32) == (False, False, False)
+    space = ConvNetSpace(channels=(4,), kernels=(3,), max_depth=4, pool_every=1)
+    enc = space.encode([(4, 3)] * 4)
+    module = space.to_module(enc)
+    x = jnp.zeros((1, 4, 4, 3))
+    _, state = jax.eval_shape(lambda: module.init_with_output(
+        jax.random.key(0), x, capture_intermediates=True, mutable=["params", "intermediates"]))
+    sizes = [state["intermediates"][f"conv{i}"]["__call__"][0].shape[1] for i in range(4)]
+    assert sizes == [4, 2, 1, 1] and space.pool_positions(enc, 4) == (True, True, False, False)

@@ -1,7 +1,9 @@
 """nasjax.data on the real CIFAR-10 subset: loading, split, errors, normalization, augmentations."""
 
+import os
 import pickle
 import shutil
+import subprocess
 import sys
 
 import chex
@@ -14,6 +16,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from nasjax.data import (CIFAR10_MEAN, CIFAR10_POLICY, CIFAR10_STD, DataError, apply_op, augment_batch,
                          cifar10_autoaugment, load_cifar10, normalize, random_cutout, stratified_split)
 from nasjax.data.autoaugment import OPS
+from nasjax.train import TrainConfig
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_SIZE, TEST_SIZE = 5085, 1017  # the shared subset (its README)
@@ -135,6 +138,58 @@ def test_tfds_failure_is_a_clear_error(monkeypatch):
             load_cifar10(source=source)
 
 
+# Run in a fresh interpreter: TensorFlow stays out of the test process. The download is replaced by the
+# folder the original archive unpacks to; everything else (tfds preparing the dataset, loading it and
+# nasjax's conversion) is the online path.
+_TFDS_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+from nasjax.data import load_cifar10
+
+tfds.download.DownloadManager.download_and_extract = lambda self, url: sys.argv[1]
+data = load_cifar10(source="tfds", validation_fraction=0.0)
+np.savez(sys.argv[2], train_images=data.train_images, train_labels=data.train_labels,
+         test_images=data.test_images, test_labels=data.test_labels, source=data.source)
+"""
+
+
+def test_tfds_path_prepares_cifar10_from_the_original_archive(tmp_path, data_dir):
+    """The online path offline: tensorflow-datasets prepares CIFAR-10 from files in the original
+    binary release's format (the first 8 real images of each batch) and `load_cifar10(source="tfds")`
+    returns them. A fresh install without tfds' undeclared dependencies fails here."""
+    from nasjax.data.cifar10 import TEST_FILE, TRAIN_FILES, _read_batch
+
+    folder = tmp_path / "download" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    (folder / "batches.meta.txt").write_text("airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\n"
+                                             "ship\ntruck\n")
+    expected = {}
+    for name in (*TRAIN_FILES, TEST_FILE):
+        images, labels = (a[:8] for a in _read_batch(data_dir / FOLDER / name))
+        # Binary release: per image one label byte, then 1024 red, 1024 green, 1024 blue bytes.
+        rows = np.concatenate([labels[:, None].astype(np.uint8), images.transpose(0, 3, 1, 2).reshape(8, -1)], 1)
+        (folder / f"{name}.bin").write_bytes(rows.tobytes())
+        split = "test" if name == TEST_FILE else "train"
+        expected.setdefault(split, []).append((images, labels))
+    out = tmp_path / "out.npz"
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", _TFDS_SCRIPT, str(folder.parent), str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    assert str(got["source"]) == "tfds"
+    for split in ("train", "test"):
+        images = np.concatenate([i for i, _ in expected[split]])
+        labels = np.concatenate([l for _, l in expected[split]])
+        assert got[f"{split}_images"].dtype == np.uint8 and got[f"{split}_labels"].dtype == np.int32
+        # tfds shuffles the examples: compare (image, label) pairs as sets.
+        want = sorted(i.tobytes() + bytes([l]) for i, l in zip(images, labels))
+        have = sorted(i.tobytes() + bytes([int(l)]) for i, l in zip(got[f"{split}_images"],
+                                                                     got[f"{split}_labels"]))
+        assert have == want
+
+
 def test_normalize_statistics(unsplit):
     x = normalize(unsplit.train_images)
     chex.assert_type(x, jnp.float32)
@@ -167,17 +222,22 @@ def _synthetic(n):
 
 @pytest.mark.parametrize("mode, np_mode", [("zeros", "constant"), ("reflect", "reflect")])
 def test_crop_is_a_window_of_the_padded_image(mode, np_mode):
-    x = _synthetic(32)
-    out = np.asarray(augment_batch(jax.random.key(5), x, flip=False, padding_mode=mode,
-                                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+    """Training crops (`TrainConfig.crop_padding`, the CIFAR protocol's 4) shift the image by every
+    offset in [-4, 4], both ways, and by no other."""
+    padding = TrainConfig().crop_padding
+    assert padding == 4
+    x = _synthetic(512)
+    out = np.asarray(augment_batch(jax.random.key(5), x, crop_padding=padding, flip=False,
+                                   padding_mode=mode, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     padded = np.pad(np.asarray(x[0]), ((4, 4), (4, 4), (0, 0)), mode=np_mode)
-    offsets = []
+    shifts = []
     for img in out:
-        hits = [(dy, dx) for dy in range(9) for dx in range(9)
-                if np.array_equal(img, padded[dy:dy + 32, dx:dx + 32])]
-        assert len(hits) == 1
-        offsets += hits
-    assert len(set(offsets)) > 10  # offsets are random, not fixed
+        pixel = (int(img[16, 16, 0]) - 1) // 3  # the centre pixel's position in the original image
+        dy, dx = pixel // 32 - 16, pixel % 32 - 16
+        assert np.array_equal(img, padded[4 + dy:4 + dy + 32, 4 + dx:4 + dx + 32])
+        shifts.append((dy, dx))
+    dys, dxs = zip(*shifts)
+    assert set(dys) == set(dxs) == set(range(-4, 5))
 
 
 def test_zero_padding_is_black_after_normalization():

@@ -1,6 +1,7 @@
 """The main job, experiments/lanas_cifar.py, run as a user runs it, in a tiny configuration on the real
 data: its output files, a finished run, resume after SIGKILL (same bits), and bad input."""
 
+import errno
 import json
 import os
 import pathlib
@@ -9,10 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 from experiment_scripts import load_experiment
+
+from nasjax.io import CorruptFileError, read_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "lanas_cifar.py"
@@ -55,6 +59,11 @@ def finished(tmp_path_factory, env):
     rc, out, err = finish(launch(workdir, env))
     assert rc == 0, err[-3000:]
     return workdir, out, err
+
+
+def snapshot(folder) -> dict:
+    """{path: bytes} of every file under `folder` but the compile cache (which a run may add to)."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
 
 
 def jsonl(path):
@@ -116,7 +125,7 @@ def test_outputs(finished, lc):
 
 def test_finished_run_says_so(finished, env):
     workdir, _, _ = finished
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "xla_cache" not in p.parts}
+    before = snapshot(workdir)
     rc, out, err = finish(launch(workdir, env))
     assert rc == 0, err
     assert "finished" in out and (workdir / "summary.md").read_text() in out
@@ -161,14 +170,103 @@ def test_final_records_survive_a_torn_line_and_must_match_the_run(lc, tmp_path, 
     path = tmp_path / "final.jsonl"
     record = {"group": "search", "rank": 0, "seed": 0, "encoding": [1, 0, -1, 0, -1]}
     path.write_text(json.dumps(record) + "\n" + json.dumps(record)[:20])  # killed mid-write
-    assert lc.read_jsonl(path) == [record] and path.read_text() == json.dumps(record) + "\n"
+    assert read_jsonl(path) == [record] and path.read_text() == json.dumps(record) + "\n"
     # A line for the same (group, rank, seed) but another architecture is refused before training.
     other = {"search": np.array([[1, 1, -1, 0, -1]]), "random": np.array([[1, 0, -1, 0, -1]])}
     with pytest.raises(lc.UsageError, match="holds another architecture for search #0 seed 0"):
         lc.final_evaluation(lc.SPACES["tiny"](), cifar, None, other, 1, None, path, 1)
     path.write_text("{torn\n" + json.dumps(record) + "\n")
-    with pytest.raises(lc.UsageError, match="line 1 is damaged"):
-        lc.read_jsonl(path)
+    with pytest.raises(CorruptFileError, match="line 1 is damaged"):
+        read_jsonl(path)
+    # The search log is cut back to its checkpoint's evaluations, and refused when shorter.
+    path.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    assert read_jsonl(path, keep=1) == [record] and path.read_text() == json.dumps(record) + "\n"
+    with pytest.raises(CorruptFileError, match="has 1 records but the checkpoint holds 2"):
+        read_jsonl(path, keep=2)
+
+
+def test_summary_json_is_strict_json(lc, tmp_path, monkeypatch):
+    """Failed groups have no mean: summary.json says null, not NaN (which is not JSON)."""
+    monkeypatch.setattr(lc, "plot", lambda *args: None)  # test_outputs checks the plots
+    space = lc.SPACES["tiny"]()
+    encodings = np.asarray(space.enumerate()[:2])
+    result = types.SimpleNamespace(scores=np.array([0.5, np.nan], np.float32), encodings=encodings,
+                                   evaluations=2)
+    final = [{"group": "search", "rank": 0, "seed": 0, "encoding": encodings[0].tolist(),
+              "description": space.describe(encodings[0]), "test_acc": 0.4},
+             {"group": "random", "rank": 0, "seed": 0, "encoding": encodings[1].tolist(),
+              "description": space.describe(encodings[1]), "test_acc": None}]
+    lc.summarize(space, result, final, tmp_path, 1.0)
+    summary = json.loads((tmp_path / "summary.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"summary.json holds {name}"))
+    assert summary["random"]["mean"] is None and summary["relative_improvement"] is None
+    assert summary["search"]["mean"] == pytest.approx(40.0)
+
+
+def one_line_error(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err and not out, err
+    return err
+
+
+def _failing_lock_open(error):
+    real = os.open
+
+    def fake(path, *args, **kwargs):
+        if pathlib.Path(path).name == "lock":
+            raise error
+        return real(path, *args, **kwargs)
+    return fake
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("workdir_is_a_file", "is a file, not a folder"),
+    ("parent_is_a_file", "Not a directory"),
+    ("read_only", "Read-only file system"),
+    ("disk_full", "No space left on device"),
+])
+def test_unwritable_workdir_is_one_line(lc, tmp_path, capsys, monkeypatch, problem, message):
+    """Each fails before any training: one line, exit status 2, nothing written or lost."""
+    workdir = tmp_path / "w"
+    if problem == "workdir_is_a_file":
+        workdir.write_text("mine")
+    elif problem == "parent_is_a_file":
+        (tmp_path / "f").write_text("mine")
+        workdir = tmp_path / "f" / "w"
+    else:
+        workdir.mkdir()
+        # Simulated: the tests run as root, whom file modes do not stop.
+        if problem == "read_only":
+            monkeypatch.setattr(lc.os, "open", _failing_lock_open(
+                OSError(errno.EROFS, os.strerror(errno.EROFS), str(workdir / "lock"))))
+        else:
+            def full(path, data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            monkeypatch.setattr(lc, "atomic_write_bytes", full)
+    before = snapshot(tmp_path)
+    assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
+    assert message in one_line_error(capsys)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated_checkpoint", "corrupt checkpoint"),
+    ("short_log", "has 1 records but the checkpoint holds 4"),
+])
+def test_damaged_search_files_are_one_line(lc, finished, tmp_path, capsys, damage, message):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    (workdir / "summary.json").unlink()  # an unfinished run, resumed from its search files
+    if damage == "truncated_checkpoint":
+        path = workdir / "search" / "checkpoint.npz"
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    else:
+        path = workdir / "search" / "evaluations.jsonl"
+        path.write_text(path.read_text().splitlines(keepends=True)[0])
+    before = snapshot(workdir)
+    assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
+    assert message in one_line_error(capsys)
+    assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -189,7 +287,7 @@ def test_bad_input_is_one_line_and_computes_nothing(lc, tmp_path, capsys, flags,
 def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsys):
     workdir = tmp_path / "copy"
     shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    before = snapshot(workdir)
     (workdir / "lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert "is used by a running search" in capsys.readouterr().err

@@ -260,3 +260,35 @@ def test_check_hashes_catches_keys_that_are_not_the_official_hash(tmp_path):
     assert len(NASBench101(tmp_path / "h.tfrecord")) == 1
     with pytest.raises(BenchmarkDataError, match="hashes to"):
         NASBench101(tmp_path / "h.tfrecord", check_hashes=True)
+
+
+# --- nasjax.benchmarks.load, like every other benchmark ---------------------------------------------------
+@pytest.mark.parametrize("folder", [".", "nasbench101"])
+def test_loads_by_name_from_the_data_folder(path, tmp_path, monkeypatch, folder):
+    import shutil
+
+    import nasjax
+    from nasjax.benchmarks import Benchmark
+
+    # After `import nasjax` alone, the documented module is an attribute.
+    assert nasjax.benchmarks.nasbench101.NASBench101 is NASBench101
+    monkeypatch.delenv("NASJAX_DATA_DIR", raising=False)
+    with pytest.raises(BenchmarkDataError, match="nasbench_only108.tfrecord"):
+        nasjax.benchmarks.load("nasbench101")
+    with pytest.raises(BenchmarkDataError, match=f"nasbench_only108.tfrecord not found in {tmp_path}"):
+        nasjax.benchmarks.load("nasbench101", data_dir=tmp_path)
+    (tmp_path / folder).mkdir(exist_ok=True)
+    shutil.copy(path, tmp_path / folder / "nasbench_only108.tfrecord")
+    bench = nasjax.benchmarks.load("nasbench101", data_dir=tmp_path)
+    assert isinstance(bench, Benchmark) and bench.name == "nasbench101" and len(bench) == len(CELLS)
+    enc, score = bench.optimum()
+    assert float(bench.objective(noisy=False)(enc[None], jax.random.key(0))[0]) == pytest.approx(score)
+    monkeypatch.setenv("NASJAX_DATA_DIR", str(tmp_path))  # the same folder from the environment
+    assert len(nasjax.benchmarks.load("nasbench101")) == len(CELLS)
+
+
+def test_tabular_benchmarks_follow_the_same_protocol(data_dir):
+    from nasjax import benchmarks
+
+    bench = benchmarks.load("convnet-cifar10", data_dir)  # a TabularBenchmark, as the NB-201 ones
+    assert isinstance(bench, benchmarks.Benchmark) and bench.name == "convnet-cifar10"

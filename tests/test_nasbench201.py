@@ -155,6 +155,38 @@ def test_cell_semantics(ops, expected):
     np.testing.assert_allclose(y, expected(x))
 
 
+def _conv_reference(x, w, stride, pad):
+    """Plain numpy convolution, x (H, W, C), w (k, k, C, O), symmetric zero padding `pad`."""
+    k = w.shape[0]
+    xp = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+    out_h = (xp.shape[0] - k) // stride + 1
+    out_w = (xp.shape[1] - k) // stride + 1
+    out = np.zeros((out_h, out_w, w.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = xp[i * stride:i * stride + k, j * stride:j * stride + k]
+            out[i, j] = np.tensordot(window, w, axes=3)
+    return out
+
+
+def test_reduction_block_pads_like_the_reference(random_variables):
+    """NB-201's ResNet block pads its stride-2 3x3 conv by 1 on every side, as PyTorch does
+    (`padding=1`): "SAME" would pad (0, 1) and shift every output by a pixel. BN at identity."""
+    from nasjax.spaces.nasbench201 import ResNetBasicBlock
+
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+    block = ResNetBasicBlock(4)
+    variables = random_variables(block, x)
+    p = jax.tree.map(np.asarray, variables["params"])
+    bn = 1 / np.sqrt(1 + 1e-5)  # eval-mode BN with mean 0, var 1, scale 1, bias 0 (eps 1e-5)
+    x0 = np.asarray(x[0], np.float64)
+    y = _conv_reference(np.maximum(x0, 0), p["conv_a"]["conv"]["kernel"], 2, 1) * bn
+    y = _conv_reference(np.maximum(y, 0), p["conv_b"]["conv"]["kernel"], 1, 1) * bn
+    pooled = x0.reshape(4, 2, 4, 2, 3).mean(axis=(1, 3))
+    shortcut = _conv_reference(pooled, p["downsample"]["kernel"], 1, 0)
+    np.testing.assert_allclose(jax.jit(block.apply)(variables, x)[0], y + shortcut, rtol=1e-4, atol=1e-5)
+
+
 # --- the benchmark -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name, optimum", [("nasbench201-cifar10", 94.37), ("nasbench201-cifar100", 73.51),
                                            ("nasbench201-imagenet16", 47.31)])

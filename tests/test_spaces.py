@@ -88,6 +88,12 @@ def test_validate_rejects_wrong_shape(space, bad_shape):
         space.validate(np.zeros(bad_shape, np.int32))
 
 
+def test_validate_names_the_space_for_a_ragged_list(space, jitted):
+    row = np.asarray(jitted.sample(jax.random.key(0), N)[0]).tolist()
+    with pytest.raises(InvalidEncodingError, match=f"{type(space).__name__}: encoding is a ragged"):
+        space.validate([row, row[:-1]])
+
+
 def test_validate_rejects_floats(space, jitted):
     enc = np.asarray(jitted.sample(jax.random.key(0), N)[0], np.float32)
     with pytest.raises(InvalidEncodingError, match="dtype"):

@@ -31,6 +31,28 @@ def test_config_rejects_bad_values(bad):
         TrainConfig(**bad)
 
 
+@pytest.mark.parametrize("final_lr", [0.0, 0.01])
+def test_learning_rate_is_cosine_annealed_over_all_epochs(final_lr):
+    """Step t of `epochs * steps_per_epoch` steps T uses final + (lr - final) (1 + cos(pi t / T)) / 2:
+    with unit gradients and no momentum, decay or clipping, the update is minus that rate."""
+    from nasjax.train.state import make_optimizer
+
+    config = TrainConfig(epochs=3, lr=0.1, final_lr=final_lr, momentum=0.0, weight_decay=0.0,
+                         grad_clip=0.0)
+    steps_per_epoch = 4
+    tx = make_optimizer(config, steps_per_epoch)
+    params = jnp.zeros(())
+    state = tx.init(params)
+    rates = []
+    for _ in range(config.epochs * steps_per_epoch + 2):
+        updates, state = tx.update(jnp.ones(()), state, params)
+        rates.append(-float(updates))
+    total = config.epochs * steps_per_epoch
+    t = np.minimum(np.arange(total + 2), total)
+    expected = final_lr + (0.1 - final_lr) * (1 + np.cos(np.pi * t / total)) / 2
+    np.testing.assert_allclose(rates, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown protocol"):
         preset("nope")

@@ -26,6 +26,7 @@ import pathlib
 import numpy as np
 
 from nasjax.benchmarks.tabular import BenchmarkDataError, TabularBenchmark
+from nasjax.io import atomic_write
 from nasjax.spaces.convnet import ConvNetSpace
 
 FORMAT = "nasjax-convnet-table/1"
@@ -98,12 +99,9 @@ def write_table(path: str | os.PathLike, table: ConvNetTable) -> pathlib.Path:
     _check(table, str(path))
     meta = {**table.meta, "format": FORMAT, "space": _space_fields(table.space)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, meta=np.asarray(json.dumps(meta, sort_keys=True)),
-                            **{name: getattr(table, name) for name in ARRAYS})
-    os.replace(tmp, path)
-    return path
+    arrays = {name: getattr(table, name) for name in ARRAYS}
+    return atomic_write(path, lambda f: np.savez_compressed(
+        f, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays))
 
 
 def read_table(path: str | os.PathLike | None = None) -> ConvNetTable:

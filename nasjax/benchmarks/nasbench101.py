@@ -1,6 +1,7 @@
 """NAS-Bench-101's official data file, read without TensorFlow, with the official API's semantics.
 
-    bench = NASBench101("nasbench_only108.tfrecord")      # or nasbench_full.tfrecord
+    bench = nasjax.benchmarks.load("nasbench101", data_dir)  # <data_dir>/nasbench_only108.tfrecord
+    bench = NASBench101("nasbench_only108.tfrecord")      # any file in the format, e.g. nasbench_full
     enc = bench.space.encode(matrix, ops)                # or any NASBench101Space encoding
     data = bench.query(enc, key)                         # one of the 3 training repeats, drawn with key
     time_spent, epochs_spent = bench.get_budget_counters()
@@ -43,10 +44,13 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from nasjax.benchmarks.tabular import BenchmarkDataError
+from nasjax.benchmarks.tabular import BenchmarkDataError, data_folder
 from nasjax.spaces.base import InvalidEncodingError
 from nasjax.spaces.nasbench101 import NASBench101Space
 
+FILENAME = "nasbench_only108.tfrecord"
+DOWNLOAD = ("download it from https://storage.googleapis.com/nasbench/nasbench_only108.tfrecord (499 MB) or "
+            "nasbench_full.tfrecord (1.95 GB), see https://github.com/google-research/nasbench")
 METRICS = ("training_time", "train_accuracy", "validation_accuracy", "test_accuracy")
 HALFWAY, FINAL = 1, 2  # indices into ModelMetrics.evaluation_data (0 is the untrained model)
 
@@ -104,10 +108,7 @@ def read_tfrecord(path: str | os.PathLike) -> list[bytes]:
     """Every record's data, in file order, after checking both CRCs of every record."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise BenchmarkDataError(
-            f"{path}: NAS-Bench-101 file not found; download it from "
-            "https://storage.googleapis.com/nasbench/nasbench_only108.tfrecord (499 MB) or "
-            "nasbench_full.tfrecord (1.95 GB), see https://github.com/google-research/nasbench")
+        raise BenchmarkDataError(f"{path}: NAS-Bench-101 file not found; {DOWNLOAD}")
     data = memoryview(path.read_bytes())
     offsets, lengths, stored_len_crc, stored_data_crc = [], [], [], []
     pos, truncated = 0, None
@@ -257,10 +258,12 @@ class NASBench101:
     space         the `NASBench101Space` whose encodings are queried (the default is the benchmark's)
     check_hashes  recompute every stored cell's hash and compare it with its key (slow: minutes on the
                   full file; proves `arch_hash` reproduces the official keys)
+    name          its name in logs (`nasjax.benchmarks.Benchmark`)
     """
 
     def __init__(self, path: str | os.PathLike, space: NASBench101Space | None = None,
-                 check_hashes: bool = False):
+                 check_hashes: bool = False, name: str = "nasbench101"):
+        self.name = name
         self.path = pathlib.Path(path)
         self.space = space or NASBench101Space()
         rows: dict[str, int] = {}
@@ -469,3 +472,15 @@ class NASBench101:
             return out
 
         return scores
+
+
+def load(data_dir: str | os.PathLike | None = None) -> NASBench101:
+    """The official `nasbench_only108.tfrecord` in `data_dir` (else $NASJAX_DATA_DIR), or in its
+    `nasbench101/` folder; BenchmarkDataError naming where it looked when the file is in neither."""
+    folder = data_folder(data_dir, FILENAME)
+    candidates = (folder / FILENAME, folder / "nasbench101" / FILENAME)
+    for path in candidates:
+        if path.is_file():
+            return NASBench101(path)
+    raise BenchmarkDataError(f"NAS-Bench-101 file {FILENAME} not found in {folder} or "
+                             f"{candidates[1].parent}; {DOWNLOAD}")

@@ -40,7 +40,7 @@ import pathlib
 import jax
 import numpy as np
 
-from nasjax.benchmarks.tabular import BenchmarkDataError, TabularBenchmark
+from nasjax.benchmarks.tabular import BenchmarkDataError, TabularBenchmark, data_folder
 from nasjax.spaces.base import InvalidEncodingError
 from nasjax.spaces.nasbench201 import NASBench201Space
 
@@ -55,12 +55,7 @@ COLUMNS = {  # dataset name -> column of the export
 
 def default_path(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """The export's path under `data_dir`, else under $NASJAX_DATA_DIR."""
-    if data_dir is None:
-        data_dir = os.environ.get("NASJAX_DATA_DIR")
-        if not data_dir:
-            raise BenchmarkDataError(
-                f"no data directory: pass data_dir or set NASJAX_DATA_DIR to the folder holding {FILENAME}")
-    return pathlib.Path(data_dir) / FILENAME
+    return data_folder(data_dir, FILENAME) / FILENAME
 
 
 def read_table(path: str | os.PathLike, dataset: str) -> np.ndarray:

@@ -17,8 +17,10 @@ Scores are higher-is-better (accuracies in percent for the shipped benchmarks).
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 import warnings
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,38 @@ from nasjax.spaces.base import Space
 
 class BenchmarkDataError(ValueError):
     """A benchmark's data file is missing or corrupt; the message names the file and the problem."""
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+    """What every `nasjax.benchmarks.load(name, data_dir)` returns (`TabularBenchmark`, `NASBench101`).
+
+    name         str, the name it was loaded by
+    space        the `Space` whose encodings it scores
+    objective(noisy=True) -> f(archs int (n, *encoding_shape), key) -> float32 (n,), for
+                 `nasjax.search.run`; noisy=False scores the mean over training repeats
+    optimum()    -> (encoding, its mean score) of the best stored architecture
+    enumerate()  -> int32 (size, *encoding_shape), every stored architecture
+    """
+
+    name: str
+    space: Space
+
+    def objective(self, noisy: bool = True) -> Callable: ...
+
+    def optimum(self) -> tuple[np.ndarray, float]: ...
+
+    def enumerate(self) -> np.ndarray: ...
+
+
+def data_folder(data_dir: str | os.PathLike | None, needed: str | os.PathLike) -> pathlib.Path:
+    """The benchmark data folder: `data_dir`, else $NASJAX_DATA_DIR; BenchmarkDataError naming
+    `needed` (the file to put there) when neither is given."""
+    data_dir = data_dir if data_dir is not None else os.environ.get("NASJAX_DATA_DIR") or None
+    if data_dir is None:
+        raise BenchmarkDataError(f"no data directory: pass data_dir or set NASJAX_DATA_DIR to the folder "
+                                 f"holding {needed}")
+    return pathlib.Path(data_dir).expanduser()
 
 
 def seed_mean(table: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import time
+import zipfile
 from typing import Any, Callable
 
 import jax
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from nasjax.io import CorruptFileError, atomic_write, read_jsonl
 from nasjax.search.base import Strategy
 
 CHECKPOINT, SIDECAR, LOG = "checkpoint.npz", "run.json", "evaluations.jsonl"
@@ -68,15 +70,6 @@ def _config(strategy: Strategy, key: jax.Array, batch_size: int) -> dict:
             "key": np.asarray(jax.random.key_data(key)).tolist()}
 
 
-def _atomic_write(path: pathlib.Path, write: Callable) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save(workdir: pathlib.Path, state, meta: dict) -> None:
     leaves = jax.tree_util.tree_leaves(state)
     arrays, impls = {}, []
@@ -86,9 +79,9 @@ def _save(workdir: pathlib.Path, state, meta: dict) -> None:
         arrays[f"leaf{i}"] = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
     meta = {**meta, "key_impls": impls}
     arrays["meta"] = np.asarray(json.dumps(meta))
-    _atomic_write(workdir / CHECKPOINT, lambda f: np.savez(f, **arrays))
+    atomic_write(workdir / CHECKPOINT, lambda f: np.savez(f, **arrays))
     readable = {k: v for k, v in meta.items() if k != "key_impls"}
-    _atomic_write(workdir / SIDECAR, lambda f: f.write(json.dumps(readable, indent=2).encode()))
+    atomic_write(workdir / SIDECAR, lambda f: f.write(json.dumps(readable, indent=2).encode()))
 
 
 def _load(workdir: pathlib.Path, template, config: dict) -> tuple[Any, dict]:
@@ -97,33 +90,24 @@ def _load(workdir: pathlib.Path, template, config: dict) -> tuple[Any, dict]:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
             saved = [z[f"leaf{i}"] for i in range(len(meta["key_impls"]))]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"corrupt checkpoint {path}: {e}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # e.g. truncated
+        raise CorruptFileError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from None
     if meta["config"] != config:
         diff = {k: (meta["config"].get(k), v) for k, v in config.items() if meta["config"].get(k) != v}
         raise ValueError(f"{workdir} holds a run of a different configuration (saved, requested): "
                          f"{diff}; use a fresh workdir")
     leaves, treedef = jax.tree_util.tree_flatten(template)
     if len(leaves) != len(saved):
-        raise ValueError(f"corrupt checkpoint {path}: {len(saved)} leaves, the state has {len(leaves)}")
+        raise CorruptFileError(f"corrupt checkpoint {path}: {len(saved)} leaves, the state has "
+                               f"{len(leaves)}")
     restored = []
     for i, (leaf, arr, impl) in enumerate(zip(leaves, saved, meta["key_impls"])):
         value = jax.random.wrap_key_data(arr, impl=impl) if impl else jnp.asarray(arr)
         if value.shape != leaf.shape or value.dtype != leaf.dtype:
-            raise ValueError(f"corrupt checkpoint {path}: leaf {i} is {value.dtype}{value.shape}, "
-                             f"expected {leaf.dtype}{leaf.shape}")
+            raise CorruptFileError(f"corrupt checkpoint {path}: leaf {i} is {value.dtype}{value.shape}, "
+                                   f"expected {leaf.dtype}{leaf.shape}")
         restored.append(value)
     return jax.tree_util.tree_unflatten(treedef, restored), meta
-
-
-def _reconcile_log(path: pathlib.Path, evaluations: int) -> None:
-    """Cut the log back to the checkpoint's first `evaluations` lines (later ones are redone)."""
-    lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
-    if len(lines) < evaluations:
-        raise ValueError(f"{path} has {len(lines)} lines but the checkpoint holds {evaluations} "
-                         "evaluations: the log was damaged")
-    if len(lines) > evaluations:
-        _atomic_write(path, lambda f: f.write(b"".join(lines[:evaluations])))
 
 
 def _best(state) -> tuple[np.ndarray, float]:
@@ -170,7 +154,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         if (workdir / CHECKPOINT).exists():
             state, meta = _load(workdir, state, config)
             done, rounds = meta["evaluations"], meta["rounds"]
-        _reconcile_log(workdir / LOG, done)
+        read_jsonl(workdir / LOG, keep=done)  # later lines are redone
 
     with_budgets = hasattr(strategy, "ask_with_budget")
     ask = jax.jit(strategy.ask_with_budget if with_budgets else strategy.ask, static_argnums=1)

@@ -1,5 +1,6 @@
 """Search spaces: fixed-shape integer encodings <-> pure Flax modules."""
 
+from nasjax.spaces import cost
 from nasjax.spaces.base import InvalidEncodingError, NotEnumerableError, Space
 from nasjax.spaces.convnet import ConvNet, ConvNetSpace
 from nasjax.spaces.darts import DARTS_V2, DARTSNetwork, DARTSSpace, Genotype
@@ -7,7 +8,7 @@ from nasjax.spaces.nasbench101 import NASBench101Space, NB101Network
 from nasjax.spaces.nasbench201 import NASBench201Space, NB201Network
 
 __all__ = [
-    "ConvNet", "ConvNetSpace", "DARTS_V2", "DARTSNetwork", "DARTSSpace", "Genotype",
+    "cost", "ConvNet", "ConvNetSpace", "DARTS_V2", "DARTSNetwork", "DARTSSpace", "Genotype",
     "InvalidEncodingError", "NASBench101Space", "NASBench201Space", "NB101Network", "NB201Network",
     "NotEnumerableError", "Space",
 ]

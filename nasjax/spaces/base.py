@@ -116,7 +116,12 @@ class Space(abc.ABC):
     # --- shared behaviour -------------------------------------------------------------------------
     def validate(self, enc: Any) -> None:
         """Raise `InvalidEncodingError` naming every problem with `enc` (one or a batch)."""
-        arr = np.asarray(enc)
+        try:
+            arr = np.asarray(enc)
+        except ValueError:  # ragged nested lists: numpy cannot make an array of them
+            raise InvalidEncodingError(
+                f"{type(self).__name__}: encoding is a ragged sequence (rows of different lengths), "
+                f"expected shape {tuple(self.encoding_shape)}") from None
         shape = tuple(self.encoding_shape)
         if arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
             for i, row in enumerate(arr):

@@ -25,6 +25,18 @@ from nasjax.spaces.base import MAX_ENUMERATE, NotEnumerableError, Space
 PAD = -1
 
 
+def pool_positions(pool_every: int, depth: int, image_size: int) -> tuple[bool, ...]:
+    """Whether layer i < depth is followed by a 2x2 max-pool ("VALID": an odd row or column is
+    dropped): after every `pool_every`-th layer (0: never), while the feature map is larger than one
+    pixel. The one statement of the rule; every engine and the FLOPs count ask for it here."""
+    out, size = [], image_size
+    for i in range(depth):
+        pool = bool(pool_every) and (i + 1) % pool_every == 0 and size > 1
+        size = size // 2 if pool else size
+        out.append(pool)
+    return tuple(out)
+
+
 class ConvNet(nn.Module):
     """A plain ConvNet: `channels[i]` filters of size `kernels[i]` x `kernels[i]` in layer i."""
 
@@ -37,12 +49,13 @@ class ConvNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x (B, H, W, C) float -> logits (B, num_classes)."""
+        pools = pool_positions(self.pool_every, len(self.channels), x.shape[1])
         for i, (c, k) in enumerate(zip(self.channels, self.kernels)):
             x = ops.Conv(c, (k, k), use_bias=not self.batch_norm, name=f"conv{i}")(x)
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
             x = nn.relu(x)
-            if self.pool_every and (i + 1) % self.pool_every == 0 and x.shape[1] > 1:
+            if pools[i]:
                 x = ops.max_pool(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
@@ -60,6 +73,13 @@ class ConvNetSpace(Space):
     batch_norm: bool = False
 
     def __post_init__(self):
+        # Any sequence of ints is accepted; tuples keep the space hashable (a static jit argument).
+        for field in ("channels", "kernels"):
+            value = getattr(self, field)
+            try:
+                object.__setattr__(self, field, tuple(int(v) for v in value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{field} must be a sequence of ints, got {value!r}") from None
         if not 1 <= self.min_depth <= self.max_depth:
             raise ValueError(f"need 1 <= min_depth <= max_depth, got {self.min_depth}, {self.max_depth}")
         if not self.channels or not self.kernels:
@@ -201,6 +221,11 @@ class ConvNetSpace(Space):
         power = jnp.asarray(b, jnp.int32) ** jnp.clip(depth - 1 - jnp.arange(d), 0)
         place = jnp.where(jnp.arange(d) < depth, power, 0)
         return (jnp.asarray(offsets)[depth - self.min_depth] + jnp.sum(digit * place)).astype(jnp.int32)
+
+    def pool_positions(self, enc, image_size: int = 32) -> tuple[bool, ...]:
+        """Whether each present layer of `enc` is followed by a 2x2 max-pool, for square inputs of
+        `image_size` pixels (see the module-level `pool_positions`)."""
+        return pool_positions(self.pool_every, len(self.layers(enc)), image_size)
 
     def layers(self, enc) -> list[tuple[int, int]]:
         """[(channels, kernel size)] of the present layers."""

@@ -19,6 +19,7 @@ order (tests/test_layered.py states the tolerance).
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -52,13 +53,8 @@ def supports(space) -> bool:
 
 
 def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
-    """The unit chain of one architecture (pooling positions as `ConvNet.__call__` decides them)."""
-    pools, size = [False], image_size
-    for i in range(len(space.layers(enc))):
-        pool = bool(space.pool_every) and (i + 1) % space.pool_every == 0 and size > 1
-        size = size // 2 if pool else size
-        pools.append(pool)
-    return Plan(tuple(pools))
+    """The unit chain of one architecture (the space's pooling positions)."""
+    return Plan((False, *space.pool_positions(enc, image_size)))
 
 
 # --- per-shape programs (jit caches one compilation per shape and static flags) ---------------------
@@ -131,22 +127,30 @@ def _truncated_normals(key: jax.Array, count: int, size: int) -> jax.Array:
         jax.random.split(key, count))
 
 
+# Standard deviation of N(0, 1) truncated to [-2, 2]: Flax's truncated-normal initialisers divide by it
+# so that the kept draws have the requested variance (flax.linen.initializers.variance_scaling).
+_TRUNCATED_STD = math.sqrt(1.0 - 2.0 * 2.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi)  # 1 - 2 a phi(a)
+                           / math.erf(2.0 / math.sqrt(2.0)))  # / (Phi(a) - Phi(-a)), a = 2
+
+
 def init_params(space: ConvNetSpace, enc, key: jax.Array, num_classes: int = 10) -> dict:
-    """`ConvNet` parameters (float32 numpy) {"conv{i}": {kernel, bias}, "head": {kernel, bias}} with Flax's default
-    initializers: lecun-normal kernels (truncated normal, std sqrt(1 / fan_in) / 0.8796), zero biases.
+    """`ConvNet` parameters (float32 numpy) {"conv{i}": {kernel, bias}, "head": {kernel, bias}} drawn
+    from the distribution of Flax's defaults: lecun-normal kernels (N(0, 1) truncated to [-2, 2],
+    scaled to std sqrt(1 / fan_in)), zero biases.
 
     Kernel i is the start of row i of one (max_depth + 1, largest kernel size) draw, so one program per
     space serves every architecture: whole-module `init` compiles a program per architecture, and
-    threefry makes each cost seconds on CPU.
+    threefry makes each cost seconds on CPU. The draws are therefore not the bits that
+    `space.to_module(enc).init(key, x)` gives for the same key (Flax draws each parameter with a key
+    derived from its name), only the same distribution (tests/test_layered.py compares them).
     """
     c_max = max(space.channels)
     size = max(max(space.kernels) ** 2 * max(c_max, 3) * c_max, c_max * num_classes)
     draws = np.asarray(_truncated_normals(key, space.max_depth + 1, size))  # host slicing: no per-shape ops
 
     def lecun_normal(row: int, shape: tuple[int, ...]) -> np.ndarray:
-        fan_in = int(np.prod(shape[:-1]))
-        std = np.float32(np.sqrt(1.0 / fan_in) / .87962566103423978)  # flax's truncation correction
-        return draws[row, :int(np.prod(shape))].reshape(shape) * std
+        std = np.float32(math.sqrt(1.0 / math.prod(shape[:-1])) / _TRUNCATED_STD)
+        return draws[row, :math.prod(shape)].reshape(shape) * std
 
     params, cin = {}, 3
     for i, (c, k) in enumerate(space.layers(enc)):

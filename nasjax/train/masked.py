@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.spaces import ops
-from nasjax.spaces.convnet import ConvNetSpace
+from nasjax.spaces.convnet import ConvNetSpace, pool_positions
 
 
 class MaskedConvNet(nn.Module):
@@ -34,6 +34,7 @@ class MaskedConvNet(nn.Module):
                  train: bool = False) -> jax.Array:
         """x (B, H, W, C); channel_mask (depth, max_channels), kernel_mask (depth, K, K) -> (B, classes)."""
         k, c = self.max_kernel, self.max_channels
+        pools = pool_positions(self.pool_every, self.depth, x.shape[1])
         for i in range(self.depth):
             kernel = self.param(f"conv{i}_kernel", nn.initializers.zeros, (k, k, x.shape[-1], c))
             x = ops.conv2d(x, kernel * kernel_mask[i][:, :, None, None], (1, 1), "SAME", (1, 1), 1)
@@ -42,7 +43,7 @@ class MaskedConvNet(nn.Module):
             else:
                 x = x + self.param(f"conv{i}_bias", nn.initializers.zeros, (c,))
             x = nn.relu(x) * channel_mask[i]
-            if self.pool_every and (i + 1) % self.pool_every == 0 and x.shape[1] > 1:
+            if pools[i]:
                 x = ops.max_pool(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)

@@ -30,7 +30,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nasjax.data import normalize
-from nasjax.spaces import ops
+from nasjax.io import atomic_write
+from nasjax.spaces import cost, ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
 from nasjax.train import layered, masked, steps
@@ -50,7 +51,7 @@ class ArchResult:
     final_val_acc: float
     test_acc: float
     params: int
-    flops: float  # forward multiply-adds x 2 per image
+    flops: float  # 2 x multiply-adds of one image's forward pass (`nasjax.spaces.cost`)
     wall_time: float  # seconds, this arch's share of all calls so far
     failed: bool
     reason: str
@@ -110,7 +111,8 @@ def _extra(space, enc, shared: bool) -> tuple:
     return tuple(jnp.asarray(m) for m in masked.masks(space, enc)) if shared else ()
 
 
-def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bool):
+def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bool,
+          image_shape: tuple[int, int, int]):
     """TrainState of one architecture (masked shapes when `shared`)."""
     k_init, k_drop, k_rng = jax.random.split(key, 3)
     if layered.supports(space):  # no per-architecture init program (seconds of compilation each)
@@ -118,28 +120,11 @@ def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bo
     else:
         module = space.to_module(enc, num_classes, **module_kwargs(space, config))
         # jit: eager init of a cell network dispatches thousands of small ops (~20 s for a tiny DARTS net).
-        variables = jax.jit(lambda r: module.init(r, jnp.zeros((1, 32, 32, 3)), train=False))(
+        variables = jax.jit(lambda r: module.init(r, jnp.zeros((1, *image_shape)), train=False))(
             {"params": k_init, "dropout": k_drop})
     if shared:
         variables = masked.embed(space, enc, variables, num_classes)
     return create_state(variables, tx, k_rng)
-
-
-def forward_flops(space, enc, module, params_shape_tree=None) -> float:
-    """FLOPs (2 x multiply-adds) of one 32x32 image's forward: analytic for ConvNets, else XLA's count."""
-    if isinstance(space, ConvNetSpace):
-        flops, hw, cin = 0.0, 32, 3
-        for i, (c, k) in enumerate(space.layers(enc)):
-            flops += 2.0 * hw * hw * k * k * cin * c
-            cin = c
-            if space.pool_every and (i + 1) % space.pool_every == 0 and hw > 1:
-                hw //= 2
-        return flops + 2.0 * cin * 10
-    lowered = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(
-        params_shape_tree, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    cost = lowered.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
 # --- compiled programs (cached per space, config, program, data size) -----------------------------
@@ -189,17 +174,18 @@ def _to_host(tree):
 
 
 def init_population(space, archs, config: TrainConfig, keys, steps_per_epoch: int, shared: bool,
-                    num_classes: int = 10) -> tuple[PopulationState, list]:
+                    num_classes: int = 10, image_shape: tuple[int, int, int] = (32, 32, 3)
+                    ) -> tuple[PopulationState, list]:
     """Population state at epoch 0 from one training key per arch, and each arch's (param count, flops)."""
     archs = np.stack([space.checked(a) for a in np.asarray(archs)])
     tx = make_optimizer(config, steps_per_epoch)
     states, data_keys, info = [], [], []
     for i, enc in enumerate(archs):
         k_train, k_data = jax.random.split(keys[i])
-        state = _init(space, enc, config, k_train, num_classes, tx, shared)
+        state = _init(space, enc, config, k_train, num_classes, tx, shared, image_shape)
         states.append(_to_host(state))
         data_keys.append(np.asarray(k_data))
-        info.append(arch_info(space, enc, config, num_classes))
+        info.append(arch_info(space, enc, config, num_classes, image_shape))
     n = len(archs)
     return PopulationState(config=config, archs=archs, states=tuple(states), shared=shared,
                            data_keys=np.stack(data_keys),
@@ -237,6 +223,7 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
     if n_train < config.batch_size:
         raise ValueError(f"{n_train} training images < batch_size {config.batch_size}")
     spe = n_train // config.batch_size
+    image_shape = tuple(data.train_images.shape[1:])
     if execution == "auto":
         if mesh is not None or jax.default_backend() != "cpu":
             execution = "sharded"
@@ -257,14 +244,14 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
             keys = [arch_key(key, i) for i in range(len(archs))]
         if len(keys) != len(archs):
             raise ValueError(f"{len(keys)} keys for {len(archs)} architectures")
-        state, info = init_population(space, archs, config, keys, spe, shared, num_classes)
+        state, info = init_population(space, archs, config, keys, spe, shared, num_classes, image_shape)
     else:
         if state.shared != shared:
             raise ValueError(f"execution {execution!r} cannot continue a population trained with "
                              f"{'masked' if state.shared else 'per-architecture'} programs")
         if state.config != config:
             raise ValueError(f"config differs from the saved population's: {state.config} vs {config}")
-        info = [arch_info(space, a, config, num_classes) for a in state.archs]
+        info = [arch_info(space, a, config, num_classes, image_shape) for a in state.archs]
     init_time = time.perf_counter() - t0
     images = jax.device_put(normalize(data.train_images))
     labels = jax.device_put(jnp.asarray(data.train_labels, jnp.int32))
@@ -328,13 +315,16 @@ def _sharded_epoch(space, config, pid, num_classes, spe, mesh, states, extras, d
     return [jax.tree.map(lambda a: a[j], new) for j in range(n)], list(losses[:n])
 
 
-def arch_info(space, enc, config: TrainConfig, num_classes: int = 10) -> tuple[int, float]:
-    """(true parameter count, forward FLOPs per image) of one architecture, from shapes only."""
+def arch_info(space, enc, config: TrainConfig, num_classes: int = 10,
+              image_shape: tuple[int, int, int] = (32, 32, 3)) -> tuple[int, float]:
+    """(true parameter count, forward FLOPs of one image of `image_shape`, see `nasjax.spaces.cost`)
+    of one architecture, from shapes only."""
     module = space.to_module(enc, num_classes, **module_kwargs(space, config))
     zero = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(lambda: module.init({"params": zero, "dropout": zero}, jnp.zeros((1, 32, 32, 3))))
+    x = jnp.zeros((1, *image_shape))
+    shapes = jax.eval_shape(lambda: module.init({"params": zero, "dropout": zero}, x))
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(shapes["params"]))
-    return n_params, forward_flops(space, enc, module, shapes)
+    return n_params, cost.forward_flops(module, shapes, image_shape)
 
 
 def results(state: PopulationState, info) -> list[ArchResult]:
@@ -350,9 +340,9 @@ def results(state: PopulationState, info) -> list[ArchResult]:
 
 
 def save_population(path, state: PopulationState) -> None:
-    """Write a population state (host numpy pytrees) to `path`; `load_population` reads it back."""
-    with open(path, "wb") as f:
-        pickle.dump({"format": FORMAT_VERSION, "state": state}, f)
+    """Write a population state (host numpy pytrees) to `path`, atomically; `load_population` reads
+    it back."""
+    atomic_write(path, lambda f: pickle.dump({"format": FORMAT_VERSION, "state": state}, f))
 
 
 def load_population(path) -> PopulationState:

@@ -1,0 +1,84 @@
+"""Files that survive crashes: atomic replacement, and JSONL logs read back after a kill.
+
+The one way nasjax replaces a file (checkpoints, logs cut back on resume, tables, population states):
+write a temporary file in the same folder, fsync it, `os.replace` it over the target, fsync the folder
+so the rename itself survives a power loss. If writing fails (full disk, killed process), the target
+keeps its old content and the temporary file is removed. Logs are appended line by line (fsynced) and
+read back with `read_jsonl`, which drops a line torn by a kill and cuts a log back to a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> pathlib.Path:
+    """Replace `path` by what `write(f)` writes into a binary file object; returns the path."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # Mode 0o666 less the umask, as a plain open() gives (mkstemp would make the file private).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+    """Replace `path` by `data` atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _fsync_dir(folder: pathlib.Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CorruptFileError(ValueError):
+    """A file nasjax wrote earlier (checkpoint, log) is damaged; the message names it and the problem."""
+
+
+def read_jsonl(path: str | os.PathLike, keep: int | None = None) -> list[dict]:
+    """The records of a JSONL log written by appending whole lines ([] if there is no file).
+
+    A last line torn by a kill mid-write is removed from the file. With `keep`, the file is cut back
+    to its first `keep` records (a resumed run redoes the later ones) and must hold at least that
+    many. Raises `CorruptFileError` for a damaged line before the last, or too few records.
+    """
+    path = pathlib.Path(path)
+    lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("no line end")
+            records.append(json.loads(line))
+        except ValueError:  # also json.JSONDecodeError and UnicodeDecodeError
+            if i < len(lines) - 1:
+                raise CorruptFileError(f"{path} line {i + 1} is damaged (not a JSON record); move the "
+                                       "file away to redo its work") from None
+    if keep is not None and len(records) < keep:
+        raise CorruptFileError(f"{path} has {len(records)} records but the checkpoint holds {keep}: "
+                               "the log was damaged; move the work directory away to start again")
+    kept = len(records) if keep is None else keep
+    if kept < len(lines):
+        atomic_write(path, lambda f: f.write(b"".join(lines[:kept])))
+    return records[:kept]
