@@ -8,9 +8,13 @@ on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validat
   (b) the engine: `train_population` with each execution in --executions ("layered" is the CPU default:
       per-layer-shape programs shared by all networks; "per_arch": whole-network programs; "loop" and
       "sharded": masked max-shape programs per depth);
-  (c) PyTorch CPU eager, same networks and batch, when torch imports.
-Prints architectures/hour and images/s, ratios to (a), and the GFLOP/s of one single-net training step
-as a fraction of a measured f32 matmul peak; writes one JSON line per row to --jsonl.
+  (c) PyTorch CPU eager doing the same work (networks, batch, epochs, crop+flip augmentation, SGD
+      momentum with the cosine schedule, weight decay, clipping, validation per epoch, test at the end),
+      when torch imports.
+Prints architectures/hour and images/s, ratios to (a), where the time goes (training steps,
+augmentation, evaluation, compilation, host loop and set-up) for the layered engine (from a second,
+warm run with its calls timed) and for PyTorch, and the GFLOP/s of one single-net training step as a
+fraction of a measured f32 matmul peak; writes one JSON line per row to --jsonl.
 
   python experiments/perf_population.py --data-dir ../shared/data --archs 16 --epochs 1 \
       --train-images 1024 --eval-images 500
@@ -59,7 +63,7 @@ from nasjax.data import load_cifar10, normalize  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
-from nasjax.train import steps  # noqa: E402
+from nasjax.train import layered, population, steps  # noqa: E402
 from nasjax.train.population import arch_info  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -104,16 +108,57 @@ def _one_by_one(space, archs, data, config, key, options):
     return time.perf_counter() - start, accs
 
 
+class PhaseTimer:
+    """Seconds spent per named phase (a dict that `with timer("name"):` adds to)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
 def torch_eager(space, archs, data, config, seed):
-    """PyTorch CPU eager for the same networks (no augmentation): seconds, or None without torch."""
+    """PyTorch CPU eager doing the engine's work: the same networks, batch, epochs, shuffling, crop +
+    flip augmentation (pad `crop_padding` with black pixels), SGD momentum with the cosine schedule,
+    weight decay and global-norm clipping, a validation pass per epoch and a test pass at the end.
+    -> (seconds, PhaseTimer), or None without torch."""
     try:
         import torch
     except ImportError:
         return None
+    from nasjax.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
+
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.asarray(normalize(data.train_images))).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(np.asarray(data.train_labels)).long()
-    xv = torch.from_numpy(np.asarray(normalize(data.val_images))).permute(0, 3, 1, 2).contiguous()
+    as_nchw = lambda a: torch.from_numpy(np.array(normalize(a))).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    x, y = as_nchw(data.train_images), torch.from_numpy(np.asarray(data.train_labels)).long()
+    evals = [(as_nchw(data.val_images), torch.from_numpy(np.asarray(data.val_labels)).long()),
+             (as_nchw(data.test_images), torch.from_numpy(np.asarray(data.test_labels)).long())]
+    pad, b, hw = config.crop_padding, config.batch_size, x.shape[-1]
+    black = torch.tensor(-np.asarray(CIFAR10_MEAN) / np.asarray(CIFAR10_STD), dtype=torch.float32)
+    rows = torch.arange(hw)
+    spe = len(y) // b
+    timer = PhaseTimer()
+
+    def augment(batch):
+        canvas = black.view(1, 3, 1, 1).expand(b, 3, hw + 2 * pad, hw + 2 * pad).clone()
+        canvas[:, :, pad:pad + hw, pad:pad + hw] = batch
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, b))
+        iy = (dy[:, None] + rows)[:, None, :, None].expand(b, 3, hw, hw)
+        ix = (dx[:, None] + rows)[:, None, None, :].expand(b, 3, hw, hw)
+        crop = canvas[torch.arange(b)[:, None, None, None], torch.arange(3)[None, :, None, None], iy, ix]
+        flip = torch.rand(b) < 0.5
+        return torch.where(flip[:, None, None, None], crop.flip(3), crop)
+
+    def accuracy(net, images, labels):
+        with torch.no_grad():
+            return sum(int((net(images[i:i + config.eval_batch_size]).argmax(1) ==
+                            labels[i:i + config.eval_batch_size]).sum())
+                       for i in range(0, len(labels), config.eval_batch_size)) / len(labels)
+
     start = time.perf_counter()
     for enc in archs:
         layers, cin = [], 3
@@ -126,18 +171,61 @@ def torch_eager(space, archs, data, config, seed):
                                   torch.nn.Linear(cin, 10))
         opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * spe, config.final_lr)
         for _ in range(config.epochs):
             perm = torch.randperm(len(y))
-            for s in range(len(y) // config.batch_size):
-                idx = perm[s * config.batch_size:(s + 1) * config.batch_size]
-                loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-                opt.step()
-            with torch.no_grad():
-                net(xv).argmax(1)
-    return time.perf_counter() - start
+            for s in range(spe):
+                idx = perm[s * b:(s + 1) * b]
+                with timer("augmentation"):
+                    batch = augment(x[idx])
+                with timer("training steps"):
+                    loss = torch.nn.functional.cross_entropy(net(batch), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                    opt.step()
+                    schedule.step()
+            with timer("evaluation"):
+                accuracy(net, *evals[0])
+        with timer("evaluation"):
+            accuracy(net, *evals[1])
+    seconds = time.perf_counter() - start
+    timer.seconds["host loop and set-up"] = seconds - sum(timer.seconds.values())
+    return seconds, timer
+
+
+def engine_phases(space, archs, data, config, key, cold_seconds) -> PhaseTimer:
+    """Where the layered engine's time goes: a second (warm) run of the same population, with its
+    epoch, batch-preparation (augmentation) and evaluation calls timed (each blocked on, so the
+    pipelining between them is lost; the warm total is printed beside it); compilation is the cold
+    run's time minus the warm run's."""
+    timer = PhaseTimer()
+
+    def timed(phase, fn):
+        def run(*args, **kwargs):
+            with timer(phase):
+                return jax.block_until_ready(fn(*args, **kwargs))
+        return run
+
+    originals = layered.train_epoch, layered.next_batch, layered.accuracy
+    layered.train_epoch = timed("epoch", originals[0])
+    layered.next_batch = timed("augmentation", originals[1])
+    layered.accuracy = timed("evaluation", originals[2])
+    population._epoch_fn.cache_clear()
+    population._eval_fn.cache_clear()  # their partials bound the unwrapped functions
+    try:
+        start = time.perf_counter()
+        train_population(space, archs, data, config, key, execution="layered")
+        warm = time.perf_counter() - start
+    finally:
+        layered.train_epoch, layered.next_batch, layered.accuracy = originals
+        population._epoch_fn.cache_clear()
+        population._eval_fn.cache_clear()
+    epoch = timer.seconds.pop("epoch")
+    timer.seconds["training steps"] = epoch - timer.seconds["augmentation"]
+    timer.seconds["compilation"] = cold_seconds - warm
+    timer.seconds["host loop and set-up"] = warm - epoch - timer.seconds["evaluation"]
+    return timer
 
 
 def single_step_gflops(space, data, config, key) -> tuple[float, float]:
@@ -157,15 +245,8 @@ def single_step_gflops(space, data, config, key) -> tuple[float, float]:
 
 def main():
     key = jax.random.PRNGKey(ARGS.seed)
-    data = load_cifar10(ARGS.data_dir)
-    if ARGS.train_images:
-        data = data._replace(train_images=data.train_images[:ARGS.train_images],
-                             train_labels=data.train_labels[:ARGS.train_images])
-    if ARGS.eval_images:
-        data = data._replace(val_images=data.val_images[:ARGS.eval_images],
-                             val_labels=data.val_labels[:ARGS.eval_images],
-                             test_images=data.test_images[:ARGS.eval_images],
-                             test_labels=data.test_labels[:ARGS.eval_images])
+    data = load_cifar10(ARGS.data_dir).take(train=ARGS.train_images, val=ARGS.eval_images,
+                                            test=ARGS.eval_images)
     space = ConvNetSpace.motivating()
     config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size)
     archs = distinct_archs(space, ARGS.archs, jax.random.fold_in(key, 1))
@@ -181,14 +262,18 @@ def main():
         seconds, _ = one_by_one(space, archs, data, config, key, flax_conv)
         rows.append((name, seconds))
         print(f"  {name} (compile incl.): {seconds:.1f} s", flush=True)
+    phases = {}
     for execution in ARGS.executions.split(","):
         start = time.perf_counter()
         train_population(space, archs, data, config, key, execution=execution)
         rows.append((f"engine {execution}", time.perf_counter() - start))
         print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    seconds = torch_eager(space, archs, data, config, ARGS.seed)
-    if seconds is not None:
-        rows.append(("pytorch cpu eager", seconds))
+        if execution == "layered":
+            phases["engine layered"] = engine_phases(space, archs, data, config, key, rows[-1][1]).seconds
+    torch_run = torch_eager(space, archs, data, config, ARGS.seed)
+    if torch_run is not None:
+        rows.append(("pytorch cpu eager, same work", torch_run[0]))
+        phases["pytorch"] = torch_run[1].seconds
     else:
         print("  pytorch: not installed, skipped")
     base = rows[0][1]
@@ -202,6 +287,18 @@ def main():
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
                   f"{row['ratio_vs_one_by_one']:13.2f}x")
+        if phases:
+            names = list(phases)
+            order = ["training steps", "augmentation", "evaluation", "compilation", "host loop and set-up"]
+            print(f"where the time goes (s): {'phase':22s}" + "".join(f"{n:>16s}" for n in names))
+            for phase in order:
+                print(f"{'':25s}{phase:22s}" + "".join(f"{phases[n].get(phase, 0.0):16.1f}" for n in names))
+            f.write(json.dumps(dict(phases={n: {k: round(v, 2) for k, v in p.items()}
+                                            for n, p in phases.items()})) + "\n")
+        totals = dict(rows)
+        if "engine layered" in totals and "pytorch cpu eager, same work" in totals:
+            print(f"engine layered / PyTorch on equal work: "
+                  f"{totals['engine layered'] / totals['pytorch cpu eager, same work']:.2f}x the time")
         peaks = matmul_peaks(5, key)
         peak = peaks["xla"]
         gfs, ms = single_step_gflops(space, data, config, key)
