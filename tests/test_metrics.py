@@ -1,6 +1,7 @@
 """nasjax.metrics on cases checkable by hand, and against brute force / scipy."""
 
 import dataclasses
+import itertools
 
 import chex
 import jax
@@ -180,3 +181,24 @@ def test_local_optima_match_brute_force_on_a_random_nb201_table():
 def test_local_optima_checks_alignment():
     with pytest.raises(ValueError, match=r"expected \(6,\)"):
         metrics.local_optima(ChainSpace(n=6), jnp.zeros(5))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_best_of_k_matches_enumerating_every_draw(k):
+    """The exact best-of-k distribution equals the average over all C(N, k) subsets (with ties)."""
+    scores = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0])
+    bests = np.array([max(c) for c in itertools.combinations(scores, k)])
+    mean, std = metrics.best_of_k_mean_std(scores, k)
+    assert mean == pytest.approx(bests.mean(), rel=1e-12) and std == pytest.approx(bests.std(), abs=1e-9)
+    values, p = metrics.best_of_k_distribution(scores, k)
+    assert p.sum() == pytest.approx(1.0) and np.all(p >= -1e-15)
+    found = np.array([0.5, 1.0, 3.5, 9.0, 10.0])
+    brute = [np.mean(bests < f) + np.mean(bests == f) / 2 for f in found]
+    np.testing.assert_allclose(metrics.prob_random_beaten(scores, k, found), brute, atol=1e-12)
+
+
+def test_best_of_k_rejects_bad_input():
+    with pytest.raises(ValueError, match="k=4"):
+        metrics.best_of_k_distribution([1.0, 2.0, 3.0], 4)
+    with pytest.raises(ValueError, match="finite"):
+        metrics.best_of_k_mean_std([1.0, np.nan], 1)

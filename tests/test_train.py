@@ -1,6 +1,9 @@
 """nasjax.train: configs, steps, the masked ConvNet program, learning on real CIFAR-10."""
 
+import functools
+
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +11,8 @@ import pytest
 
 from nasjax.data import normalize
 from nasjax.spaces.convnet import ConvNetSpace
-from nasjax.train import (PRESETS, TrainConfig, embed, extract, masked_module, masks, preset,
-                          train_population)
+from nasjax.train import (PRESETS, TrainConfig, create_state, embed, extract, make_optimizer, masked_module,
+                          masks, module_apply, preset, train_epoch, train_population)
 
 SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), max_depth=3)
 MASK_TOL = dict(rtol=1e-5, atol=1e-5)  # same math, different conv shapes -> summation order only
@@ -97,3 +100,35 @@ def test_small_net_beats_chance_after_one_epoch(cifar):
     assert not res.failed
     assert res.final_val_acc > 0.2 and res.test_acc > 0.2, res  # chance is 0.1 on 10 balanced classes
     assert normalize(cifar.train_images[:1]).dtype == jnp.float32
+
+
+_SEEN_RATES: list[float] = []
+
+
+class _RateProbe(nn.Module):
+    """A linear classifier that reports the drop-path rate each training step hands it."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, drop_path_rate=None):
+        if train:
+            jax.debug.callback(lambda r: _SEEN_RATES.append(float(r)), drop_path_rate, ordered=True)
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+def test_drop_path_ramps_linearly_over_epochs():
+    """Every step t of the engine's epochs gets DARTS's rate drop_path * (t // steps_per_epoch) / epochs."""
+    config = TrainConfig(epochs=4, batch_size=8, drop_path=0.3, crop_padding=0, flip=False)
+    probe = _RateProbe()
+    _SEEN_RATES.clear()
+    apply = module_apply(probe)
+    tx = make_optimizer(config, steps_per_epoch=3)
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(24, 4, 4, 3)), jnp.float32)
+    labels = jnp.arange(24) % 10
+    state = create_state(probe.init(jax.random.PRNGKey(0), images[:1]), tx, jax.random.PRNGKey(1))
+    epoch_fn = jax.jit(functools.partial(train_epoch, apply, tx, config))
+    for epoch in range(config.epochs):
+        state, _ = epoch_fn(state, (), jax.random.PRNGKey(2), epoch, images, labels)
+    jax.effects_barrier()
+    steps = np.arange(config.epochs * 3)
+    np.testing.assert_allclose(_SEEN_RATES, 0.3 * (steps // 3) / config.epochs, rtol=1e-6)
+    assert config.drop_path_rate(0) == 0.0 and config.drop_path_rate(2) == pytest.approx(0.15)

@@ -1,7 +1,7 @@
 """Training protocols (`001_*` §4): a frozen `TrainConfig` and named presets.
 
 base: SGD momentum 0.9, lr 0.025 cosine-annealed to 0, weight decay 3e-4, gradient clipping 5, crop+flip;
-the presets add cutout 16, drop-path 0.2, an auxiliary tower of weight 0.4 and AutoAugment in turn.
+the presets add cutout 16, drop-path 0.2 (ramped linearly from 0 over the epochs, as DARTS does), an auxiliary tower of weight 0.4 and AutoAugment in turn.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def drop_path_rate(self, epoch):
+        """Drop-path probability during `epoch` (0-based; an int or a traced scalar): DARTS's linear
+        ramp `drop_path * epoch / epochs`, 0 in the first epoch, held constant within an epoch."""
+        return self.drop_path * epoch / self.epochs
 
 
 _BASE = TrainConfig(epochs=600, batch_size=96, init_channels=36, layers=20)

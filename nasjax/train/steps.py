@@ -1,8 +1,9 @@
 """Jittable training and evaluation of one network, a whole epoch per call (`lax.scan` over batches).
 
-A network is given as `apply(params, batch_stats, extra, x, train, rng) -> (logits, aux_logits | None,
-batch_stats)`; `extra` is a tuple of runtime arrays (the masks of a masked network, or empty), so one
-compiled program can serve every architecture that shares `apply`.
+A network is given as `apply(params, batch_stats, extra, x, train, rng, drop_path_rate=None) -> (logits,
+aux_logits | None, batch_stats)`; `extra` is a tuple of runtime arrays (the masks of a masked network, or
+empty), so one compiled program can serve every architecture that shares `apply`. `drop_path_rate` is a
+scalar (traced: the ramp needs no recompilation), given only when the config uses drop-path.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ Apply = Callable
 
 
 def module_apply(module) -> Apply:
-    """`apply` of a Flax module called as module(x, *extra, train=...); a tuple output is (logits, aux)."""
+    """`apply` of a Flax module called as module(x, *extra, train=...[, drop_path_rate=...]); a tuple
+    output is (logits, aux)."""
 
-    def apply(params, batch_stats, extra, x, train, rng):
+    def apply(params, batch_stats, extra, x, train, rng, drop_path_rate=None):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
         if train:
+            rate = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
             out, updates = module.apply(variables, x, *extra, train=True, rngs={"dropout": rng},
-                                        mutable=["batch_stats"])
+                                        mutable=["batch_stats"], **rate)
             batch_stats = updates.get("batch_stats", batch_stats)
         else:
             out = module.apply(variables, x, *extra, train=False)
@@ -45,14 +48,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax
 
 
 def train_step(apply: Apply, tx: optax.GradientTransformation, config: TrainConfig,
-               state: TrainState, extra, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
-    """One SGD step on a normalized batch x (B, H, W, 3), labels (B,): augment, forward, update -> loss."""
+               state: TrainState, extra, x: jax.Array, y: jax.Array,
+               drop_path_rate=None) -> tuple[TrainState, jax.Array]:
+    """One SGD step on a normalized batch x (B, H, W, 3), labels (B,): augment, forward, update -> loss.
+
+    drop_path_rate: this step's drop-path probability (`TrainConfig.drop_path_rate`), None without."""
     rng, k_aug, k_drop = jax.random.split(state.rng, 3)
     x = augment_batch(k_aug, x, crop_padding=config.crop_padding, flip=config.flip, cutout=config.cutout,
                       autoaugment=config.autoaugment)
 
     def loss_fn(params):
-        logits, aux, batch_stats = apply(params, state.batch_stats, extra, x, True, k_drop)
+        logits, aux, batch_stats = apply(params, state.batch_stats, extra, x, True, k_drop, drop_path_rate)
         loss = cross_entropy(logits, y, config.label_smoothing)
         if aux is not None and config.auxiliary_weight:
             loss = loss + config.auxiliary_weight * cross_entropy(aux, y, config.label_smoothing)
@@ -73,11 +79,14 @@ def epoch_order(data_key: jax.Array, epoch, num_examples: int, batch_size: int) 
 
 def train_epoch(apply: Apply, tx, config: TrainConfig, state: TrainState, extra, data_key, epoch,
                 images: jax.Array, labels: jax.Array) -> tuple[TrainState, jax.Array]:
-    """One epoch over images (N, H, W, 3) normalized, labels (N,) -> (state, losses (steps,))."""
+    """One epoch over images (N, H, W, 3) normalized, labels (N,) -> (state, losses (steps,)).
+
+    With drop-path, every step of epoch `epoch` uses `config.drop_path_rate(epoch)` (DARTS's ramp)."""
     order = epoch_order(data_key, epoch, images.shape[0], config.batch_size)
+    rate = config.drop_path_rate(epoch) if config.drop_path else None
 
     def body(st, idx):
-        return train_step(apply, tx, config, st, extra, images[idx], labels[idx])
+        return train_step(apply, tx, config, st, extra, images[idx], labels[idx], rate)
 
     return jax.lax.scan(body, state, order)
 
