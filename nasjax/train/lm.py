@@ -226,3 +226,22 @@ def fit(model: RNNLanguageModel, config: LMConfig, key: jax.Array, train: tuple,
     best = np.where(failed, np.nan, np.nanmin(np.where(np.isnan(val_ppl), np.inf, val_ppl), axis=0))
     return FitResult(state=state, val_ppl=val_ppl, best_val_ppl=best, failed=failed,
                      tokens=epochs * int(np.prod(x.shape)))
+
+
+# --- weight sharing -----------------------------------------------------------------------------------
+def train_supernet(model: RNNLanguageModel, config: LMConfig, space, state: LMState, inputs: jax.Array,
+                   targets: jax.Array) -> tuple[LMState, jax.Array]:
+    """Weight-sharing training (`000_*`'s random search with weight sharing): every window trains the
+    shared weights of `model` (a `space.supernet`) through one cell drawn uniformly from `space`, keys
+    split from the state's. Returns (state, cross-entropy float32 (W,)); jittable with `space` static."""
+    key, k_cells = jax.random.split(state.key)
+    cells = jax.vmap(space.cell_arrays)(space.sample(k_cells, inputs.shape[0]))
+    return train_windows(model, config, state.replace(key=key), inputs, targets, cells)
+
+
+def shared_weight_loss(model: RNNLanguageModel, space, params, encodings: jax.Array, inputs: jax.Array,
+                       targets: jax.Array) -> jax.Array:
+    """Validation cross-entropy float32 (n,) of each cell int32 (n, *enc) with the supernet's shared
+    weights: the ranking of random search with weight sharing (lower is better). Jittable."""
+    cells = jax.vmap(space.cell_arrays)(encodings)
+    return jax.lax.map(lambda cell: evaluate(model, params, inputs, targets, cell), cells)
