@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, InvalidEncodingError, NASBench101Space,
-                           NASBench201Space)
+                           NASBench201Space, RNNCellSpace, RNNDAGSpace)
 
 # name -> (space, to_module kwargs that keep the forward-pass test small). ConvNet module options
 # (BatchNorm, no pooling) are tested in test_convnet_space.py.
@@ -19,6 +19,9 @@ SPACES = {
     "nasbench101": (NASBench101Space(), dict(stem_channels=8, cells_per_stack=1)),
     "nasbench201": (NASBench201Space(), dict(channels=4, cells_per_stage=1)),
     "darts": (DARTSSpace(), dict(init_channels=8, layers=3)),
+    # Recurrent cells: their language model's forward pass is tested in test_rnn.py.
+    "rnn-darts": (RNNCellSpace(), None),
+    "rnn-lstm10k": (RNNDAGSpace(), None),
 }
 SMALL = dict(SPACES.values())  # space -> its small to_module kwargs
 N = 64  # every test draws this many: one compiled sampler per space
@@ -101,6 +104,8 @@ def test_validate_rejects_floats(space, jitted):
 
 
 def test_forward_pass_on_real_cifar(space, jitted, cifar_batch, random_variables):
+    if SMALL[space] is None:
+        pytest.skip("not an image network")
     enc = jitted.sample(jax.random.key(11), N)[0]
     module = space.to_module(enc, num_classes=10, **SMALL[space])
     logits = jax.jit(module.apply)(random_variables(module, cifar_batch), cifar_batch)

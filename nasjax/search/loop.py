@@ -219,3 +219,8 @@ def _append_log(path: pathlib.Path, strategy: Strategy, archs, scores: np.ndarra
         f.write("".join(lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+# The checkpoint format of `run`, for other resumable loops (e.g. supernet training in experiments/):
+# save_checkpoint(workdir, pytree, meta) / load_checkpoint(workdir, template pytree, meta["config"]).
+save_checkpoint, load_checkpoint = _save, _load
