@@ -112,3 +112,34 @@ def test_forward_pass_on_real_cifar(space, jitted, cifar_batch, random_variables
     chex.assert_shape(logits, (cifar_batch.shape[0], 10))
     chex.assert_tree_all_finite(logits)
     assert space.describe(enc)
+
+
+def random_masked_tokens(space, key):
+    """A token sequence drawn position by position uniformly among the tokens `token_mask` allows."""
+    vocab = space.token_vocab
+
+    def step(tokens, xs):
+        t, k = xs
+        allowed = space.token_mask(tokens, t)
+        return tokens.at[t].set(jax.random.categorical(k, jnp.where(allowed, 0.0, -jnp.inf))), None
+
+    tokens = jnp.zeros((len(vocab),), jnp.int32)
+    return jax.lax.scan(step, tokens, (jnp.arange(len(vocab)), jax.random.split(key, len(vocab))))[0]
+
+
+def test_token_view_round_trips_and_masks_decode_valid(space, jitted):
+    encs = jitted.sample(jax.random.key(4), N)
+
+    def views(e, k):
+        tokens = space.to_tokens(e)
+        allowed = jax.vmap(lambda t: space.token_mask(tokens, t)[tokens[t]])(jnp.arange(len(tokens)))
+        return tokens, space.from_tokens(tokens), allowed, space.from_tokens(random_masked_tokens(space, k))
+
+    tokens, back, allowed, drawn = jax.jit(jax.vmap(views))(encs, jax.random.split(jax.random.key(5), N))
+    chex.assert_shape(tokens, (N, len(space.token_vocab)))
+    assert np.all((np.asarray(tokens) >= 0) & (np.asarray(tokens) < np.asarray(space.token_vocab)))
+    np.testing.assert_array_equal(back, encs)
+    assert np.asarray(allowed).all(), "a valid encoding's tokens must pass token_mask"
+    if not isinstance(space, NASBench101Space):  # NB-101 validity (connectivity, edges) is not per token
+        assert bool(jnp.all(jitted.is_valid(drawn)))
+        assert len(np.unique(_flat(drawn), axis=0)) > N // 2  # the masks do not collapse the space

@@ -20,6 +20,13 @@ Conventions (shapes for one architecture; batch with `jax.vmap`):
   arch_hash(enc)    -> str, equal for encodings that denote the same network (host side)
   describe(enc)     -> str, human-readable
   to_module(enc, num_classes, ...) -> a pure Flax Linen module
+
+Token view, for sequence models (NAO / RNAS encoder-decoders), where a space defines it:
+  token_vocab       -> tuple (L,) of vocabulary sizes, one per token position
+  to_tokens(enc)    -> int32 (L,), token t in [0, token_vocab[t]) (jittable)
+  from_tokens(tok)  -> the encoding (jittable); valid when every token passed `token_mask`, except in
+                       spaces whose validity is not a per-position rule (NB-101: connectivity, edges)
+  token_mask(tok, t) -> bool (max(token_vocab),): tokens allowed at position t given tok[:t]
 """
 
 from __future__ import annotations
@@ -112,6 +119,27 @@ class Space(abc.ABC):
     def arch_hash(self, enc: Any) -> str:
         """Identity of the network `enc` denotes (default: its bytes)."""
         return hashlib.sha256(np.asarray(enc, np.int32).tobytes()).hexdigest()[:32]
+
+    # --- token view (sequence models) -------------------------------------------------------------
+    @property
+    def token_vocab(self) -> tuple[int, ...]:
+        """Vocabulary size of each token position of `to_tokens`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no token view (token_vocab, "
+                                  "to_tokens, from_tokens)")
+
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        """int32 (len(token_vocab),) token sequence of an encoding (jittable)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no token view")
+
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        """The encoding of a token sequence (jittable; inverse of `to_tokens`)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no token view")
+
+    def token_mask(self, tokens: jax.Array, position: jax.Array) -> jax.Array:
+        """bool (max(token_vocab),): the tokens allowed at `position` (traced int) given the earlier
+        tokens `tokens[:position]` (later entries are ignored). Default: the position's vocabulary."""
+        vocab = self.token_vocab
+        return jnp.arange(max(vocab)) < jnp.asarray(vocab)[position]
 
     # --- shared behaviour -------------------------------------------------------------------------
     def validate(self, enc: Any) -> None:

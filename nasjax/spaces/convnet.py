@@ -175,6 +175,30 @@ class ConvNetSpace(Space):
         k = jnp.where(mask, jnp.asarray(self.kernels)[jnp.clip(kn, 0)], 0)
         return jnp.concatenate([depth[None], c, k]).astype(jnp.float32)
 
+    @property
+    def token_vocab(self) -> tuple[int, ...]:
+        """[depth, channel index + 1 per layer, kernel index + 1 per layer]: token 0 of a layer is the
+        padding of an absent layer."""
+        d = self.max_depth
+        return (d + 1,) + (len(self.channels) + 1,) * d + (len(self.kernels) + 1,) * d
+
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        enc = jnp.asarray(enc, jnp.int32)
+        return enc.at[1:].add(1)
+
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        tokens = jnp.asarray(tokens, jnp.int32)
+        return tokens.at[1:].add(-1)
+
+    def token_mask(self, tokens: jax.Array, position: jax.Array) -> jax.Array:
+        """Depth in [min_depth, max_depth]; then a layer's tokens are 0 (padding) exactly when the
+        layer is at or beyond the depth (tokens[0])."""
+        vocab = self.token_vocab
+        t = jnp.arange(max(vocab))
+        present = (position - 1) % self.max_depth < tokens[0]
+        layer_ok = jnp.where(present, (t >= 1) & (t < jnp.asarray(vocab)[position]), t == 0)
+        return jnp.where(position == 0, (t >= self.min_depth) & (t <= self.max_depth), layer_ok)
+
     # --- host side --------------------------------------------------------------------------------
     def validation_errors(self, enc: np.ndarray) -> list[str]:
         depth, ch, kn = self.split(enc)

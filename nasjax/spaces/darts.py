@@ -324,6 +324,33 @@ class DARTSSpace(Space):
         inputs = jax.nn.one_hot(enc[..., INPUT], self.num_nodes + 1, dtype=jnp.float32)
         return jnp.concatenate([op, inputs], axis=-1).reshape(-1)
 
+    @property
+    def token_vocab(self) -> tuple[int, ...]:
+        """Per cell and node: [input pair, op of the smaller input, op of the larger one]. The pair
+        (a, b), a < b, is token b(b-1)/2 + a (node i has C(i+2, 2) pairs); ops are indices into
+        `allowed_ops`. Every token sequence within the vocabularies is a valid encoding."""
+        per_node = [(math.comb(int(m), 2), len(self.allowed_ops), len(self.allowed_ops))
+                    for m in self._num_inputs()]
+        return tuple(v for _ in CELLS for node in per_node for v in node)
+
+    def _pairs(self) -> np.ndarray:
+        """int (C(N+1, 2), 2): input pair (a, b) of each pair token."""
+        return np.asarray([(a, b) for b in range(self.num_nodes + 1) for a in range(b)], np.int32)
+
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        enc = jnp.asarray(enc, jnp.int32)
+        a, b = enc[..., 0, INPUT], enc[..., 1, INPUT]
+        op_token = jnp.zeros((len(self.ops),), jnp.int32).at[jnp.asarray(self.allowed_ops)].set(
+            jnp.arange(len(self.allowed_ops), dtype=jnp.int32))
+        ops = op_token[enc[..., OP]]
+        return jnp.concatenate([(b * (b - 1) // 2 + a)[..., None], ops], axis=-1).reshape(-1)
+
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        tokens = jnp.asarray(tokens, jnp.int32).reshape(2, self.num_nodes, 3)
+        inputs = jnp.asarray(self._pairs())[tokens[..., 0]]
+        ops = jnp.asarray(self.allowed_ops, jnp.int32)[tokens[..., 1:]]
+        return jnp.stack([inputs, ops], axis=-1)
+
     # --- host side --------------------------------------------------------------------------------
     def validation_errors(self, enc: np.ndarray) -> list[str]:
         errors = []

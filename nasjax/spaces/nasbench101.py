@@ -344,6 +344,18 @@ class NASBench101Space(Space):
         one_hot = jax.nn.one_hot(op_ids, len(self.ops), dtype=jnp.float32).reshape(-1)
         return jnp.concatenate([bits.astype(jnp.float32), one_hot])
 
+    @property
+    def token_vocab(self) -> tuple[int, ...]:
+        """The encoding itself: E adjacency bits (vocabulary 2), then V-2 op ids. Connectivity and the
+        edge limit are not per-position rules: a token sequence can decode to an invalid cell."""
+        return (2,) * self.num_edge_slots + (len(self.ops),) * self.num_inner
+
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        return jnp.asarray(enc, jnp.int32)
+
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        return jnp.asarray(tokens, jnp.int32)
+
     # --- host side --------------------------------------------------------------------------------
     def validation_errors(self, enc: np.ndarray) -> list[str]:
         bits, op_ids = self.split(enc)

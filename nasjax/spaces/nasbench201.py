@@ -163,6 +163,17 @@ class NASBench201Space(Space):
         place = NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)
         return jnp.sum(jnp.asarray(enc, jnp.int32) * place).astype(jnp.int32)
 
+    @property
+    def token_vocab(self) -> tuple[int, ...]:
+        """One token per edge: its op id."""
+        return (NUM_OPS,) * NUM_EDGES
+
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        return jnp.asarray(enc, jnp.int32)
+
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        return jnp.asarray(tokens, jnp.int32)
+
     # --- host side --------------------------------------------------------------------------------
     def validation_errors(self, enc: np.ndarray) -> list[str]:
         return [f"edge {e} ({j}<-{i}): op id {v} outside [0, {NUM_OPS}) for ops {OPS}"
