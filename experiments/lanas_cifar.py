@@ -8,6 +8,12 @@ together on all local devices for `--epochs` epochs on the first `--train-images
 training split, and their accuracies on the first `--val-images` images of the validation split are told
 back. The search never sees the test set.
 
+Ray (`--ray local` starts a cluster on this machine, `--ray auto` joins the one it runs, see the
+README): each round's architectures and the final training runs are trained by the cluster's workers
+(`nasjax.distributed`), with the same training keys, so with this process's device and thread layout
+the results are the same bits; each JSONL line then also records its `worker` (host, pid, layout,
+seconds). The flag is not part of the config: a run may resume with or without it.
+
 Final evaluation (`001_*`): the `--final-top-k` best architectures found and `--final-random-k`
 architectures sampled uniformly from the same space are trained from scratch with the same protocol,
 `--final-seeds` times each (seed s gives every architecture the same training key; `--n-select` runs
@@ -44,6 +50,7 @@ accelerator, where the population of each round is trained together, sharded ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -58,9 +65,10 @@ from tqdm.auto import tqdm
 from nasjax import metrics, search
 from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
+from nasjax.distributed import local_trainer
 from nasjax.io import CorruptFileError, atomic_write_bytes, read_jsonl
 from nasjax.spaces import ConvNetSpace
-from nasjax.train import TrainConfig, arch_key, train_population
+from nasjax.train import TrainConfig, arch_key
 
 SPACES = {
     "motivating": ConvNetSpace.motivating,  # LaNAS §2: 1,364 networks
@@ -91,6 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, search and final training")
     p.add_argument("--space", choices=sorted(SPACES), default="motivating",
                    help="ConvNet space: LaNAS §2's, ConvNet-60K's ranges, or a smoke-test one")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="train on a Ray cluster: 'local' starts one here, 'auto' joins this machine's "
+                        "(`ray start`), or the head's host:port (default: in this process)")
     s = p.add_argument_group("search")
     s.add_argument("--budget", type=int, default=16, help="architectures evaluated by the search")
     s.add_argument("--n-init", type=int, default=4, help="random samples before LaNAS's first fit")
@@ -177,7 +188,7 @@ def _alive(pid: int) -> bool:
 
 def resolved_config(args) -> dict:
     """Everything that decides the results (not where the data and results live)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "data_dir")}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "data_dir", "ray")}
 
 
 def check_config(workdir: pathlib.Path, config: dict) -> bool:
@@ -242,27 +253,33 @@ def _arch_record(space, result, train_key) -> dict:
             "failed": result.failed, "reason": result.reason}
 
 
-def make_objective(space, data: Dataset, config: TrainConfig, seed: int):
+def make_objective(space, data: Dataset, config: TrainConfig, seed: int,
+                   make_trainer=local_trainer):
     """objective(archs (n, *enc), key) -> (final validation accuracies (n,), NaN if failed; one
-    record per architecture, merged into its line of search/evaluations.jsonl)."""
+    record per architecture, merged into its line of search/evaluations.jsonl). Arch i trains from
+    arch_key(key, i) with `make_trainer(space, data, config)` (nasjax.distributed)."""
+    train = make_trainer(space, data, config)
 
     def objective(archs, key):
-        archs, raw = np.asarray(archs), jax.random.key_data(key)
-        results, _ = train_population(space, archs, data, config, raw)
-        records = [{"seed": seed, **_arch_record(space, r, arch_key(raw, i)),
-                    "val_acc_per_epoch": [_finite(a) for a in r.val_acc]}
-                   for i, r in enumerate(results)]
-        scores = np.array([np.nan if r.failed else r.final_val_acc for r in results], np.float32)
+        raw = jax.random.key_data(key)
+        keys = np.stack([arch_key(raw, i) for i in range(len(archs))])
+        trained = train(np.asarray(archs), keys)
+        records = [{"seed": seed, **_arch_record(space, r, k),
+                    "val_acc_per_epoch": [_finite(a) for a in r.val_acc], **extra}
+                   for (r, extra), k in zip(trained, keys)]
+        scores = np.array([np.nan if r.failed else r.final_val_acc for r, _ in trained], np.float32)
         return scores, records
 
     return objective
 
 
 def final_evaluation(space, data: Dataset, config: TrainConfig, groups: dict[str, np.ndarray],
-                     seeds: int, key: jax.Array, path: pathlib.Path, chunk: int) -> list[dict]:
-    """Train every (group, rank, seed) once, `chunk` runs together, appending a line per run to
-    `path`; runs already there are kept (resume). groups: name -> encodings (k, *enc). Seed s trains
-    every architecture with the key arch_key(fold_in(key, s), 0), whatever its chunk.
+                     seeds: int, key: jax.Array, path: pathlib.Path, chunk: int,
+                     make_trainer=local_trainer) -> list[dict]:
+    """Train every (group, rank, seed) once, `chunk` runs together (by `make_trainer(space, data,
+    config)`), appending a line per run to `path`; runs already there are kept (resume).
+    groups: name -> encodings (k, *enc). Seed s trains every architecture with the key
+    arch_key(fold_in(key, s), 0), whatever its chunk.
     Returns the records of all runs, seed-major."""
     jobs = [(group, rank, seed, arch) for seed in range(seeds)
             for group, archs in groups.items() for rank, arch in enumerate(archs)]
@@ -272,19 +289,19 @@ def final_evaluation(space, data: Dataset, config: TrainConfig, groups: dict[str
             raise UsageError(f"{path} holds another architecture for {group} #{rank} seed {seed}; "
                              "it belongs to another run")
     pending = [job for job in jobs if job[:3] not in done]
+    train = make_trainer(space, data, config) if pending else None
     with tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="final training",
               unit="run") as bar:
         for start in range(0, len(pending), chunk):
             part = pending[start:start + chunk]
             keys = [arch_key(jax.random.key_data(jax.random.fold_in(key, seed)), 0)
                     for _, _, seed, _ in part]
-            results, _ = train_population(space, np.stack([job[3] for job in part]), data, config,
-                                          keys=keys)
+            trained = train(np.stack([job[3] for job in part]), np.stack(keys))
             lines = []
-            for (group, rank, seed, arch), r, k in zip(part, results, keys):
+            for (group, rank, seed, arch), (r, extra), k in zip(part, trained, keys):
                 record = {"group": group, "rank": rank, "seed": seed, "encoding": arch.tolist(),
                           **_arch_record(space, r, k), "test_acc": _finite(r.test_acc),
-                          "time": time.time()}
+                          "time": time.time(), **extra}
                 done[(group, rank, seed)] = record
                 lines.append(json.dumps(record) + "\n")
             with open(path, "a") as f:
@@ -385,6 +402,22 @@ def use_compile_cache(default: pathlib.Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+def trainer_factory(address: str | None, cluster: contextlib.ExitStack):
+    """make_trainer(space, data, config) of this run (nasjax.distributed): in this process, or with
+    --ray by the cluster's workers, connected until `cluster` closes, sharing our compile cache."""
+    if address is None:
+        return local_trainer
+    from nasjax.distributed import ray_cluster  # imports Ray: only with --ray
+
+    cache = pathlib.Path(jax.config.jax_compilation_cache_dir).resolve()
+    try:
+        cluster.enter_context(ray_cluster.connect(address, env={
+            "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}))
+    except ConnectionError as e:
+        raise UsageError(str(e)) from None
+    return ray_cluster.ray_trainer
+
+
 def lanas_cifar(args: argparse.Namespace) -> str:
     """Run (or resume, or report) the whole job in args.workdir; returns what it prints."""
     t0 = time.time()
@@ -394,7 +427,7 @@ def lanas_cifar(args: argparse.Namespace) -> str:
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is a file, not a folder")
     workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir):
+    with WorkdirLock(workdir), contextlib.ExitStack() as cluster:
         config = resolved_config(args)
         new = check_config(workdir, config)
         if (workdir / SUMMARY).exists():
@@ -405,12 +438,14 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         if new:  # only once the flags are known to fit the data: a refused run blocks nothing
             atomic_write_bytes(workdir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
         use_compile_cache(workdir / "xla_cache")
+        make_trainer = trainer_factory(args.ray, cluster)
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    cutout=args.cutout)
         k_search, k_final, k_random = jax.random.split(jax.random.key(args.seed), 3)
         strategy = search.make("lanas", space, capacity=args.budget, height=args.height,
                                n_init=args.n_init, n_select=args.n_select)
-        result = search.run(strategy, make_objective(space, searching, train_config, args.seed),
+        result = search.run(strategy, make_objective(space, searching, train_config, args.seed,
+                                                     make_trainer),
                             budget=args.budget, key=k_search, workdir=workdir / "search",
                             batch_size=args.n_select)
         finite = np.isfinite(result.scores)
@@ -421,7 +456,8 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         groups = {"search": result.encodings[order[:min(args.final_top_k, int(finite.sum()))]],
                   "random": np.asarray(space.sample(k_random, args.final_random_k))}
         final = final_evaluation(space, final_set, train_config.replace(epochs=args.final_epochs),
-                                 groups, args.final_seeds, k_final, workdir / "final.jsonl", args.n_select)
+                                 groups, args.final_seeds, k_final, workdir / "final.jsonl", args.n_select,
+                                 make_trainer)
         text = summarize(space, result, final, workdir, time.time() - t0)
     return text + f"\nwall time of this invocation {time.time() - t0:.0f} s; results in {workdir}\n"
 
