@@ -7,9 +7,10 @@ The table: ConvNetSpace(channels=(16, 32, 64), kernels=(1, 3, 5, 7), depth 1-4):
 each scored by a fixed random draw (seeded). Loop figures for all searches are extrapolated from
 `--loop-searches` single searches (said so in the output), which are also compared bit for bit with
 the same keys' vmapped searches. The vmapped searches are timed as one batch of all searches and as
-lax.map over vmapped chunks of `--chunk` (the same results; smaller arrays stay in cache). Times are wall-clock seconds, with this process's CPU seconds
-beside them (on a shared machine, wall time over CPU time / cores shows contention). Writes
-results.jsonl under --out.
+lax.map over vmapped chunks of `--chunk` (the same results; smaller arrays stay in cache). `--batch`
+architectures per ask (LaNAS refits once per `n_select` = 10 told: with --batch 1, every tenth
+tell). Times are wall-clock seconds, with this process's CPU seconds beside them (on a shared
+machine, wall time over CPU time / cores shows contention). Writes results.jsonl under --out.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ def data(a: jax.Array) -> jax.Array:
     return jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a
 
 
-def search(strat: LaNAS, table: jax.Array, key: jax.Array, rounds: int):
-    """rounds x ask(n_select)/tell as one lax.scan -> final state."""
+def search(strat: LaNAS, table: jax.Array, key: jax.Array, rounds: int, batch: int):
+    """rounds x ask(batch)/tell as one lax.scan -> final state."""
 
     def body(state, _):
-        archs, state = strat.ask(state, strat.n_select)
+        archs, state = strat.ask(state, batch)
         return strat.tell(state, archs, table[jax.vmap(SPACE.index)(archs)]), None
 
     return jax.lax.scan(body, strat.init(key), None, length=rounds)[0]
@@ -80,6 +81,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--searches", type=int, default=100)
     p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=10,
+                   help="architectures per ask in the searches (LaNAS refits every 10 told: with "
+                        "--batch 1, one tell in 10 refits)")
     p.add_argument("--loop-searches", type=int, default=3)
     p.add_argument("--chunk", type=int, default=10,
                    help="also time the vmapped searches as lax.map over vmapped chunks of this size")
@@ -94,10 +98,11 @@ def main():
     rows = ask_tell_times(table, k_time, args.sizes, args.repeats)
 
     strat = LaNAS(SPACE, capacity=args.samples, n_select=10)
-    rounds = args.samples // strat.n_select
+    rounds = args.samples // args.batch
     keys = jax.random.split(k_search, args.searches)
-    one = jax.jit(functools.partial(search, strat, table, rounds=rounds))
-    many = jax.jit(jax.vmap(functools.partial(search, strat, table, rounds=rounds)))
+    one_search = functools.partial(search, strat, table, rounds=rounds, batch=args.batch)
+    one = jax.jit(one_search)
+    many = jax.jit(jax.vmap(one_search))
     _, t_compile_many = timed(many, keys)
     final, t_many, cpu_many = timed_cpu(many, keys)
     _, t_compile_one = timed(one, keys[0])
@@ -109,7 +114,8 @@ def main():
         for i, (alone, _, _) in enumerate(loop))
     best = jnp.max(jax.vmap(lambda h: h.ranked_scores())(final.history), axis=1)
     found = float(jnp.mean(best == jnp.max(table)))
-    print(f"{args.searches} searches x {args.samples} samples: vmapped {t_many:.2f} s "
+    print(f"{args.searches} searches x {args.samples} samples, ask({args.batch}): vmapped "
+          f"{t_many:.2f} s "
           f"(CPU {cpu_many:.2f} s; compile+run {t_compile_many:.2f} s); Python loop of single "
           f"searches {t_loop_all:.2f} s (CPU {cpu_loop_all:.2f} s; extrapolated from "
           f"{args.loop_searches}); loop/vmapped = {t_loop_all / t_many:.2f}x; found the table's "
@@ -117,8 +123,7 @@ def main():
           f"counterparts bit for bit: {same}")
     if args.searches % args.chunk:
         raise SystemExit(f"--chunk {args.chunk} must divide --searches {args.searches}")
-    chunked = jax.jit(lambda k: jax.lax.map(jax.vmap(functools.partial(
-        search, strat, table, rounds=rounds)), k.reshape(-1, args.chunk, *k.shape[1:])))
+    chunked = jax.jit(lambda k: jax.lax.map(jax.vmap(one_search), k.reshape(-1, args.chunk, *k.shape[1:])))
     _, t_compile_chunked = timed(chunked, keys)
     by_chunk, t_chunked, cpu_chunked = timed_cpu(chunked, keys)
     same_chunked = jax.tree_util.tree_all(jax.tree_util.tree_map(
@@ -128,10 +133,10 @@ def main():
           f"(smaller arrays, cache-resident): {t_chunked:.2f} s (CPU {cpu_chunked:.2f} s); equal "
           f"to the one-batch vmapped searches bit for bit: {same_chunked}")
     rows.append(dict(kind="searches_chunked", searches=args.searches, samples=args.samples,
-                     chunk=args.chunk, wall_s=t_chunked, cpu_s=cpu_chunked,
+                     batch=args.batch, chunk=args.chunk, wall_s=t_chunked, cpu_s=cpu_chunked,
                      compile_s=t_compile_chunked - t_chunked, equals_vmapped=same_chunked))
     rows.append(dict(kind="searches", searches=args.searches, samples=args.samples,
-                     vmapped_s=t_many, vmapped_cpu_s=cpu_many,
+                     batch=args.batch, vmapped_s=t_many, vmapped_cpu_s=cpu_many,
                      vmapped_compile_s=t_compile_many - t_many,
                      loop_s_extrapolated=t_loop_all, loop_cpu_s_extrapolated=cpu_loop_all,
                      loop_measured=args.loop_searches, single_compile_s=t_compile_one,

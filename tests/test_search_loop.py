@@ -111,6 +111,18 @@ def test_budgets_reach_objectives_that_take_them(tmp_path):
     np.testing.assert_array_equal(result.best_encoding, result.encodings[i])
 
 
+def test_single_fidelity_objectives_get_no_budget_argument():
+    """Only multi-fidelity strategies pass budgets: an objective's own default stays in force."""
+    seen = []
+
+    def with_default(archs, key, epochs=10):
+        seen.append(epochs)
+        return objective(archs, key)
+
+    run(make(), with_default, 2, jax.random.key(0), batch_size=2, progress=False)
+    assert seen == [10]
+
+
 def test_stops_at_target(tmp_path):
     result = run(make(), objective, BUDGET, jax.random.key(7), None, batch_size=2, target=-1e30,
                  progress=False)
@@ -122,6 +134,10 @@ def test_clear_errors(tmp_path):
         run(make(), objective, 0, jax.random.key(0))
     with pytest.raises(ValueError, match="exceeds the strategy's history capacity"):
         run(make(), objective, 65, jax.random.key(0))
+    with pytest.raises(ValueError, match="budget 85 exceeds the 84 architectures of the space"):
+        run(base.make("random", SPACE, capacity=100), objective, 85, jax.random.key(0))
+    with pytest.raises(ValueError, match="multi-fidelity strategy: the objective must take"):
+        run(make("successive_halving"), objective, 4, jax.random.key(0))
     run(make(), objective, 2, jax.random.key(0), tmp_path, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="different configuration"):
         run(make(), objective, 4, jax.random.key(1), tmp_path, batch_size=2, progress=False)

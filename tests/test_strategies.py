@@ -184,6 +184,36 @@ def test_draw_without_replacement_prefers_allowed_and_is_uniform():
     assert first.min() > 400, first  # each of 4 allowed ~500 times first
 
 
+def test_uniform_cond_runs_only_the_branch_the_whole_batch_takes():
+    """Vmapped, `uniform_cond` gives `lax.cond`'s results, running one branch when the batch agrees
+    (a batched `lax.cond` runs both), and both when it does not; also in a vmap of a vmap."""
+    ran = []
+
+    def branch(name, sign):
+        def fn(x, y):
+            jax.debug.callback(lambda: ran.append(name))
+            return sign * x + y, jax.random.fold_in(jax.random.key(0), sign + 1)
+        return fn
+
+    def cond(p, x, y):
+        return base.uniform_cond(p, branch("true", 1), branch("false", -1), x, y)
+
+    batched = jax.jit(jax.vmap(jax.vmap(cond, in_axes=(0, 0, None)), in_axes=(0, 0, None)))
+    single = jax.jit(cond)
+    x = jnp.arange(6.0).reshape(2, 3)
+    for preds, branches in [([[1, 1, 1], [1, 1, 1]], {"true"}), ([[0, 0, 0], [0, 0, 0]], {"false"}),
+                            ([[1, 0, 1], [0, 0, 0]], {"true", "false"})]:
+        preds = jnp.asarray(preds, bool)
+        ran.clear()
+        out, keys = jax.block_until_ready(batched(preds, x, jnp.float32(0.5)))
+        assert set(ran) == branches
+        np.testing.assert_array_equal(out, jnp.where(preds, x + 0.5, 0.5 - x))
+        for i, j in np.ndindex(preds.shape):
+            alone, key = single(preds[i, j], x[i, j], jnp.float32(0.5))
+            assert float(alone) == float(out[i, j])
+            np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(keys[i, j]))
+
+
 def test_work_queue_hands_out_in_order_and_records_by_encoding():
     archs = jnp.arange(5)[:, None] * jnp.ones((1, 2), jnp.int32)
     queue = base.WorkQueue.of(archs, jnp.asarray([True, True, False, True, True]))

@@ -12,11 +12,16 @@ Optional extras, where the benchmark has them:
   curves float32 (size, n_seeds, epochs): score after each epoch (curves[..., -1] is `table`), for
     multi-fidelity strategies -> query_at(enc, key, budget), objective_at_budget()
 Scores are higher-is-better (accuracies in percent for the shipped benchmarks).
+
+The objectives' compiled programs take the tables as arguments (device arrays made once per
+benchmark), so a table is not copied into every program as a constant. The `query*` methods read
+the tables directly: inside a caller's jit they become constants of that program.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import warnings
@@ -129,29 +134,19 @@ class TabularBenchmark:
                 f"{self.table.shape[0]} architectures x {self.n_seeds} seeds)")
 
     # --- pure, jittable ---------------------------------------------------------------------------
-    def _seed(self, enc: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(row index, seed drawn uniformly with `key` among the non-missing seeds of the row)."""
-        i = self.space.index(enc)
-        row = jnp.asarray(self.table)[i]
-        return i, jax.random.categorical(key, jnp.where(jnp.isnan(row), -jnp.inf, 0.0))
-
     def query(self, enc: jax.Array, key: jax.Array) -> jax.Array:
         """Score of one training seed of `enc`, drawn with `key`: float32 scalar (NaN if invalid)."""
-        i, seed = self._seed(enc, key)
-        return jnp.where(self.space.is_valid(enc), jnp.asarray(self.table)[i, seed], jnp.nan)
+        return _query(self.space, jnp.asarray(self.table), enc, key)
 
     def query_at(self, enc: jax.Array, key: jax.Array, budget: jax.Array) -> jax.Array:
         """Score of `enc` after ceil(budget) epochs (clipped to [1, epochs]) of one seed drawn with
         `key` (the seed `query` draws with that key): float32 scalar (NaN if invalid)."""
         curves = self._extra("curves")
-        i, seed = self._seed(enc, key)
-        epoch = jnp.clip(jnp.ceil(budget).astype(jnp.int32), 1, curves.shape[2]) - 1
-        return jnp.where(self.space.is_valid(enc), jnp.asarray(curves)[i, seed, epoch], jnp.nan)
+        return _query_at(self.space, jnp.asarray(self.table), jnp.asarray(curves), enc, key, budget)
 
     def query_mean(self, enc: jax.Array) -> jax.Array:
         """Mean score over seeds of `enc`: float32 scalar (NaN if invalid)."""
-        score = jnp.asarray(self.scores_mean)[self.space.index(enc)]
-        return jnp.where(self.space.is_valid(enc), score, jnp.nan)
+        return _query_mean(self.space, jnp.asarray(self.scores_mean), enc)
 
     def query_test_mean(self, enc: jax.Array) -> jax.Array:
         """Mean test accuracy over seeds of `enc`: float32 scalar (NaN if invalid or all missing)."""
@@ -164,6 +159,12 @@ class TabularBenchmark:
             raise ValueError(f"{self.name} has no {field} (its data holds only the final scores)")
         return value
 
+    @functools.cached_property
+    def _device(self) -> dict[str, jax.Array]:
+        """The tables as device arrays, made once: the objectives pass them to their programs."""
+        arrays = {"table": self.table, "scores_mean": self.scores_mean, "curves": self.curves}
+        return {k: jnp.asarray(v) for k, v in arrays.items() if v is not None}
+
     def objective(self, noisy: bool = True) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Batched jitted objective (archs int (n, *encoding_shape), key) -> float32 (n,).
 
@@ -171,23 +172,18 @@ class TabularBenchmark:
         and ignores the key.
         """
         if noisy:
-            def scores(archs, key):
-                return jax.vmap(self.query)(archs, jax.random.split(key, archs.shape[0]))
-        else:
-            def scores(archs, key):
-                del key  # the mean is deterministic
-                return jax.vmap(self.query_mean)(archs)
-        return jax.jit(scores)
+            table = self._device["table"]
+            return lambda archs, key: _noisy_scores(self.space, table, archs, key)
+        means = self._device["scores_mean"]
+        return lambda archs, key: _mean_scores(self.space, means, archs)  # the key is not needed
 
     def objective_at_budget(self) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
         """Batched jitted multi-fidelity objective (archs int (n, *enc), key, budgets float (n,)
         epochs) -> float32 (n,): one seed per architecture (a fresh key each), read at its budget."""
         self._extra("curves")
-
-        def scores(archs, key, budgets):
-            return jax.vmap(self.query_at)(archs, jax.random.split(key, archs.shape[0]), budgets)
-
-        return jax.jit(scores)
+        table, curves = self._device["table"], self._device["curves"]
+        return lambda archs, key, budgets: _scores_at_budget(self.space, table, curves, archs, key,
+                                                             budgets)
 
     # --- host side --------------------------------------------------------------------------------
     def enumerate(self) -> np.ndarray:
@@ -199,3 +195,43 @@ class TabularBenchmark:
         i = int(np.nanargmax(self.scores_mean))
         return self.enumerate()[i], float(self.scores_mean[i])
 
+
+# --- the queries as functions of the tables (arguments of the objectives' programs) ------------------
+def _seed(space: Space, table: jax.Array, enc: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(row index, seed drawn uniformly with `key` among the non-missing seeds of the row)."""
+    i = space.index(enc)
+    return i, jax.random.categorical(key, jnp.where(jnp.isnan(table[i]), -jnp.inf, 0.0))
+
+
+def _query(space: Space, table: jax.Array, enc: jax.Array, key: jax.Array) -> jax.Array:
+    i, seed = _seed(space, table, enc, key)
+    return jnp.where(space.is_valid(enc), table[i, seed], jnp.nan)
+
+
+def _query_at(space: Space, table: jax.Array, curves: jax.Array, enc: jax.Array, key: jax.Array,
+              budget: jax.Array) -> jax.Array:
+    i, seed = _seed(space, table, enc, key)
+    epoch = jnp.clip(jnp.ceil(budget).astype(jnp.int32), 1, curves.shape[2]) - 1
+    return jnp.where(space.is_valid(enc), curves[i, seed, epoch], jnp.nan)
+
+
+def _query_mean(space: Space, means: jax.Array, enc: jax.Array) -> jax.Array:
+    return jnp.where(space.is_valid(enc), means[space.index(enc)], jnp.nan)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _noisy_scores(space: Space, table: jax.Array, archs: jax.Array, key: jax.Array) -> jax.Array:
+    keys = jax.random.split(key, archs.shape[0])
+    return jax.vmap(lambda enc, k: _query(space, table, enc, k))(archs, keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_scores(space: Space, means: jax.Array, archs: jax.Array) -> jax.Array:
+    return jax.vmap(lambda enc: _query_mean(space, means, enc))(archs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scores_at_budget(space: Space, table: jax.Array, curves: jax.Array, archs: jax.Array,
+                      key: jax.Array, budgets: jax.Array) -> jax.Array:
+    keys = jax.random.split(key, archs.shape[0])
+    return jax.vmap(lambda enc, k, b: _query_at(space, table, curves, enc, k, b))(archs, keys, budgets)

@@ -11,7 +11,7 @@ State is an immutable pytree (a `flax.struct.dataclass`) holding the PRNG key an
 Multi-fidelity strategies (hyperband) also define
     archs, budgets, state = strategy.ask_with_budget(state, n)  # budgets: float32 (n,) epochs
 their plain `ask` returns the same architectures and keeps the budgets in the state, so `tell` needs
-no extra argument; `nasjax.search.run` passes the budgets to objectives that take a third argument.
+no extra argument; `nasjax.search.run` calls their objectives as objective(archs, key, budgets).
 
 Writing a strategy: implement `init`, `ask` and `_tell(state, archs, scores)`. `Strategy.tell` does
 the bookkeeping every strategy shares (shape checks, archs to int32 and scores to float32, appending
@@ -212,10 +212,52 @@ class ModelBased(Strategy):
             raise ValueError(f"ask(n={n}) exceeds the candidate pool ({self.n_random + self.n_mutate})")
         key, k_rand, k_model = jax.random.split(state.key, 3)
         told = jnp.sum(state.history.filled & jnp.isfinite(state.history.scores))
-        archs = jax.lax.cond(told >= self.n_init,
-                             lambda: self._propose(k_model, state.history, n),
-                             lambda: sample_unseen(self.space, k_rand, state.history, n))
+        archs = uniform_cond(told >= self.n_init,
+                             lambda k_model, _, history: self._propose(k_model, history, n),
+                             lambda _, k_rand, history: sample_unseen(self.space, k_rand, history, n),
+                             k_model, k_rand, state.history)
         return archs, state.replace(key=key)
+
+
+def uniform_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, *operands):
+    """`jax.lax.cond(pred, true_fn, false_fn, *operands)` that stays a conditional under `jax.vmap`
+    when every member of the batch takes the same branch.
+
+    `lax.cond` with a batched predicate becomes a select: both branches run for every member. Here
+    the batched program runs only the branch that all members take, and both (then a select) only
+    when they disagree; so searches vmapped over seeds whose schedules agree (a refit every k told
+    architectures, with the same ask sizes) skip the work their unbatched counterparts skip. The
+    results are those of `lax.cond` either way. The branches must take every traced value they use
+    as an operand (a closed-over batched value would be invisible to the batching rule).
+    """
+
+    @jax.custom_batching.custom_vmap
+    def cond(pred, *operands):
+        return jax.lax.cond(pred, true_fn, false_fn, *operands)
+
+    @cond.def_vmap
+    def cond_vmap(axis_size, in_batched, pred, *operands):
+        operands = [jax.tree_util.tree_map(
+            lambda a, batched: a if batched else jnp.broadcast_to(a, (axis_size, *a.shape)), op, b)
+            for op, b in zip(operands, in_batched[1:])]
+        true_b, false_b = jax.vmap(true_fn), jax.vmap(false_fn)
+        if not in_batched[0]:
+            out = uniform_cond(pred, true_b, false_b, *operands)
+        else:
+            def mixed(pred, *ops):
+                def pick(a, b):
+                    which = jnp.broadcast_to(pred.reshape(-1, *[1] * (a.ndim - 1)), a.shape)
+                    return jax.lax.select(which, a, b)
+                return jax.tree_util.tree_map(pick, true_b(*ops), false_b(*ops))
+
+            # Nested conditionals (not `lax.switch`) so that an enclosing vmap batches them alike.
+            out = uniform_cond(jnp.all(pred), lambda _, *ops: true_b(*ops),
+                               lambda p, *ops: uniform_cond(jnp.any(p), mixed, lambda _, *o: false_b(*o),
+                                                            p, *ops),
+                               pred, *operands)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return cond(pred, *operands)
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {}

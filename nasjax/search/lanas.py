@@ -36,7 +36,9 @@ Learning: the first fit happens once `n_init` architectures have been told (unti
 uniform over the whole space), then a refit every `n_select` told architectures. A refit routes the
 whole history down the new tree, recomputing every node's visit count n (told samples in the region)
 and value v (mean successful score in the region); between refits `tell` routes the new samples and
-increments the counts along their paths (back-propagation).
+increments the counts along their paths (back-propagation). The choice goes through
+`base.uniform_cond`, so searches vmapped over seeds with the same ask sizes (hence the same refit
+schedule) refit together only when due, instead of every `tell` as a batched `lax.cond` would.
 
 Failed evaluations (NaN scores) stay in the history and count as visits, but are excluded from the
 fits and from the means; a visited node without any successful sample gets the worst successful
@@ -60,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, enumerable, register
+from nasjax.search.base import History, Strategy, catalogue, enumerable, register, uniform_cond
 from nasjax.search.numerics import (exact_parts, exact_sums, group_sums, hashed_uniform, mul, project,
                                    spd_solve)
 from nasjax.search.tree import (common_depth, exploration, node_depth, node_stats, node_values, route,
@@ -198,7 +200,7 @@ class LaNAS(Strategy):
             state = state.replace(taken=state.taken.at[jax.vmap(self.space.index)(archs)].set(True))
         due = (history.count >= self.n_init) & (
             (state.fitted_at < 0) | (history.count - state.fitted_at >= self.n_select))
-        return jax.lax.cond(due, self.refit, lambda s: self._backpropagate(s, archs, scores), state)
+        return uniform_cond(due, lambda s, _, __: self.refit(s), self._backpropagate, state, archs, scores)
 
     # --- learning -------------------------------------------------------------------------------
     def features(self, archs: jax.Array) -> jax.Array:

@@ -54,14 +54,16 @@ class SearchResult:
         return len(self.scores)
 
 
-def _accepts_budgets(objective: Callable) -> bool:
+def _check_objective(strategy: Strategy, objective: Callable) -> None:
+    """A multi-fidelity strategy's objective must take the budgets as its third argument."""
     try:
         inspect.signature(objective).bind(None, None, None)
     except TypeError:
-        return False
-    except ValueError:  # no signature (some builtins): call it the plain way
-        return False
-    return True
+        raise ValueError(f"{type(strategy).__name__} is a multi-fidelity strategy: the objective must "
+                         "take (archs, key, budgets), budgets float32 (n,) in the strategy's "
+                         "unit (epochs)") from None
+    except ValueError:  # no signature to check (some builtins): it is called with the budgets
+        pass
 
 
 def _config(strategy: Strategy, key: jax.Array, batch_size: int) -> dict:
@@ -133,9 +135,13 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
 
     objective(archs int32 (n, *enc), key) -> scores (n,) (numpy or jax, higher is better, NaN =
     failed), or (scores, records) with one JSON-able dict per architecture added to its log line;
-    an objective taking a third argument gets the budgets float32 (n,) of multi-fidelity
-    strategies (None for the others). With `workdir`, the run is logged and checkpointed every round
-    and resumes from there (a larger `budget` extends a finished run).
+    multi-fidelity strategies (those with `ask_with_budget`, e.g. hyperband) call
+    objective(archs, key, budgets float32 (n,)) instead, and refuse an objective without that third
+    argument; other strategies never pass one (an objective's own defaults stay in force).
+    Single-fidelity strategies refuse a budget above the size of a finite space (the rest would be
+    re-evaluations); multi-fidelity ones re-evaluate promoted architectures by design. With
+    `workdir`, the run is logged and checkpointed every round and resumes from there (a larger
+    `budget` extends a finished run).
     """
     if budget < 1:
         raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
@@ -144,6 +150,14 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
     if budget > strategy.capacity:
         raise ValueError(f"budget {budget} exceeds the strategy's history capacity "
                          f"{strategy.capacity}; construct it with capacity >= budget")
+    with_budgets = hasattr(strategy, "ask_with_budget")
+    size = strategy.space.size()
+    if not with_budgets and size is not None and budget > size:
+        raise ValueError(f"budget {budget} exceeds the {size} architectures of the space "
+                         f"({type(strategy.space).__name__}): the evaluations past {size} would "
+                         "repeat architectures; use budget <= space.size()")
+    if with_budgets:
+        _check_objective(strategy, objective)
     k_init, k_objective = jax.random.split(key)
     config = _config(strategy, key, batch_size)
     init = jax.jit(strategy.init)
@@ -156,10 +170,8 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
             done, rounds = meta["evaluations"], meta["rounds"]
         read_jsonl(workdir / LOG, keep=done)  # later lines are redone
 
-    with_budgets = hasattr(strategy, "ask_with_budget")
     ask = jax.jit(strategy.ask_with_budget if with_budgets else strategy.ask, static_argnums=1)
     tell = jax.jit(strategy.tell)
-    pass_budgets = _accepts_budgets(objective)
     _, best = _best(state)
     reached = target is not None and best >= target
     bar = tqdm(total=budget, initial=min(done, budget), disable=not progress,
@@ -171,7 +183,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         else:
             (archs, state), budgets = ask(state, n), None
         k_round = jax.random.fold_in(k_objective, rounds)
-        raw = objective(archs, k_round, budgets) if pass_budgets else objective(archs, k_round)
+        raw = objective(archs, k_round, budgets) if with_budgets else objective(archs, k_round)
         # An objective may also return one dict per architecture, merged into its log line.
         raw, records = raw if isinstance(raw, tuple) else (raw, [{}] * n)
         scores = np.asarray(raw, np.float32)
