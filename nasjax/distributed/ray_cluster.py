@@ -82,7 +82,7 @@ def ray_trainer(space, data: Dataset, config: TrainConfig, *, archs_per_task: in
         pending = {task.remote(space, data_ref, config, archs[s:s + size], keys[s:s + size]): s
                    for s in starts}
         finished = {}
-        with tqdm(total=len(archs), desc="round on Ray", unit="arch", leave=False,
+        with tqdm(total=len(archs), desc="on Ray", unit="arch", leave=False,
                   disable=not progress) as bar:
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
