@@ -4,7 +4,8 @@ the benchmark's landscape (`003_*`).
     python experiments/sample_efficiency.py --benchmark nasbench201-cifar10 --seeds 100
     python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100 [--table FILE]
 
-Every strategy of `nasjax.search.STRATEGIES` runs `--seeds` independent searches of `--budget`
+Every strategy of `nasjax.search.STRATEGIES` (and each row of `VARIANTS`: LaNAS with the paper's
+exploration constant, `lanas_paper`) runs `--seeds` independent searches of `--budget`
 evaluations (default 1,000, or the table's size if smaller) as ONE program per strategy,
 jit(vmap(lax.scan(ask/tell))) over the seeds' keys (every registered strategy is vmappable over keys:
 tests/test_strategies.py); all strategies get the same seed keys. Each round asks one architecture
@@ -57,12 +58,15 @@ import numpy as np
 
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
+from nasjax.search.lanas import PAPER_EXPLORATION
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")
 # Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
 # over a 256-sample window for BO, densities over the history for TPE) dominate the search's cost.
 BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10}
+# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
+VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
 DEFAULT_BUDGET = 1000
 
 
@@ -87,11 +91,12 @@ def make_strategy(name: str, bench: TabularBenchmark, capacity: int):
     """(strategy, None), or (None, why) when the benchmark cannot host strategy `name`: multi-fidelity
     ones need per-epoch scores; a strategy may declare the space unsupported (`Strategy.unsupported`).
     Any other error constructing it is raised, not turned into an absent row."""
-    config = {}
+    name, config = VARIANTS.get(name, (name, {}))
+    config = dict(config)
     if name in MULTI_FIDELITY:
         if bench.curves is None:
             return None, "needs per-epoch scores; this benchmark has final scores only"
-        config = dict(min_budget=1.0, max_budget=float(bench.curves.shape[2]))
+        config.update(min_budget=1.0, max_budget=float(bench.curves.shape[2]))
     why = search.STRATEGIES[name].unsupported(bench.space)
     if why:
         return None, why
@@ -297,7 +302,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"architectures asked per round, every strategy (default: {BATCH} for those "
                         "named, 1 for the others)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", nargs="+", default=None, help="default: every registered one")
+    p.add_argument("--strategies", nargs="+", default=None,
+                   help=f"default: every registered one, then the variants {sorted(VARIANTS)}")
     p.add_argument("--denoised", action="store_true", help="searches see seed-mean scores")
     p.add_argument("--out", default=None, help="default: runs/sample_efficiency/<benchmark>")
     args = p.parse_args(argv)
@@ -305,9 +311,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--seeds, --budget and --batch must be >= 1")
     if args.table and args.benchmark != "convnet-cifar10":
         p.error("--table goes with --benchmark convnet-cifar10")
-    unknown = set(args.strategies or ()) - set(search.STRATEGIES)
+    known = sorted(search.STRATEGIES) + sorted(VARIANTS)
+    unknown = set(args.strategies or ()) - set(known)
     if unknown:
-        p.error(f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}")
+        p.error(f"unknown strategies {sorted(unknown)}; known: {known}")
     return args
 
 
@@ -320,7 +327,7 @@ def main(argv=None) -> int:
     if budget > n:
         print(f"error: --budget {budget} exceeds the benchmark's {n} architectures", file=sys.stderr)
         return 2
-    names = args.strategies or sorted(search.STRATEGIES)
+    names = args.strategies or sorted(search.STRATEGIES) + sorted(VARIANTS)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     noisy = not args.denoised and bench.n_seeds > 1
     print(f"{bench!r}; {bench.source}\nglobal optimum {optimum:.4f} (seed mean, {m} architecture(s)); "

@@ -67,6 +67,8 @@ def test_absent_strategies_say_why_and_other_errors_are_raised(bench, keys, monk
     nb201 = TabularBenchmark("nb201", NASBench201Space(), np.zeros((15_625, 1)))
     strategy, why = se.make_strategy("mcts_global", nb201, 10)  # MCTS has NB-201 action spaces
     assert why is None and strategy.space == nb201.space
+    paper, _ = se.make_strategy("lanas_paper", nb201, 10)  # a variant row: LaNAS, the paper's Cp
+    assert (paper.cp_spread, paper.cp_scale) == ("max", 0.1) and type(paper) is search.LaNAS
     # A space a strategy declares unsupported: the reason comes from the strategy.
     nb101 = types.SimpleNamespace(space=NASBench101Space(), curves=None)
     assert "has no 'global' action space" in se.make_strategy("mcts_global", nb101, 10)[1]

@@ -122,7 +122,8 @@ class MCTSState:
 class MCTS(Strategy):
     """(Registered as "mcts_sequential" and "mcts_global".) UCB tree search over the space's
     `action_order` ("sequential" or "global") action tree (`Space.actions`), UCB constant
-    cp + cp_scale * max|score| (as LaNAS), spaces of at most `max_catalogue` networks."""
+    cp + cp_scale * max|score| (LaNAS's `PAPER_EXPLORATION` spread), spaces of at most
+    `max_catalogue` networks."""
 
     action_order: str = "sequential"
     cp: float = 0.0
@@ -157,7 +158,7 @@ class MCTS(Strategy):
         tree = self.tree
         children, member, paths = (jnp.asarray(a) for a in (tree.children, tree.member, tree.paths))
         key, sub = jax.random.split(state.key)
-        c = exploration(state.history, self.cp, self.cp_scale)
+        c = exploration(state.history, self.cp, self.cp_scale, "max")
         value = node_values(state.total, state.scored, state.history)
         # Untaken networks below each node; updated as this ask takes networks.
         remaining = jnp.zeros((tree.num_nodes,), jnp.int32).at[paths].add(
