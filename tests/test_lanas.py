@@ -1,5 +1,6 @@
-"""LaNAS and the regression tree: the ridge fit, the tree routing and statistics, UCB selection, and
-that every asked architecture lies in the selected region (catalogue and rejection sampling).
+"""LaNAS and the regression tree: the ridge fit, UCB selection, and that every asked architecture lies
+in the selected region (catalogue and rejection sampling). The arithmetic is tested in
+test_numerics.py, the tree helpers in test_tree.py.
 
 The objective is a deterministic synthetic score on LaNAS's motivating space (1,364 ConvNets) with a
 unique optimum: minus a scaled squared distance between `space.features` and the optimum's.
@@ -13,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.search import base, lanas
+from nasjax.search import base, lanas, tree
+from nasjax.search.numerics import exact_sums, project
 from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space
 
 SPACE = ConvNetSpace.motivating()
@@ -82,7 +84,7 @@ def satisfied(feats: np.ndarray, w, b, left) -> np.ndarray:
 def ridge_fit(x, y, mask, ridge):
     """The ridge fit of the rows of x (M, F), y (M,) where mask holds, through the fit's path."""
     m = lanas.moments(jnp.asarray(x).T, jnp.asarray(y), jnp.asarray(mask))
-    return lanas.ridge_from_moments(lanas.exact_sums(jnp.ones((1, len(y)), bool), m)[0],
+    return lanas.ridge_from_moments(exact_sums(jnp.ones((1, len(y)), bool), m)[0],
                                     x.shape[1], ridge)
 
 
@@ -100,63 +102,6 @@ def test_ridge_fit_equals_lstsq_on_the_masked_rows():
     # An empty region has no slope.
     w0, *_ = ridge_fit(x, y, np.zeros(30, bool), 1e-3)
     np.testing.assert_array_equal(w0, np.zeros(4))
-
-
-def test_exact_sums_do_not_depend_on_the_order_of_addition():
-    """Per-group sums are the same bits whatever the order of the samples or the chunking, and as
-    accurate as float32 allows (compared with float64)."""
-    rng = np.random.default_rng(1)
-    c = 1000
-    values = (rng.normal(size=(5, c)) * 10.0 ** rng.integers(-4, 5, size=(5, 1))).astype(np.float32)
-    values[:, 700:] = 0.0  # the history's unused rows
-    groups = rng.integers(0, 3, size=c)[None] == np.arange(3)[:, None]
-    sums = np.asarray(lanas.exact_sums(jnp.asarray(groups), jnp.asarray(values)))
-    perm = rng.permutation(c)
-    np.testing.assert_array_equal(
-        lanas.exact_sums(jnp.asarray(groups[:, perm]), jnp.asarray(values[:, perm])), sums)
-    parts = lanas.exact_parts(jnp.asarray(values))
-    assert c % lanas.CHUNK
-    for count in (700, c):  # chunks up to the count; at c the last one overlaps the one before
-        np.testing.assert_array_equal(
-            lanas.group_sums(jnp.asarray(groups), parts, jnp.int32(count)), sums)
-    # vmapped over histories of different lengths (one loop up to the longest): the same bits
-    shorter = values.copy()
-    shorter[:, 300:] = 0.0
-    both = jax.vmap(lambda v, n: lanas.group_sums(jnp.asarray(groups), lanas.exact_parts(v), n))(
-        jnp.asarray(np.stack([shorter, values])), jnp.asarray([300, 700]))
-    np.testing.assert_array_equal(both[1], sums)
-    np.testing.assert_array_equal(both[0], lanas.exact_sums(jnp.asarray(groups), jnp.asarray(shorter)))
-    exact = (groups[:, None, :] * values[None].astype(np.float64)).sum(axis=2)
-    assert np.all(np.abs(sums - exact) <= 1e-6 * np.abs(exact) + 1e-9 * np.abs(values).max(axis=1))
-
-
-def test_common_depth_counts_leading_path_constraints():
-    height = 4  # leaves 7..14
-    leaves = jnp.arange(7, 15)
-    # Leaf 7's path goes left, left, left: leaf 8 shares 2 constraints, leaves 9-10 one, 11-14 none.
-    np.testing.assert_array_equal(lanas.common_depth(leaves, jnp.int32(7), height),
-                                  [3, 2, 1, 1, 0, 0, 0, 0])
-    # Node 2 (the root's right child): the right half satisfies its one constraint.
-    np.testing.assert_array_equal(lanas.common_depth(leaves, jnp.int32(2), height),
-                                  [0, 0, 0, 0, 1, 1, 1, 1])
-    np.testing.assert_array_equal(lanas.common_depth(leaves, jnp.int32(0), height), np.zeros(8))
-
-
-def test_node_stats_back_propagate_leaf_counts():
-    leaves = jnp.asarray([3, 3, 4, 6, 6])  # height 3: leaves 3..6
-    scores = jnp.asarray([1.0, jnp.nan, 2.0, 4.0, 5.0])
-    told = jnp.asarray([True, True, True, True, False])
-    visits, scored, total = lanas.node_stats(leaves, scores, told, 3)
-    np.testing.assert_array_equal(visits, [4, 3, 1, 2, 1, 0, 1])
-    np.testing.assert_array_equal(scored, [3, 2, 1, 1, 1, 0, 1])
-    np.testing.assert_allclose(total, [7.0, 3.0, 4.0, 1.0, 2.0, 0.0, 4.0])
-
-
-def test_ucb_prefers_unvisited_children_then_value_plus_bonus():
-    u = lanas.ucb(jnp.asarray([5.0, 0.0, 1.0]), jnp.asarray([4, 0, 1]), jnp.int32(5), jnp.float32(0.5))
-    assert np.isinf(u[1])
-    np.testing.assert_allclose(u[0], 5.0 + np.sqrt(2 * np.log(5) / 4), rtol=1e-6)
-    np.testing.assert_allclose(u[2], 1.0 + np.sqrt(2 * np.log(5) / 1), rtol=1e-6)
 
 
 def test_select_takes_the_unvisited_child_first():
@@ -190,7 +135,7 @@ def test_catalogue_asks_lie_in_the_selected_region(name):
         if node == 0 or (~np.asarray(taken[r])).sum() < BATCH:  # not fitted yet; the last round
             continue
         fitted += 1
-        assert lanas.node_depth(node) == height - 1, "after the first fit a leaf is selected"
+        assert tree.node_depth(node) == height - 1, "after the first fit a leaf is selected"
         leaf, untaken = np.asarray(member_leaf[r]), ~np.asarray(taken[r])
         asked = asked_all[r * BATCH:(r + 1) * BATCH]
         assert untaken[asked].all(), "asks are never repeated"
@@ -264,7 +209,7 @@ def test_catalogue_fallback_takes_the_region_then_its_nearest_ancestor():
     regions are never selected."""
     strat = strategy("regression_tree", height=3)
     direction = jax.random.normal(jax.random.key(1), (SPACE.num_features,))
-    proj = np.asarray(lanas.project(jnp.asarray(lanas.catalogue_features(SPACE).T), direction))
+    proj = np.asarray(project(jnp.asarray(lanas.catalogue_features(SPACE).T), direction))
     top = np.argsort(proj)[-2:]
     assert np.sort(proj)[-3] < proj[top].min(), "distinct projections"
     state = strat.init(jax.random.key(0)).replace(
@@ -351,7 +296,7 @@ def test_statistics_match_a_recount_of_the_history(many_histories):
     for told, final in separate[:4]:
         h = final.history
         assert int(final.fitted_at) == TOLD and int(h.count) == TOLD + BATCH
-        visits, scored, total = lanas.node_stats(strat.leaves(final, h.encodings), h.scores,
+        visits, scored, total = tree.node_stats(strat.leaves(final, h.encodings), h.scores,
                                                  h.filled, strat.height)
         np.testing.assert_array_equal(final.visits, visits)
         np.testing.assert_array_equal(final.scored, scored)
@@ -410,7 +355,7 @@ def asks_for_scores(config: dict, x: jax.Array, told: int = 200, histories: int 
         out = []
         for scores in (x, 100.0 * x + 3.0):
             h = state.history.replace(scores=scores[jax.vmap(SPACE.index)(state.history.encodings)])
-            visits, scored, total = lanas.node_stats(strat.leaves(state, h.encodings), h.scores,
+            visits, scored, total = tree.node_stats(strat.leaves(state, h.encodings), h.scores,
                                                      h.filled, strat.height)
             s = state.replace(key=k_ask, history=h, visits=visits, scored=scored, total=total)
             out.append(strat.ask(s, BATCH)[0])

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from nasjax import metrics
 from nasjax.spaces import NASBench201Space, Space
@@ -95,20 +96,41 @@ def test_quantile_band_across_runs():
 
 # --- Kendall tau ---------------------------------------------------------------------------------
 def test_kendall_tau_extremes():
-    x = jnp.arange(10.0)
+    x = np.arange(10.0)
     assert float(metrics.kendall_tau(x, 2 * x + 1)) == pytest.approx(1.0)
     assert float(metrics.kendall_tau(x, -x)) == pytest.approx(-1.0)
     # 3 pairs: (1,2) concordant, (1,3) concordant, (2,3) discordant -> (2 - 1) / 3.
-    assert float(metrics.kendall_tau(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 3.0, 2.0]))) == pytest.approx(1 / 3)
-    assert np.isnan(float(metrics.kendall_tau(x, x.at[3].set(np.nan))))
+    assert float(metrics.kendall_tau([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])) == pytest.approx(1 / 3)
+    assert np.isnan(float(metrics.kendall_tau(x, np.where(x == 3, np.nan, x))))
+    assert np.isnan(metrics.kendall_tau(x, np.ones(10)))  # constant: no ranking
+    with pytest.raises(ValueError, match="same length"):
+        metrics.kendall_tau(x, x[:9])
 
 
-def test_kendall_tau_b_matches_scipy_with_ties():
-    stats = pytest.importorskip("scipy.stats")
+@pytest.mark.parametrize("n, levels", [(3, 2), (300, 6), (300, 1000), (2_000, 40)])
+def test_kendall_tau_b_matches_scipy_with_ties(n, levels):
+    rng = np.random.default_rng(n + levels)
+    x, y = rng.integers(0, levels, n).astype(np.float32), rng.integers(0, 4, n).astype(np.float32)
+    y = np.where(rng.random(n) < 0.5, x, y)
+    assert metrics.kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_kendall_tau_counts_pairs_exactly_beyond_int32():
+    """n = 46,500: 1.08e9 pairs, past int32 (a 32-bit count gave -0.99 here)."""
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 6, 300).astype(np.float32), rng.integers(0, 4, 300).astype(np.float32)
-    y = np.where(rng.random(300) < 0.5, x, y)
-    assert float(metrics.kendall_tau(x, y)) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-6)
+    x = rng.normal(size=46_500)
+    y = x + 0.01 * rng.normal(size=x.shape)
+    y[::7] = np.round(y[::7], 1)  # and ties
+    tau = metrics.kendall_tau(x, y)
+    assert tau == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert tau > 0.98
+
+
+def test_kendall_tau_keeps_float64_values_apart():
+    """Values a float32 cast would merge (1 + k 1e-9) stay distinct: a perfect ranking, no ties."""
+    x = 1.0 + 1e-9 * np.arange(100)
+    assert metrics.kendall_tau(x, x) == 1.0
+    assert metrics.kendall_tau(x, -x) == -1.0
 
 
 # --- local optima --------------------------------------------------------------------------------

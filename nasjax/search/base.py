@@ -12,6 +12,10 @@ Multi-fidelity strategies (hyperband) also define
     archs, budgets, state = strategy.ask_with_budget(state, n)  # budgets: float32 (n,) epochs
 their plain `ask` returns the same architectures and keeps the budgets in the state, so `tell` needs
 no extra argument; `nasjax.search.run` passes the budgets to objectives that take a third argument.
+
+Writing a strategy: implement `init`, `ask` and `_tell(state, archs, scores)`. `Strategy.tell` does
+the bookkeeping every strategy shares (shape checks, archs to int32 and scores to float32, appending
+to `state.history`) and then calls `_tell`, whose `state.history` already holds the told rows.
 """
 
 from __future__ import annotations
@@ -165,7 +169,16 @@ class Strategy:
         raise NotImplementedError
 
     def tell(self, state, archs: jax.Array, scores: jax.Array):
-        raise NotImplementedError
+        """Record archs int (n, *enc) with scores float (n,) in `state.history`, then update the
+        strategy's own state (`_tell`)."""
+        check_told(self.space, archs, scores)
+        archs, scores = archs.astype(jnp.int32), scores.astype(jnp.float32)
+        return self._tell(state.replace(history=state.history.add(archs, scores)), archs, scores)
+
+    def _tell(self, state, archs: jax.Array, scores: jax.Array):
+        """The strategy's own update after `tell` appended archs int32 (n, *enc), scores float32
+        (n,) to `state.history` (nothing else by default)."""
+        return state
 
 
 @struct.dataclass
@@ -209,10 +222,6 @@ class ModelBased(Strategy):
                              lambda: self._propose(k_model, state.history, n),
                              lambda: sample_unseen(self.space, k_rand, state.history, n))
         return archs, state.replace(key=key)
-
-    def tell(self, state: ModelState, archs: jax.Array, scores: jax.Array) -> ModelState:
-        check_told(self.space, archs, scores)
-        return state.replace(history=state.history.add(archs, scores))
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {}

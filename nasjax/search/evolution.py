@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import History, Strategy, check_told, draw_without_replacement, register
+from nasjax.search.base import History, Strategy, draw_without_replacement, register
 
 
 @struct.dataclass
@@ -60,8 +60,7 @@ class RegularizedEvolution(Strategy):
         archs = jnp.where(warm, self.space.sample(k_rand, n), children.astype(jnp.int32))
         return archs, state.replace(key=key)
 
-    def tell(self, state: EvolutionState, archs: jax.Array, scores: jax.Array) -> EvolutionState:
-        check_told(self.space, archs, scores)
+    def _tell(self, state: EvolutionState, archs: jax.Array, scores: jax.Array) -> EvolutionState:
         p = self.population_size
         ok = jnp.isfinite(scores)
         rank = jnp.cumsum(ok) - 1
@@ -70,8 +69,7 @@ class RegularizedEvolution(Strategy):
         keep = ok & (rank >= n_ok - p)
         slot = jnp.where(keep, (state.head + rank) % p, p)
         return state.replace(
-            history=state.history.add(archs, scores),
-            population=state.population.at[slot].set(archs.astype(jnp.int32), mode="drop"),
-            fitness=state.fitness.at[slot].set(scores.astype(jnp.float32), mode="drop"),
+            population=state.population.at[slot].set(archs, mode="drop"),
+            fitness=state.fitness.at[slot].set(scores, mode="drop"),
             size=jnp.minimum(state.size + n_ok, p).astype(jnp.int32),
             head=((state.head + n_ok) % p).astype(jnp.int32))

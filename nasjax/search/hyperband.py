@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, WorkQueue, check_told, register, sample_unseen
+from nasjax.search.base import History, Strategy, WorkQueue, register, sample_unseen
 
 
 @struct.dataclass
@@ -111,14 +111,15 @@ class Hyperband(Strategy):
         archs, _, state = self.ask_with_budget(state, n)
         return archs, state
 
-    def tell(self, state: HyperbandState, archs: jax.Array, scores: jax.Array) -> HyperbandState:
-        check_told(self.space, archs, scores)
+    def _tell(self, state: HyperbandState, archs: jax.Array, scores: jax.Array) -> HyperbandState:
         n_stages = len(self.schedule()[0])
         rung_budget = jnp.asarray(self.schedule()[1])[state.stage]
         hit, queue = state.queue.record(archs, scores)
-        rows = state.history.count + jnp.arange(archs.shape[0])
+        # The history rows these archs went to: those after the rows holding a budget (history.count
+        # is already past them, and stops at capacity, where the rows past it are dropped).
+        rows = jnp.sum(~jnp.isnan(state.budgets)) + jnp.arange(archs.shape[0])
         budgets = state.budgets.at[rows].set(jnp.where(hit, rung_budget, self.min_budget), mode="drop")
-        state = state.replace(history=state.history.add(archs, scores), budgets=budgets, queue=queue)
+        state = state.replace(budgets=budgets, queue=queue)
 
         def advance(carry):
             st, steps = carry

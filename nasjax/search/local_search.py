@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, WorkQueue, check_told, match, register,
-                                sample_unseen)
+from nasjax.search.base import History, Strategy, WorkQueue, match, register, sample_unseen
 
 
 @struct.dataclass
@@ -84,10 +83,9 @@ class LocalSearch(Strategy):
             queue=jax.tree_util.tree_map(lambda a, b: jnp.where(move, a, b), moved, fresh),
             restart=~move)
 
-    def tell(self, state: LocalSearchState, archs: jax.Array, scores: jax.Array) -> LocalSearchState:
-        check_told(self.space, archs, scores)
+    def _tell(self, state: LocalSearchState, archs: jax.Array, scores: jax.Array) -> LocalSearchState:
         _, queue = state.queue.record(archs, scores)
-        state = state.replace(history=state.history.add(archs, scores), queue=queue)
+        state = state.replace(queue=queue)
 
         def cond(carry):
             st, steps = carry

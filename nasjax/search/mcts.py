@@ -12,7 +12,7 @@ motivating space in global order), so it is built once on the host as a trie of 
 sequence and stored in fixed-size arrays: children int32 (nodes, B) indexed by action. Node statistics
 (visits, successful visits, sum of successful scores) live in the state.
 
-`ask`: per architecture, descend from the root choosing the child of highest UCB (`lanas.ucb`, ties
+`ask`: per architecture, descend from the root choosing the child of highest UCB (`tree.ucb`, ties
 at random) until the first unvisited node, then roll out uniformly at random among the available
 children to a terminal. Subtrees whose networks have all been asked or told are skipped, so no
 network is asked twice until the space is exhausted (then any may be). `tell` back-propagates each
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, check_told, enumerable, register
-from nasjax.search.lanas import exploration, node_values, ucb
+from nasjax.search.base import History, Strategy, catalogue, enumerable, register
+from nasjax.search.tree import exploration, node_values, ucb
 from nasjax.spaces.base import Space
 
 ORDERS = ("sequential", "global")
@@ -185,14 +185,11 @@ class MCTS(Strategy):
         archs = jnp.asarray(catalogue(self.space))[idx]
         return archs, state.replace(key=key, taken=state.taken.at[idx].set(True))
 
-    def tell(self, state: MCTSState, archs: jax.Array, scores: jax.Array) -> MCTSState:
-        check_told(self.space, archs, scores)
-        scores = scores.astype(jnp.float32)
+    def _tell(self, state: MCTSState, archs: jax.Array, scores: jax.Array) -> MCTSState:
         idx = jax.vmap(self.space.index)(archs)
         path = jnp.asarray(self.tree.paths)[idx]  # (n, A + 1)
         ok = jnp.broadcast_to(jnp.isfinite(scores)[:, None], path.shape)
         return state.replace(
-            history=state.history.add(archs, scores),
             visits=state.visits.at[path].add(1, mode="drop"),
             scored=state.scored.at[path].add(ok.astype(jnp.int32), mode="drop"),
             total=state.total.at[path].add(jnp.where(ok, scores[:, None], 0.0), mode="drop"),

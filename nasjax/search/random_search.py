@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, catalogue, check_told, draw_without_replacement,
-                                enumerable, register)
+from nasjax.search.base import (History, Strategy, catalogue, draw_without_replacement, enumerable,
+                                register)
 
 
 @struct.dataclass
@@ -50,7 +50,3 @@ class RandomSearch(Strategy):
         idx = draw_without_replacement(sub, ~state.taken, n)
         archs = jnp.asarray(catalogue(self.space))[idx]
         return archs, state.replace(key=key, taken=state.taken.at[idx].set(True))
-
-    def tell(self, state: RandomState, archs: jax.Array, scores: jax.Array) -> RandomState:
-        check_told(self.space, archs, scores)
-        return state.replace(history=state.history.add(archs, scores))

@@ -1,0 +1,89 @@
+"""The bit-reproducible arithmetic (`nasjax.search.numerics`): exact sums, rounded products,
+projections and the SPD solve give the same bits batched (vmapped) and alone, and are as accurate as
+float32 allows."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.search import numerics
+
+
+def test_exact_sums_do_not_depend_on_the_order_of_addition():
+    """Per-group sums are the same bits whatever the order of the samples or the chunking, and as
+    accurate as float32 allows (compared with float64)."""
+    rng = np.random.default_rng(1)
+    c = 1000
+    values = (rng.normal(size=(5, c)) * 10.0 ** rng.integers(-4, 5, size=(5, 1))).astype(np.float32)
+    values[:, 700:] = 0.0  # the history's unused rows
+    groups = rng.integers(0, 3, size=c)[None] == np.arange(3)[:, None]
+    sums = np.asarray(numerics.exact_sums(jnp.asarray(groups), jnp.asarray(values)))
+    perm = rng.permutation(c)
+    np.testing.assert_array_equal(
+        numerics.exact_sums(jnp.asarray(groups[:, perm]), jnp.asarray(values[:, perm])), sums)
+    parts = numerics.exact_parts(jnp.asarray(values))
+    assert c % numerics.CHUNK
+    for count in (700, c):  # chunks up to the count; at c the last one overlaps the one before
+        np.testing.assert_array_equal(
+            numerics.group_sums(jnp.asarray(groups), parts, jnp.int32(count)), sums)
+    # vmapped over histories of different lengths (one loop up to the longest): the same bits
+    shorter = values.copy()
+    shorter[:, 300:] = 0.0
+    both = jax.vmap(lambda v, n: numerics.group_sums(jnp.asarray(groups), numerics.exact_parts(v), n))(
+        jnp.asarray(np.stack([shorter, values])), jnp.asarray([300, 700]))
+    np.testing.assert_array_equal(both[1], sums)
+    np.testing.assert_array_equal(both[0], numerics.exact_sums(jnp.asarray(groups), jnp.asarray(shorter)))
+    exact = (groups[:, None, :] * values[None].astype(np.float64)).sum(axis=2)
+    assert np.all(np.abs(sums - exact) <= 1e-6 * np.abs(exact) + 1e-9 * np.abs(values).max(axis=1))
+
+
+def test_mul_is_the_product_rounded_to_22_mantissa_bits():
+    rng = np.random.default_rng(2)
+    a, b = (rng.normal(size=1000) * 10.0 ** rng.integers(-3, 4, size=1000)).astype(np.float32), \
+        rng.normal(size=1000).astype(np.float32)
+    got = np.asarray(jax.jit(numerics.mul)(a, b))
+    exact = a.astype(np.float64) * b.astype(np.float64)  # exact: 24 + 24 bits fit in 53
+    # Within half a unit of the 22-bit grid, and on it (the lowest float32 mantissa bit is clear).
+    np.testing.assert_array_less(np.abs(got - exact), np.abs(exact) * 2.0 ** -22 + 1e-38)
+    assert not np.any(got.view(np.uint32) & 1)
+
+
+def test_project_and_spd_solve_give_the_same_bits_vmapped_and_alone():
+    rng = np.random.default_rng(3)
+    f, batch = 7, 6
+    x = jnp.asarray(rng.normal(size=(batch, f, 50)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(batch, f)), jnp.float32)
+    m = rng.normal(size=(batch, f, f))
+    a = jnp.asarray(m @ np.swapaxes(m, 1, 2) + f * np.eye(f), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(batch, f)), jnp.float32)
+    projections = jax.jit(jax.vmap(numerics.project))(x, w)
+    solutions = jax.jit(jax.vmap(numerics.spd_solve))(a, b)
+    project, solve = jax.jit(numerics.project), jax.jit(numerics.spd_solve)
+    for i in range(batch):
+        np.testing.assert_array_equal(projections[i], project(x[i], w[i]))
+        np.testing.assert_array_equal(solutions[i], solve(a[i], b[i]))
+
+
+def test_spd_solve_is_accurate():
+    """Against float64 LAPACK, on systems of condition number up to 1e4: the error is within what
+    float32 data allows (condition number x float32 epsilon)."""
+    rng = np.random.default_rng(4)
+    for f, cond in [(1, 1.0), (4, 10.0), (12, 1e2), (23, 1e4)]:
+        q, _ = np.linalg.qr(rng.normal(size=(f, f)))
+        a = ((q * np.geomspace(1.0, 1.0 / cond, f)) @ q.T).astype(np.float32)
+        a = (a + a.T) / 2  # exactly symmetric in float32
+        b = rng.normal(size=f).astype(np.float32)
+        got = np.asarray(numerics.spd_solve(jnp.asarray(a), jnp.asarray(b)), np.float64)
+        want = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert err < 4 * f * cond * np.finfo(np.float32).eps, (f, cond, err)
+
+
+def test_hashed_uniform_is_uniform_and_depends_on_the_key():
+    u = np.asarray(numerics.hashed_uniform(jax.random.key(0), 100_000))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert np.all(np.abs(counts - 10_000) < 500), counts  # ~5 standard deviations
+    other = np.asarray(numerics.hashed_uniform(jax.random.key(1), 100_000))
+    assert np.mean(u == other) < 1e-3
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.02  # neighbouring indices look independent
