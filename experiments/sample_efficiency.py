@@ -4,7 +4,8 @@ the benchmark's landscape (`003_*`).
     python experiments/sample_efficiency.py --benchmark nasbench201-cifar10 --seeds 100
     python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100 [--table FILE]
 
-Every strategy of `nasjax.search.STRATEGIES` runs `--seeds` independent searches of `--budget`
+Every strategy of `nasjax.search.STRATEGIES` (and each row of `VARIANTS`: LaNAS with the paper's
+exploration constant, `lanas_paper`) runs `--seeds` independent searches of `--budget`
 evaluations (default 1,000, or the table's size if smaller) as ONE program per strategy,
 jit(vmap(lax.scan(ask/tell))) over the seeds' keys (every registered strategy is vmappable over keys:
 tests/test_strategies.py); all strategies get the same seed keys. Each round asks one architecture
@@ -25,7 +26,12 @@ Multi-fidelity strategies (hyperband, successive_halving) need learning curves: 
 per-epoch scores (the ConvNet table) an evaluation at budget b reads the validation accuracy after
 ceil(b) epochs (`objective_at_budget`, max budget = the table's epochs) and costs ceil(b) / epochs
 samples; only full-budget evaluations count as having evaluated an architecture, and their x axis
-is that cost. NAS-Bench-201's export has only the 200-epoch accuracy, so they are skipped there.
+is that cost. NAS-Bench-201's export has only the 200-epoch accuracy, so they do not run there.
+A strategy that declares a space unsupported (`Strategy.unsupported`, e.g. MCTS on a space too large
+for its action tree) gets a row saying why; any other error is raised.
+
+Cost: seconds per search and milliseconds per evaluation from the wall time of the vmapped searches
+(all seeds at once, compilation timed apart): a cheap sampler and an expensive surrogate side by side.
 
 Landscape: the number of local optima under `space.neighbors` (no neighbour strictly better), with
 the seed-averaged scores and with each single seed's scores.
@@ -52,12 +58,15 @@ import numpy as np
 
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
+from nasjax.search.lanas import PAPER_EXPLORATION
 
-BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "convnet-cifar10")
+BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")
 # Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
 # over a 256-sample window for BO, densities over the history for TPE) dominate the search's cost.
-BATCH = {"bo": 10, "tpe": 10}
+BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10}
+# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
+VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
 DEFAULT_BUDGET = 1000
 
 
@@ -68,27 +77,30 @@ class Outcome:
     scores float32 (runs, budget): seed-mean score of each evaluated architecture, NaN for a
       low-fidelity evaluation; cost float32 (runs, budget): cumulative cost in samples (full
       trainings) after each evaluation; batch: architectures per round; seconds: wall time of the
-      searches (compile included).
+      vmapped searches, compilation excluded; compile_seconds: their compilation.
     """
 
     scores: np.ndarray
     cost: np.ndarray
     batch: int
     seconds: float
+    compile_seconds: float
 
 
 def make_strategy(name: str, bench: TabularBenchmark, capacity: int):
     """(strategy, None), or (None, why) when the benchmark cannot host strategy `name`: multi-fidelity
-    ones need per-epoch scores; a strategy may refuse the space (MCTS's action trees are ConvNet-only)."""
-    config = {}
+    ones need per-epoch scores; a strategy may declare the space unsupported (`Strategy.unsupported`).
+    Any other error constructing it is raised, not turned into an absent row."""
+    name, config = VARIANTS.get(name, (name, {}))
+    config = dict(config)
     if name in MULTI_FIDELITY:
         if bench.curves is None:
             return None, "needs per-epoch scores; this benchmark has final scores only"
-        config = dict(min_budget=1.0, max_budget=float(bench.curves.shape[2]))
-    try:
-        return search.make(name, bench.space, capacity=capacity, **config), None
-    except ValueError as e:
-        return None, str(e)
+        config.update(min_budget=1.0, max_budget=float(bench.curves.shape[2]))
+    why = search.STRATEGIES[name].unsupported(bench.space)
+    if why:
+        return None, why
+    return search.make(name, bench.space, capacity=capacity, **config), None
 
 
 def _search(strategy, objective, multi_fidelity: bool, rounds: int, batch: int, key: jax.Array):
@@ -120,8 +132,10 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
     objective = bench.objective_at_budget() if multi else bench.objective(noisy)
     fn = jax.jit(jax.vmap(functools.partial(_search, strategy, objective, multi, rounds, batch)))
     start = time.perf_counter()
+    fn = fn.lower(keys).compile()
+    compiled = time.perf_counter()
     state = jax.block_until_ready(fn(keys))
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - compiled
     archs = np.asarray(state.history.encodings)[:, :budget]
     index = np.asarray(jax.vmap(jax.vmap(bench.space.index))(archs))
     scores = np.asarray(bench.scores_mean)[index]
@@ -133,7 +147,7 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
     else:
         cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
     return Outcome(scores=scores.astype(np.float32), cost=cost.astype(np.float32), batch=batch,
-                   seconds=seconds)
+                   seconds=seconds, compile_seconds=compiled - start)
 
 
 def samples_to_optimum(outcome: Outcome, optimum: float) -> np.ndarray:
@@ -177,23 +191,29 @@ def landscape(bench: TabularBenchmark) -> dict:
 def summarize(outcomes: dict[str, Outcome | str], optimum: float, n: int, m: int) -> list[dict]:
     """One row per strategy: the fraction of runs reaching the optimum, the median samples to it
     (None: the median run did not reach it), the mean over the runs that did, the ratio of random
-    search's exact median to the median, and why a strategy was skipped."""
+    search's exact median to the median, the cost (seconds per search and milliseconds per
+    evaluation, from the vmapped searches' wall time; compilation apart), and why a strategy did
+    not run ("absent")."""
     exact_median, _ = random_search_exact(n, m)
     rows = []
     for name, outcome in outcomes.items():
         row = dict.fromkeys(("strategy", "runs", "batch", "reached", "median", "mean_reached",
-                             "ratio_random_over_strategy", "seconds", "skipped"))
+                             "ratio_random_over_strategy", "seconds", "seconds_per_search",
+                             "ms_per_sample", "compile_seconds", "absent"))
         row["strategy"] = name
         if isinstance(outcome, str):
-            rows.append({**row, "runs": 0, "skipped": outcome})
+            rows.append({**row, "runs": 0, "absent": outcome})
             continue
         s = samples_to_optimum(outcome, optimum)
         median, hit = float(np.median(s)), s[np.isfinite(s)]
-        rows.append({**row, "runs": len(s), "batch": outcome.batch, "reached": float(np.mean(np.isfinite(s))),
+        runs, evaluations = outcome.scores.shape
+        rows.append({**row, "runs": runs, "batch": outcome.batch, "reached": float(np.mean(np.isfinite(s))),
                      "median": median if math.isfinite(median) else None,
                      "mean_reached": float(np.mean(hit)) if hit.size else None,
                      "ratio_random_over_strategy": exact_median / median if math.isfinite(median) else None,
-                     "seconds": outcome.seconds})
+                     "seconds": outcome.seconds, "seconds_per_search": outcome.seconds / runs,
+                     "ms_per_sample": 1e3 * outcome.seconds / (runs * evaluations),
+                     "compile_seconds": outcome.compile_seconds})
     return rows
 
 
@@ -202,15 +222,17 @@ def format_table(rows: list[dict], budget: int) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = [f"{'strategy':<20} {'runs':>5} {'batch':>5} {'reached':>8} {'median samples':>15} "
-             f"{'mean (reached)':>15} {'random/strategy':>16} {'seconds':>8}"]
+             f"{'mean (reached)':>15} {'random/strategy':>16} {'s/search':>9} {'ms/sample':>10} "
+             f"{'compile s':>10}"]
     for r in rows:
-        if r["skipped"]:
-            lines.append(f"{r['strategy']:<20} skipped: {r['skipped']}")
+        if r["absent"]:
+            lines.append(f"{r['strategy']:<20} not run: {r['absent']}")
             continue
         median = f"> {budget}" if r["median"] is None else f"{r['median']:.1f}"
         lines.append(f"{r['strategy']:<20} {r['runs']:>5} {r['batch']:>5} {r['reached']:>8.0%} {median:>15} "
                      f"{num(r['mean_reached'], '.1f'):>15} {num(r['ratio_random_over_strategy'], '.2f'):>16} "
-                     f"{r['seconds']:>8.1f}")
+                     f"{r['seconds_per_search']:>9.3f} {r['ms_per_sample']:>10.3f} "
+                     f"{r['compile_seconds']:>10.1f}")
     return "\n".join(lines)
 
 
@@ -280,7 +302,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"architectures asked per round, every strategy (default: {BATCH} for those "
                         "named, 1 for the others)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", nargs="+", default=None, help="default: every registered one")
+    p.add_argument("--strategies", nargs="+", default=None,
+                   help=f"default: every registered one, then the variants {sorted(VARIANTS)}")
     p.add_argument("--denoised", action="store_true", help="searches see seed-mean scores")
     p.add_argument("--out", default=None, help="default: runs/sample_efficiency/<benchmark>")
     args = p.parse_args(argv)
@@ -288,9 +311,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--seeds, --budget and --batch must be >= 1")
     if args.table and args.benchmark != "convnet-cifar10":
         p.error("--table goes with --benchmark convnet-cifar10")
-    unknown = set(args.strategies or ()) - set(search.STRATEGIES)
+    known = sorted(search.STRATEGIES) + sorted(VARIANTS)
+    unknown = set(args.strategies or ()) - set(known)
     if unknown:
-        p.error(f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}")
+        p.error(f"unknown strategies {sorted(unknown)}; known: {known}")
     return args
 
 
@@ -303,7 +327,7 @@ def main(argv=None) -> int:
     if budget > n:
         print(f"error: --budget {budget} exceeds the benchmark's {n} architectures", file=sys.stderr)
         return 2
-    names = args.strategies or sorted(search.STRATEGIES)
+    names = args.strategies or sorted(search.STRATEGIES) + sorted(VARIANTS)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     noisy = not args.denoised and bench.n_seeds > 1
     print(f"{bench!r}; {bench.source}\nglobal optimum {optimum:.4f} (seed mean, {m} architecture(s)); "
@@ -314,7 +338,8 @@ def main(argv=None) -> int:
         batch = args.batch or BATCH.get(name, 1)
         outcomes[name] = run_strategy(name, bench, budget, batch, keys, not args.denoised)
         done = outcomes[name]
-        print(f"  {name}: " + (f"{done.seconds:.1f} s" if isinstance(done, Outcome) else f"skipped ({done})"),
+        print(f"  {name}: " + (f"{done.seconds:.1f} s (+ {done.compile_seconds:.1f} s compiling)"
+                               if isinstance(done, Outcome) else f"not run ({done})"),
               flush=True)
     rows = summarize(outcomes, optimum, n, m)
     exact_median, exact_mean = random_search_exact(n, m)

@@ -16,7 +16,7 @@ import pytest
 
 from nasjax.search import base, lanas, tree
 from nasjax.search.numerics import exact_sums, project
-from nasjax.spaces import ConvNetSpace
+from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space
 
 SPACE = ConvNetSpace.motivating()
 TARGET = SPACE.encode([(64, 5), (32, 3), (64, 5), (64, 3)])
@@ -327,6 +327,7 @@ def test_failed_evaluations_are_visits_but_not_values(many_histories):
     (dict(n_select=0), "n_select must be >= 1"),
     (dict(cp=-1.0), "cp and cp_scale must be >= 0"),
     (dict(ridge=0.0), "ridge must be > 0"),
+    (dict(cp_spread="range"), "cp_spread must be one of"),
 ])
 def test_bad_config_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
@@ -337,3 +338,65 @@ def test_asking_more_than_available_is_a_clear_error():
     with pytest.raises(ValueError, match="exceeds n_candidates"):
         strat = strategy(max_catalogue=0, n_candidates=4)
         strat.ask(strat.init(jax.random.key(0)), 5)
+
+
+# --- exploration that does not depend on the scores' scale ------------------------------------------
+def asks_for_scores(config: dict, x: jax.Array, told: int = 200, histories: int = 16) -> np.ndarray:
+    """For `histories` random histories of `told` members scored by the table x (SIZE,), the archs
+    asked after one fit on them, with the tree's statistics recomputed from scores x and from
+    100 x + 3 (same regions, same key: only the UCB selection can differ) -> int32 (2, histories,
+    BATCH, *enc)."""
+    strat = strategy(capacity=told, **config)
+
+    def asks(key):
+        k_members, k_ask = jax.random.split(key)
+        archs = jnp.asarray(base.catalogue(SPACE))[jax.random.permutation(k_members, SIZE)[:told]]
+        state = strat.tell(strat.init(key), archs, x[jax.vmap(SPACE.index)(archs)])  # one fit
+        out = []
+        for scores in (x, 100.0 * x + 3.0):
+            h = state.history.replace(scores=scores[jax.vmap(SPACE.index)(state.history.encodings)])
+            visits, scored, total = tree.node_stats(strat.leaves(state, h.encodings), h.scores,
+                                                     h.filled, strat.height)
+            s = state.replace(key=k_ask, history=h, visits=visits, scored=scored, total=total)
+            out.append(strat.ask(s, BATCH)[0])
+        return jnp.stack(out)
+
+    keys = jax.random.split(jax.random.key(11), histories)
+    return np.swapaxes(np.asarray(jax.jit(jax.vmap(asks))(keys)), 0, 1)
+
+
+def test_std_exploration_is_invariant_to_an_affine_rescaling_of_the_scores():
+    """Same proposals for scores x and 100 x + 3 (a tabular objective, accuracies in [0.3, 0.95])
+    given the same tree; the paper's Cp (0.1 x max score) is not invariant. (Whole searches can
+    still part: the ridge fits round differently, and a member exactly on a split's boundary in
+    exact arithmetic, e.g. the only sample of a node, may go either way.)"""
+    x = jax.random.uniform(jax.random.key(12), (SIZE,), minval=0.3, maxval=0.95)
+    std = asks_for_scores({}, x)
+    np.testing.assert_array_equal(std[0], std[1])
+    paper = asks_for_scores(lanas.PAPER_EXPLORATION, x)
+    assert not np.array_equal(paper[0], paper[1])
+
+
+# --- no duplicate proposals in rejection mode -------------------------------------------------------
+@pytest.mark.parametrize("space", [
+    NASBench101Space(num_vertices=4),  # a few hundred encodings; NB-101 is never enumerated
+    DARTSSpace(num_nodes=2, ops=("skip_connect", "max_pool_3x3")),  # 2,304 cells
+], ids=["nb101", "darts"])
+def test_rejection_mode_never_proposes_a_told_or_repeated_architecture(space):
+    rounds = 15
+    strat = base.make("lanas", space, capacity=rounds * BATCH, max_catalogue=0)
+    assert not strat.from_catalogue
+    w = jax.random.normal(jax.random.key(2), (space.num_features,))
+
+    def search(key):
+        def body(state, _):
+            archs, state = strat.ask(state, BATCH)
+            return strat.tell(state, archs, jax.vmap(space.features)(archs) @ w), None
+
+        return jax.lax.scan(body, strat.init(key), None, length=rounds)[0]
+
+    told = np.asarray(jax.jit(search)(jax.random.key(0)).history.encodings).reshape(rounds * BATCH, -1)
+    assert len(np.unique(told, axis=0)) == rounds * BATCH
+    # The test has teeth: as many uniform samples of the space do repeat.
+    uniform = np.asarray(space.sample(jax.random.key(1), rounds * BATCH)).reshape(rounds * BATCH, -1)
+    assert len(np.unique(uniform, axis=0)) < rounds * BATCH

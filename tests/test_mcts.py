@@ -1,6 +1,7 @@
-"""MCTS over ConvNetSpace's fixed action spaces (`002_*` §2): the action trees cover the space once,
-asks never repeat a network before exhaustion, statistics back-propagate, and both orders find the
-optimum of a deterministic synthetic objective on the 1,364-network motivating space."""
+"""MCTS over fixed action spaces (`002_*` §2): the action trees of ConvNetSpace and NASBench201Space
+cover the space once, asks never repeat a network before exhaustion, statistics back-propagate, and
+both orders find the optimum of a deterministic synthetic objective on the 1,364-network motivating
+space; spaces without an action space or too large for the tree are refused with the reason."""
 
 import functools
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from nasjax.search import base, mcts
-from nasjax.spaces import ConvNetSpace
+from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space
 from nasjax.spaces.nasbench201 import NASBench201Space
 
 SPACE = ConvNetSpace.motivating()
@@ -26,15 +27,28 @@ def synthetic(archs: jax.Array) -> jax.Array:
     return -jnp.sum((feats - SPACE.features(jnp.asarray(TARGET))) ** 2 / scale, axis=1)
 
 
+@pytest.mark.parametrize("space", [SPACE, NASBench201Space()], ids=["convnet", "nb201"])
 @pytest.mark.parametrize("order", mcts.ORDERS)
-def test_action_tree_covers_the_space_once(order):
-    tree = mcts.action_tree(SPACE, order)
-    last = tree.paths[np.arange(SIZE), (tree.paths < tree.num_nodes).sum(axis=1) - 1]
-    np.testing.assert_array_equal(tree.member[last], np.arange(SIZE))
-    assert (tree.member >= 0).sum() == SIZE and tree.subtree[0] == SIZE
-    # The root's branching: 5 depths (global) or kernel of the first layer (sequential).
-    expected = 5 if order == "global" else len(SPACE.kernels)
-    assert (tree.children[0] >= 0).sum() == expected
+def test_action_tree_covers_the_space_once(space, order):
+    tree = mcts.action_tree(space, order)
+    size = space.size()
+    last = tree.paths[np.arange(size), (tree.paths < tree.num_nodes).sum(axis=1) - 1]
+    np.testing.assert_array_equal(tree.member[last], np.arange(size))
+    assert (tree.member >= 0).sum() == size and tree.subtree[0] == size
+    # Terminals are leaves (no sequence is a prefix of another).
+    assert np.all(tree.children[tree.member >= 0] < 0)
+    # The root's branching: ConvNet: 5 depths (global) or the first layer's kernel (sequential);
+    # NB-201: the first edge exists or not (global) or its op (sequential).
+    expected = {("convnet", "global"): 5, ("convnet", "sequential"): len(SPACE.kernels),
+                ("nb201", "global"): 2, ("nb201", "sequential"): 5}
+    kind = "convnet" if space is SPACE else "nb201"
+    assert (tree.children[0] >= 0).sum() == expected[kind, order]
+
+
+def test_nb201_global_decides_the_edges_first():
+    enc = np.asarray([0, 3, 1, 0, 4, 2])
+    assert NASBench201Space().actions(enc, "global") == [0, 1, 1, 0, 1, 1, 2, 0, 3, 1]
+    assert NASBench201Space().actions(enc, "sequential") == enc.tolist()
 
 
 @pytest.mark.parametrize("name", ORDERS)
@@ -82,13 +96,19 @@ def test_finds_the_optimum_within_the_space_size(name):
 @pytest.mark.parametrize("config, message", [
     (dict(action_order="random"), "action_order must be one of"),
     (dict(cp=-1.0), "cp and cp_scale must be >= 0"),
-    (dict(max_catalogue=100), "exceeds max_catalogue"),
+    (dict(max_catalogue=100), "more than max_catalogue=100"),
 ])
 def test_bad_config_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
         mcts.MCTS(SPACE, **config)
 
 
-def test_other_spaces_are_refused():
-    with pytest.raises(ValueError, match="defined for ConvNetSpace"):
-        mcts.MCTS(NASBench201Space())
+@pytest.mark.parametrize("name", ORDERS)
+@pytest.mark.parametrize("space", [NASBench101Space(), DARTSSpace()], ids=["nb101", "darts"])
+def test_unsupported_spaces_are_declared_and_refused(name, space):
+    cls = base.STRATEGIES[name]
+    assert cls.unsupported(SPACE) is None and cls.unsupported(NASBench201Space()) is None
+    assert f"has no '{cls.action_order}' action space" in cls.unsupported(space)
+    with pytest.raises(ValueError, match="action space"):
+        base.make(name, space)
+    assert "more than max_catalogue=100" in mcts.refusal(SPACE, cls.action_order, 100)

@@ -1,6 +1,8 @@
 """experiments/sample_efficiency.py's core on a tiny ConvNet benchmark with a random table."""
 
+import dataclasses
 import json
+import types
 from math import comb
 
 import jax
@@ -8,8 +10,9 @@ import numpy as np
 import pytest
 
 from experiment_scripts import load_experiment
+from nasjax import search
 from nasjax.benchmarks import TabularBenchmark
-from nasjax.spaces import ConvNetSpace, NASBench201Space
+from nasjax.spaces import ConvNetSpace, NASBench101Space, NASBench201Space
 
 SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), min_depth=1, max_depth=2)  # 20 networks
 EPOCHS = 9
@@ -58,12 +61,26 @@ def test_hyperband_reads_curves_and_counts_full_trainings(bench, keys):
     assert np.all(np.isin(out.scores[np.isfinite(out.scores)], bench.scores_mean))
 
 
-def test_strategies_the_benchmark_cannot_host_are_skipped_with_a_reason(bench, keys):
+def test_absent_strategies_say_why_and_other_errors_are_raised(bench, keys, monkeypatch):
     final_only = TabularBenchmark("final", SPACE, bench.table)
     assert "per-epoch" in se.run_strategy("hyperband", final_only, 10, 1, keys)
-    why = se.run_strategy("mcts_global", TabularBenchmark("nb201", NASBench201Space(),
-                                                          np.zeros((15_625, 1))), 10, 1, keys)
-    assert "ConvNetSpace" in why
+    nb201 = TabularBenchmark("nb201", NASBench201Space(), np.zeros((15_625, 1)))
+    strategy, why = se.make_strategy("mcts_global", nb201, 10)  # MCTS has NB-201 action spaces
+    assert why is None and strategy.space == nb201.space
+    paper, _ = se.make_strategy("lanas_paper", nb201, 10)  # a variant row: LaNAS, the paper's Cp
+    assert (paper.cp_spread, paper.cp_scale) == ("max", 0.1) and type(paper) is search.LaNAS
+    # A space a strategy declares unsupported: the reason comes from the strategy.
+    nb101 = types.SimpleNamespace(space=NASBench101Space(), curves=None)
+    assert "has no 'global' action space" in se.make_strategy("mcts_global", nb101, 10)[1]
+
+    @dataclasses.dataclass(frozen=True)
+    class Broken(search.Strategy):
+        def __post_init__(self):
+            raise ValueError("broken on purpose")
+
+    monkeypatch.setitem(search.STRATEGIES, "broken", Broken)
+    with pytest.raises(ValueError, match="broken on purpose"):
+        se.run_strategy("broken", bench, 10, 1, keys)
 
 
 def test_summary_table_and_outputs(bench, keys, tmp_path):
@@ -78,9 +95,13 @@ def test_summary_table_and_outputs(bench, keys, tmp_path):
     exact = se.random_search_exact(SPACE.size(), 1)[0]
     assert by["random"]["median"] == (median if np.isfinite(median) else None)
     assert by["random"]["ratio_random_over_strategy"] == (exact / median if np.isfinite(median) else None)
-    assert by["hyperband"]["skipped"] and by["hyperband"]["runs"] == 0
+    assert by["hyperband"]["absent"] and by["hyperband"]["runs"] == 0
+    out = outcomes["random"]
+    assert by["random"]["seconds_per_search"] == out.seconds / 4
+    assert by["random"]["ms_per_sample"] == pytest.approx(1e3 * out.seconds / (4 * 12))
+    assert out.seconds > 0 and out.compile_seconds > 0
     text = se.format_table(rows, 12)
-    assert "skipped: needs per-epoch scores" in text and "local_search" in text
+    assert "not run: needs per-epoch scores" in text and "local_search" in text and "ms/sample" in text
     land = se.landscape(bench)
     assert land["seeds"] == 2 and len(land["single_seed"]) == 2 and land["seed_averaged"] >= 1
     se.write_outputs(tmp_path, outcomes, rows, optimum, 12, land, "tiny")

@@ -27,6 +27,7 @@ CONFIGS = {
     "successive_halving": dict(max_budget=9.0),
     "bo": dict(n_random=64, n_mutate=16, window=84),
     "tpe": dict(n_random=64, n_mutate=16),
+    "lanas_bo": dict(n_pool=32, window=84),
 }
 NAMES = sorted(base.STRATEGIES)
 

@@ -10,13 +10,14 @@ from nasjax.search.bo import BayesOpt
 from nasjax.search.evolution import RegularizedEvolution
 from nasjax.search.hyperband import Hyperband, SuccessiveHalving
 from nasjax.search.lanas import LaNAS, RegressionTree
+from nasjax.search.lanas_bo import LaNASBO
 from nasjax.search.local_search import LocalSearch
 from nasjax.search.loop import SearchResult, run
 from nasjax.search.mcts import MCTS, MCTSGlobal, MCTSSequential
 from nasjax.search.random_search import RandomSearch
 from nasjax.search.tpe import TPE
 
-__all__ = ["STRATEGIES", "BayesOpt", "History", "Hyperband", "LaNAS", "LocalSearch", "MCTS", "MCTSGlobal",
+__all__ = ["STRATEGIES", "BayesOpt", "History", "Hyperband", "LaNAS", "LaNASBO", "LocalSearch", "MCTS", "MCTSGlobal",
            "MCTSSequential", "ModelBased",
            "RandomSearch", "RegressionTree", "RegularizedEvolution", "SearchResult", "Strategy", "SuccessiveHalving",
            "TPE", "WorkQueue", "make", "register", "run"]

@@ -156,6 +156,12 @@ class Strategy:
     space: Space
     capacity: int = 2048
 
+    @classmethod
+    def unsupported(cls, space: Space) -> str | None:
+        """Why this strategy, with its default configuration, cannot search `space`; None when it
+        can. Experiments ask this before constructing, so that a construction error stays an error."""
+        return None
+
     def init(self, key: jax.Array):
         raise NotImplementedError
 

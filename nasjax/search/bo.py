@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from nasjax.search.base import History, ModelBased, candidate_pool, register
+from nasjax.spaces.base import Space
 
 
 def sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -61,41 +62,50 @@ def expected_improvement(mean: jax.Array, std: jax.Array, best: jax.Array) -> ja
     return std * (z * norm.cdf(z) + norm.pdf(z))
 
 
+def gp_expected_improvement(space: Space, history: History, pool: jax.Array, window: int,
+                            lengthscales: tuple[float, ...], noises: tuple[float, ...]) -> jax.Array:
+    """float32 (P,): expected improvement over the best told score of each of pool int32 (P, *enc),
+    under the GP fitted to the last `window` told architectures (failed ones masked out). Features are
+    standardized by the pool; scores by the window's successful ones; length scales are multiples of
+    sqrt(num_features), the typical distance between standardized feature vectors; length scale and
+    noise by marginal likelihood over the grid."""
+    w = min(window, history.capacity)
+    rows = history.count - w + jnp.arange(w)
+    mask = (rows >= 0) & jnp.isfinite(history.scores[jnp.maximum(rows, 0)])
+    rows = jnp.maximum(rows, 0)
+    _, best = history.best()
+    feats = jax.vmap(space.features)
+    xq, x = feats(pool), feats(history.encodings[rows])
+    mu, sd = jnp.mean(xq, axis=0), jnp.std(xq, axis=0)
+    sd = jnp.where(sd > 0, sd, 1.0)
+    xq, x = (xq - mu) / sd, (x - mu) / sd
+    m = jnp.maximum(jnp.sum(mask), 1)
+    y = jnp.where(mask, history.scores[rows], 0.0)
+    y_mu = jnp.sum(y) / m
+    y_sd = jnp.sqrt(jnp.sum(jnp.where(mask, (y - y_mu) ** 2, 0.0)) / m)
+    y_sd = jnp.where(y_sd > 0, y_sd, 1.0)
+    grid_l, grid_n = jnp.meshgrid(jnp.asarray(lengthscales) * jnp.sqrt(x.shape[1]), jnp.asarray(noises))
+    lengthscales, sq = grid_l.ravel(), sq_distances(x, x)
+    # Hyperparameters by marginal likelihood; only the chosen GP is queried at the pool.
+    lml, chol, alpha = jax.vmap(lambda l, s: gp_fit(sq, (y - y_mu) / y_sd, mask, l, s))(
+        lengthscales, grid_n.ravel())
+    pick = jnp.argmax(lml)
+    mean, std = gp_predict(sq_distances(x, xq), mask, chol[pick], alpha[pick], lengthscales[pick])
+    return expected_improvement(mean, std, (best - y_mu) / y_sd)
+
+
 @register("bo")
 @dataclasses.dataclass(frozen=True)
 class BayesOpt(ModelBased):
-    """GP + EI; the pool's mutations are of the incumbent. Length scales are multiples of
-    sqrt(num_features), the typical distance between standardized feature vectors."""
+    """GP + EI (`gp_expected_improvement`); the pool's mutations are of the incumbent."""
 
     window: int = 256
     lengthscales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     noises: tuple[float, ...] = (1e-3, 1e-1)
 
     def acquisition(self, key: jax.Array, history: History) -> tuple[jax.Array, jax.Array]:
-        w = min(self.window, history.capacity)
-        rows = history.count - w + jnp.arange(w)
-        mask = (rows >= 0) & jnp.isfinite(history.scores[jnp.maximum(rows, 0)])
-        rows = jnp.maximum(rows, 0)
-        incumbent, best = history.best()
+        incumbent, _ = history.best()
         parents = jnp.broadcast_to(incumbent, (self.n_mutate, *incumbent.shape))
         pool = candidate_pool(self.space, key, parents, self.n_random)
-        feats = jax.vmap(self.space.features)
-        xq, x = feats(pool), feats(history.encodings[rows])
-        # Standardize features by the pool (a uniform sample of the space, mostly).
-        mu, sd = jnp.mean(xq, axis=0), jnp.std(xq, axis=0)
-        sd = jnp.where(sd > 0, sd, 1.0)
-        xq, x = (xq - mu) / sd, (x - mu) / sd
-        m = jnp.maximum(jnp.sum(mask), 1)
-        y = jnp.where(mask, history.scores[rows], 0.0)
-        y_mu = jnp.sum(y) / m
-        y_sd = jnp.sqrt(jnp.sum(jnp.where(mask, (y - y_mu) ** 2, 0.0)) / m)
-        y_sd = jnp.where(y_sd > 0, y_sd, 1.0)
-        grid_l, grid_n = jnp.meshgrid(jnp.asarray(self.lengthscales) * jnp.sqrt(x.shape[1]),
-                                      jnp.asarray(self.noises))
-        lengthscales, sq = grid_l.ravel(), sq_distances(x, x)
-        # Hyperparameters by marginal likelihood; only the chosen GP is queried at the pool.
-        lml, chol, alpha = jax.vmap(lambda l, s: gp_fit(sq, (y - y_mu) / y_sd, mask, l, s))(
-            lengthscales, grid_n.ravel())
-        pick = jnp.argmax(lml)
-        mean, std = gp_predict(sq_distances(x, xq), mask, chol[pick], alpha[pick], lengthscales[pick])
-        return pool, expected_improvement(mean, std, (best - y_mu) / y_sd)
+        return pool, gp_expected_improvement(self.space, history, pool, self.window,
+                                             self.lengthscales, self.noises)

@@ -15,8 +15,11 @@ Search, per `ask`: UCB selection from the root picks one leaf (ucb = v(child) +
 children whose region has no unasked member are skipped, since a fit on few samples can leave a
 region empty and an empty region is never visited, so its +inf would be chosen forever), and all n asked
 architectures come from that leaf's region. Call `ask(state, 1)` per sample to select per sample as
-Algorithm 1 does; `ask(state, n)` selects once for the batch. Cp = cp + cp_scale * max|score| over
-the successful samples (the paper's 0.1 x max score for positive scores is cp_scale=0.1).
+Algorithm 1 does; `ask(state, n)` selects once for the batch. Cp = cp + cp_scale * the spread of the
+successful scores: by default their standard deviation (`cp_spread="std"`), so that one default
+works whatever the scores' scale and offset; the paper's 0.1 x max score is `PAPER_EXPLORATION`
+(`cp_spread="max", cp_scale=0.1`), which was tuned on NAS-Bench-101 and over-explores on
+NAS-Bench-201 (see `exploration` and the measurements in the LaNAS class docstring).
 
 Sampling from the selected region:
 * enumerable spaces (size <= `max_catalogue`): uniformly among members not yet asked or told
@@ -26,7 +29,9 @@ Sampling from the selected region:
 * large spaces: batched rejection sampling. Each attempt routes `n_candidates` uniform samples down
   the tree; a candidate is accepted when ALL constraints of the path hold (it routes to the selected
   leaf; the reference code accepts a sample when any one holds, LaMCTS#17). At most `max_attempts`
-  attempts; rejection mode does not check the history for duplicates.
+  attempts. Candidates already told (equal encodings in the history) or repeated within the ask
+  come after every fresh one, so an ask proposes a told architecture only when the attempts found
+  too few fresh ones (architectures asked but not yet told are not known to a later ask).
 Fallback, both modes (the nearest non-empty region): when the region has fewer than n members
 available (or fewer than n candidates were accepted), the rest are those satisfying the longest
 leading part of the path's constraints, i.e. the deepest constraints are dropped first; in enumerable
@@ -62,11 +67,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, enumerable, register, uniform_cond
+from nasjax.search.base import (History, Strategy, catalogue, enumerable, first_occurrence, match, register,
+                                uniform_cond)
 from nasjax.search.numerics import (exact_parts, exact_sums, group_sums, hashed_uniform, mul, project,
-                                   spd_solve)
-from nasjax.search.tree import (common_depth, exploration, node_depth, node_stats, node_values, route,
-                                ucb)
+                                    spd_solve)
+from nasjax.search.tree import (SPREADS, common_depth, exploration, node_depth, node_stats, node_values,
+                                route, ucb)
 from nasjax.spaces.base import Space
 
 
@@ -121,6 +127,10 @@ def ridge_from_moments(sums: jax.Array, f: int, ridge: float):
     return w, z_mean, y_mean, count
 
 
+# The paper's setting (`002_*`: Cp = 0.1 x the best score, tuned on NAS-Bench-101 accuracies).
+PAPER_EXPLORATION = dict(cp_spread="max", cp_scale=0.1)
+
+
 @functools.lru_cache(maxsize=16)
 def catalogue_features(space: Space) -> np.ndarray:
     """float32 (size, F): features of every catalogue member (cached per space; callable while
@@ -134,7 +144,8 @@ def catalogue_features(space: Space) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class LaNAS(Strategy):
     """LaNAS over `space`: a tree of `height` levels (2^(height-1) leaves), `n_init` random samples
-    before the first fit, a refit every `n_select` told samples, UCB constant cp + cp_scale * max|score|,
+    before the first fit, a refit every `n_select` told samples, UCB constant cp + cp_scale * the
+    `cp_spread` of the successful scores (std by default; PAPER_EXPLORATION for the paper's),
     ridge penalty `ridge` (relative to the node's sample count, on standardized features). Spaces with
     at most `max_catalogue` members are sampled from their catalogue, others by rejection sampling
     with `n_candidates` candidates per attempt and at most `max_attempts` attempts per ask."""
@@ -144,6 +155,7 @@ class LaNAS(Strategy):
     n_select: int = 10
     cp: float = 0.0
     cp_scale: float = 0.1
+    cp_spread: str = "std"
     ridge: float = 1e-3
     max_catalogue: int = 200_000
     n_candidates: int = 256
@@ -155,6 +167,8 @@ class LaNAS(Strategy):
                   (self.n_select >= 1, f"n_select must be >= 1, got {self.n_select}"),
                   (self.cp >= 0 and self.cp_scale >= 0,
                    f"cp and cp_scale must be >= 0, got {self.cp}, {self.cp_scale}"),
+                  (self.cp_spread in SPREADS,
+                   f"cp_spread must be one of {SPREADS}, got {self.cp_spread!r}"),
                   (self.ridge > 0, f"ridge must be > 0, got {self.ridge}"),
                   (self.n_candidates >= 1 and self.max_attempts >= 1,
                    f"n_candidates and max_attempts must be >= 1, got "
@@ -280,7 +294,7 @@ class LaNAS(Strategy):
     # --- search ---------------------------------------------------------------------------------
     def child_scores(self, state: LaNASState, children: jax.Array, parent: jax.Array) -> jax.Array:
         """UCB of `children` of `parent` (Algorithm 2, get_ucb)."""
-        c = exploration(state.history, self.cp, self.cp_scale)
+        c = exploration(state.history, self.cp, self.cp_scale, self.cp_spread)
         value = node_values(state.total, state.scored, state.history)
         return ucb(value[children], state.visits[children], state.visits[parent], c)
 
@@ -350,6 +364,9 @@ class LaNAS(Strategy):
             raise ValueError(f"ask(n={n}) exceeds n_candidates={self.n_candidates}")
         full = node_depth(state.selected)
 
+        history = state.history
+        demote = float(self.height + 1)  # below every fresh candidate's depth + noise in [0, 1)
+
         def attempt(carry):
             i, key, archs, priority = carry
             key, k_sample, k_tie = jax.random.split(key, 3)
@@ -357,16 +374,19 @@ class LaNAS(Strategy):
             leaves = self.leaves(state, cand)
             p = common_depth(leaves, state.selected, self.height).astype(jnp.float32)
             p = p + jax.random.uniform(k_tie, p.shape)
-            pool_p = jnp.concatenate([priority, p])
+            # The new candidates first: a kept one shadows the padding rows (-inf) it may equal.
+            pool, pool_p = jnp.concatenate([cand, archs]), jnp.concatenate([p, priority])
+            told = match(history.encodings, history.filled, pool)[0]
+            pool_p = jnp.where(told | ~first_occurrence(pool), pool_p - demote, pool_p)
             best = jax.lax.top_k(pool_p, n)[1]
-            return i + 1, key, jnp.concatenate([archs, cand])[best], pool_p[best]
+            return i + 1, key, pool[best], pool_p[best]
 
         def more(carry):
             i, _, _, priority = carry
             return (i < self.max_attempts) & (jnp.min(priority) < full)
 
         start = (jnp.zeros((), jnp.int32), key,
-                 jnp.zeros((n, *self.space.encoding_shape), jnp.int32), jnp.full((n,), -1.0))
+                 jnp.zeros((n, *self.space.encoding_shape), jnp.int32), jnp.full((n,), -jnp.inf))
         return jax.lax.while_loop(more, attempt, start)[2]
 
 

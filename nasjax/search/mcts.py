@@ -1,9 +1,11 @@
-"""MCTS over a fixed, hand-designed action space (`002_*` §2, the motivating example), for
-`ConvNetSpace`. Two action orders build the same networks along different trees:
+"""MCTS over a fixed, hand-designed action space (`002_*` §2, the motivating example). The space
+supplies the action sequences (`Space.action_orders`, `Space.actions`); two orders build the same
+architectures along different trees, e.g. for `ConvNetSpace`:
 
-* ``sequential``: per layer, add a layer or stop, then its kernel, then its channels
-  (add/stop is only asked where both are possible: from layer `min_depth` on, below `max_depth`);
-* ``global``: the depth first, then the kernel of every layer, then the channels of every layer.
+* ``sequential``: per layer, add a layer or stop, then its kernel, then its channels;
+* ``global``: the depth first, then the kernel of every layer, then the channels of every layer;
+
+and for `NASBench201Space` the ops edge by edge (sequential), or which edges exist first (global).
 
 The whole tree is small for the spaces MCTS is meant for (2,724 nodes for the 1,364-network
 motivating space in global order), so it is built once on the host as a trie of every network's action
@@ -27,24 +29,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, register
+from nasjax.search.base import History, Strategy, catalogue, enumerable, register
 from nasjax.search.tree import exploration, node_values, ucb
-from nasjax.spaces.convnet import ConvNetSpace
+from nasjax.spaces.base import Space
 
 ORDERS = ("sequential", "global")
-STOP, ADD = 0, 1
 
 
-def actions(space: ConvNetSpace, enc: np.ndarray, order: str) -> list[int]:
-    """The action sequence building the network `enc` in `order`."""
-    depth, ch, kn = space.split(np.asarray(enc))
-    depth = int(depth)
-    if order == "global":
-        return [depth - space.min_depth, *kn[:depth].tolist(), *ch[:depth].tolist()]
-    seq = []
-    for i in range(depth):
-        seq += ([ADD] if i >= space.min_depth else []) + [int(kn[i]), int(ch[i])]
-    return seq + ([STOP] if depth < space.max_depth else [])
+def refusal(space: Space, order: str, max_catalogue: int) -> str | None:
+    """Why MCTS in `order` cannot search `space` (None when it can): the space must offer the
+    action order (`Space.action_orders`) and be enumerable within `max_catalogue`."""
+    if order not in space.action_orders():
+        offered = space.action_orders()
+        return (f"{type(space).__name__} has no {order!r} action space"
+                + (f" (it has {', '.join(offered)})" if offered else ""))
+    if not enumerable(space, max_catalogue):
+        size = "an unknown number of" if space.size() is None else f"{space.size():,}"
+        return (f"MCTS stores the whole action tree: {type(space).__name__} has {size} members, "
+                f"more than max_catalogue={max_catalogue:,}")
+    return None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,11 +75,11 @@ class ActionTree:
 
 
 @functools.lru_cache(maxsize=16)
-def action_tree(space: ConvNetSpace, order: str) -> ActionTree:
+def action_tree(space: Space, order: str) -> ActionTree:
     """The action tree of `space` in `order` (cached)."""
     members = catalogue(space)
-    seqs = [actions(space, enc, order) for enc in members]
-    branching = max(2, len(space.channels), len(space.kernels), space.max_depth - space.min_depth + 1)
+    seqs = [space.actions(enc, order) for enc in members]
+    branching = 1 + max(max(seq) for seq in seqs if seq)
     children = [[-1] * branching]
     member = [-1]
     paths = []
@@ -117,8 +120,10 @@ class MCTSState:
 
 @dataclasses.dataclass(frozen=True)
 class MCTS(Strategy):
-    """(Registered as "mcts_sequential" and "mcts_global".) UCB tree search over ConvNetSpace's `action_order` ("sequential" or "global") action tree,
-    UCB constant cp + cp_scale * max|score| (as LaNAS), spaces of at most `max_catalogue` networks."""
+    """(Registered as "mcts_sequential" and "mcts_global".) UCB tree search over the space's
+    `action_order` ("sequential" or "global") action tree (`Space.actions`), UCB constant
+    cp + cp_scale * max|score| (LaNAS's `PAPER_EXPLORATION` spread), spaces of at most
+    `max_catalogue` networks."""
 
     action_order: str = "sequential"
     cp: float = 0.0
@@ -126,16 +131,17 @@ class MCTS(Strategy):
     max_catalogue: int = 200_000
 
     def __post_init__(self):
-        if not isinstance(self.space, ConvNetSpace):
-            raise ValueError(f"MCTS action spaces are defined for ConvNetSpace, got "
-                             f"{type(self.space).__name__}")
         if self.action_order not in ORDERS:
             raise ValueError(f"action_order must be one of {ORDERS}, got {self.action_order!r}")
-        if self.space.size() > self.max_catalogue:
-            raise ValueError(f"space of {self.space.size():,} networks exceeds max_catalogue="
-                             f"{self.max_catalogue:,}: MCTS stores the whole action tree")
+        why = refusal(self.space, self.action_order, self.max_catalogue)
+        if why:
+            raise ValueError(why)
         if self.cp < 0 or self.cp_scale < 0:
             raise ValueError(f"cp and cp_scale must be >= 0, got {self.cp}, {self.cp_scale}")
+
+    @classmethod
+    def unsupported(cls, space: Space) -> str | None:
+        return refusal(space, cls.action_order, cls.max_catalogue)
 
     @property
     def tree(self) -> ActionTree:
@@ -152,7 +158,7 @@ class MCTS(Strategy):
         tree = self.tree
         children, member, paths = (jnp.asarray(a) for a in (tree.children, tree.member, tree.paths))
         key, sub = jax.random.split(state.key)
-        c = exploration(state.history, self.cp, self.cp_scale)
+        c = exploration(state.history, self.cp, self.cp_scale, "max")
         value = node_values(state.total, state.scored, state.history)
         # Untaken networks below each node; updated as this ask takes networks.
         remaining = jnp.zeros((tree.num_nodes,), jnp.int32).at[paths].add(

@@ -65,10 +65,23 @@ def ucb(value: jax.Array, n_child: jax.Array, n_parent: jax.Array, c: jax.Array)
     return jnp.where(n_child > 0, value + bonus, jnp.inf)
 
 
-def exploration(history: History, cp: float, cp_scale: float) -> jax.Array:
-    """The UCB constant: cp + cp_scale * max |successful score| (0 scale term before any)."""
+SPREADS = ("std", "max")
+
+
+def exploration(history: History, cp: float, cp_scale: float, spread: str) -> jax.Array:
+    """The UCB constant cp + cp_scale * the spread of the successful scores (0 before any):
+    "std": their standard deviation, so UCB's ranking is invariant to an affine rescaling of the
+    scores (accuracies in [0, 1] or in percent, perplexities alike); "max": max |score| (the
+    paper's, scale-dependent: a shift of the scores changes the bonus). Exact sums (`exact_sums`),
+    so that the constant has the same bits in vmapped and separate searches."""
     ok = history.filled & jnp.isfinite(history.scores)
-    return cp + mul(cp_scale, jnp.max(jnp.where(ok, jnp.abs(history.scores), 0.0)))
+    if spread == "max":
+        return cp + mul(cp_scale, jnp.max(jnp.where(ok, jnp.abs(history.scores), 0.0)))
+    inv_count = 1.0 / jnp.maximum(jnp.sum(ok), 1).astype(jnp.float32)
+    mean = mul(exact_sums(ok[None], jnp.where(ok, history.scores, 0.0)[None])[0, 0], inv_count)
+    d = jnp.where(ok, history.scores - mean, 0.0)
+    var = mul(exact_sums(ok[None], mul(d, d)[None])[0, 0], inv_count)
+    return cp + mul(cp_scale, jnp.sqrt(var))
 
 
 def node_values(total: jax.Array, scored: jax.Array, history: History) -> jax.Array:

@@ -18,6 +18,7 @@ Conventions (shapes for one architecture; batch with `jax.vmap`):
                        mask is False are padding (M is static, so it jits)
   features(enc)     -> float32 (num_features,), numeric vector for linear models (LaNAS)
   arch_hash(enc)    -> str, equal for encodings that denote the same network (host side)
+  action_orders(), actions(enc, order) -> hand-designed action spaces for MCTS (host side; optional)
   describe(enc)     -> str, human-readable
   to_module(enc, num_classes, ...) -> a pure Flax Linen module
 
@@ -115,6 +116,18 @@ class Space(abc.ABC):
     def index(self, enc: jax.Array) -> jax.Array:
         """int32 position of `enc` in `enumerate()` (jittable)."""
         raise NotEnumerableError(f"{type(self).__name__} cannot be enumerated")
+
+    def action_orders(self) -> tuple[str, ...]:
+        """Names of the hand-designed action spaces that build an architecture one decision at a time
+        (`actions`), for MCTS over a fixed action space (`002_*` §2); () when the space has none."""
+        return ()
+
+    def actions(self, enc: np.ndarray, order: str) -> list[int]:
+        """The decisions (small non-negative ints) building `enc` in `order`, one of
+        `action_orders()`. Distinct architectures have distinct sequences, none a prefix of another,
+        so the sequences of a space form a tree whose leaves are its architectures (host side)."""
+        raise ValueError(f"{type(self).__name__} has no action order {order!r}; it has "
+                         f"{list(self.action_orders())}")
 
     def arch_hash(self, enc: Any) -> str:
         """Identity of the network `enc` denotes (default: its bytes)."""

@@ -251,6 +251,25 @@ class ConvNetSpace(Space):
         `image_size` pixels (see the module-level `pool_positions`)."""
         return pool_positions(self.pool_every, len(self.layers(enc)), image_size)
 
+    def action_orders(self) -> tuple[str, ...]:
+        """LaNAS §2's two action spaces: "sequential" (per layer: add a layer or stop, then its kernel,
+        then its channels; add/stop only where both are possible: from layer `min_depth` on, below
+        `max_depth`) and "global" (the depth, then every layer's kernel, then every layer's channels)."""
+        return ("sequential", "global")
+
+    def actions(self, enc: np.ndarray, order: str) -> list[int]:
+        if order not in self.action_orders():
+            return super().actions(enc, order)
+        depth, ch, kn = self.split(np.asarray(enc))
+        depth = int(depth)
+        if order == "global":
+            return [depth - self.min_depth, *kn[:depth].tolist(), *ch[:depth].tolist()]
+        stop, add = 0, 1
+        seq = []
+        for i in range(depth):
+            seq += ([add] if i >= self.min_depth else []) + [int(kn[i]), int(ch[i])]
+        return seq + ([stop] if depth < self.max_depth else [])
+
     def layers(self, enc) -> list[tuple[int, int]]:
         """[(channels, kernel size)] of the present layers."""
         depth, ch, kn = self.split(self.checked(enc))

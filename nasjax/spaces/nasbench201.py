@@ -11,6 +11,9 @@ i.e. `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`. All 5^6 = 15,625 encodings are valid
 output is disconnected from the input (they are in the benchmark: their networks output a constant).
 `enumerate()` lists them in mixed radix, edge 0 most significant (so `index(enc)` = sum enc[e] 5^(5-e)).
 
+Action spaces for MCTS (`actions`): "sequential" sets the edges' ops in order; "global" first decides
+which edges exist, then their ops.
+
 Neighbours (`003_*`'s local search): change the op of one edge, 6 x 4 = 24 per architecture.
 `arch_hash` identifies functionally equivalent cells the way the benchmark's `UniqueString` does.
 """
@@ -185,6 +188,20 @@ class NASBench201Space(Space):
     def enumerate(self) -> np.ndarray:
         codes = np.arange(self.size())
         return (codes[:, None] // NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)[None] % NUM_OPS).astype(np.int32)
+
+    def action_orders(self) -> tuple[str, ...]:
+        """Two action spaces over the cell, as LaNAS §2's for ConvNets: "sequential" (the op of each
+        edge in `EDGES` order) and "global" (first which edges exist, i.e. are not "none", for all
+        six; then the op of every existing edge)."""
+        return ("sequential", "global")
+
+    def actions(self, enc: np.ndarray, order: str) -> list[int]:
+        if order not in self.action_orders():
+            return super().actions(enc, order)
+        ops_ = np.asarray(enc).tolist()
+        if order == "sequential":
+            return ops_
+        return [int(op != 0) for op in ops_] + [op - 1 for op in ops_ if op != 0]
 
     def op_names(self, enc) -> list[str]:
         """The op name on each edge, in `EDGES` order."""
