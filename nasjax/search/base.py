@@ -233,8 +233,10 @@ def uniform_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, *operan
     the batched program runs only the branch that all members take, and both (then a select) only
     when they disagree; so searches vmapped over seeds whose schedules agree (a refit every k told
     architectures, with the same ask sizes) skip the work their unbatched counterparts skip. The
-    results are those of `lax.cond` either way. The branches must take every traced value they use
-    as an operand (a closed-over batched value would be invisible to the batching rule).
+    results are those of `lax.cond` either way. The batched program holds `true_fn` once and
+    `false_fn` twice: make `true_fn` the expensive branch. The branches must take every traced
+    value they use as an operand (a closed-over batched value would be invisible to the batching
+    rule).
     """
 
     @jax.custom_batching.custom_vmap
@@ -250,17 +252,18 @@ def uniform_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, *operan
         if not in_batched[0]:
             out = uniform_cond(pred, true_b, false_b, *operands)
         else:
-            def mixed(pred, *ops):
-                def pick(a, b):
-                    which = jnp.broadcast_to(pred.reshape(-1, *[1] * (a.ndim - 1)), a.shape)
-                    return jax.lax.select(which, a, b)
-                return jax.tree_util.tree_map(pick, true_b(*ops), false_b(*ops))
+            # All members agree: the first conditional gives the answer. Otherwise it gave
+            # true_fn's outputs for everyone, and false_fn's are selected where pred is False.
+            first = uniform_cond(jnp.any(pred), true_b, false_b, *operands)
 
-            # Nested conditionals (not `lax.switch`) so that an enclosing vmap batches them alike.
-            out = uniform_cond(jnp.all(pred), lambda _, *ops: true_b(*ops),
-                               lambda p, *ops: uniform_cond(jnp.any(p), mixed, lambda _, *o: false_b(*o),
-                                                            p, *ops),
-                               pred, *operands)
+            def mixed(pred, first, *ops):
+                def pick(a, b):
+                    return jax.lax.select(jnp.broadcast_to(pred.reshape(-1, *[1] * (a.ndim - 1)),
+                                                           a.shape), a, b)
+                return jax.tree_util.tree_map(pick, first, false_b(*ops))
+
+            out = uniform_cond(jnp.any(pred) & ~jnp.all(pred), mixed, lambda _, first, *ops: first,
+                               pred, first, *operands)
         return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return cond(pred, *operands)
