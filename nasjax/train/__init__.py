@@ -2,7 +2,7 @@
 
 from nasjax.train.masked import MaskedConvNet, embed, extract, masked_module, masks
 from nasjax.train.population import (ArchResult, PopulationState, arch_key, load_population, results,
-                                     save_population, train_population)
+                                     save_population, select, train_population)
 from nasjax.train.protocol import PRESETS, TrainConfig, preset
 from nasjax.train.state import TrainState, create_state, make_optimizer
 from nasjax.train.steps import accuracy, cross_entropy, module_apply, train_epoch, train_step
@@ -10,4 +10,4 @@ from nasjax.train.steps import accuracy, cross_entropy, module_apply, train_epoc
 __all__ = ["ArchResult", "MaskedConvNet", "PRESETS", "PopulationState", "TrainConfig", "TrainState",
            "accuracy", "arch_key", "create_state", "cross_entropy", "embed", "extract", "load_population",
            "make_optimizer", "masked_module", "masks", "module_apply", "preset", "results",
-           "save_population", "train_epoch", "train_population", "train_step"]
+           "save_population", "select", "train_epoch", "train_population", "train_step"]

@@ -351,3 +351,14 @@ def load_population(path) -> PopulationState:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a nasjax population state (format {FORMAT_VERSION})")
     return blob["state"]
+
+
+def select(state: PopulationState, indices) -> PopulationState:
+    """The population of the architectures at `indices` only (e.g. successive halving's survivors);
+    continuing it gives each of them the same bits as continuing the whole population."""
+    idx = np.asarray(indices, int)
+    return dataclasses.replace(state, archs=state.archs[idx], states=tuple(state.states[i] for i in idx),
+                               data_keys=state.data_keys[idx], epochs_done=state.epochs_done[idx],
+                               val_acc=state.val_acc[idx], test_acc=state.test_acc[idx],
+                               failed=state.failed[idx], reasons=tuple(state.reasons[i] for i in idx),
+                               wall_time=state.wall_time[idx])

@@ -81,12 +81,15 @@ def train_epoch(apply: Apply, tx, config: TrainConfig, state: TrainState, extra,
                 images: jax.Array, labels: jax.Array) -> tuple[TrainState, jax.Array]:
     """One epoch over images (N, H, W, 3) normalized, labels (N,) -> (state, losses (steps,)).
 
-    With drop-path, every step of epoch `epoch` uses `config.drop_path_rate(epoch)` (DARTS's ramp)."""
+    extra: the network's runtime arrays, or a function of the step number (int32 scalar) returning
+    them (a weight-sharing supernet draws its architecture per step). With drop-path, every step of
+    epoch `epoch` uses `config.drop_path_rate(epoch)` (DARTS's ramp)."""
     order = epoch_order(data_key, epoch, images.shape[0], config.batch_size)
     rate = config.drop_path_rate(epoch) if config.drop_path else None
 
     def body(st, idx):
-        return train_step(apply, tx, config, st, extra, images[idx], labels[idx], rate)
+        step_extra = extra(st.step) if callable(extra) else extra
+        return train_step(apply, tx, config, st, step_extra, images[idx], labels[idx], rate)
 
     return jax.lax.scan(body, state, order)
 

@@ -1,0 +1,243 @@
+"""Random search with weight sharing vs random search with early stopping, at equal cost (`000_*` §3-§5).
+
+    python experiments/rs_ws.py            # CPU size: a tiny DARTS network (see the wall time it prints)
+
+Both methods start from the same `--candidates` DARTS genotypes, sampled uniformly with `--seed`.
+
+Random search with early stopping (successive halving over stand-alone training): every candidate
+trains `--min-epochs`, the best 1/`--eta` by validation accuracy continue to `--eta` times as many
+epochs, and so on up to `--final-epochs` (the learning-rate schedule spans `--final-epochs`, so
+continuing is the same run as training that long at once); the best at the last rung is chosen.
+
+RS-WS (`000_*`): one supernet (`nasjax.train.weight_sharing`: every edge holds every candidate op, each
+batch trains one uniformly sampled genotype) trains for as many epochs as leave the same training
+budget as successive halving's; every candidate is then scored by its validation accuracy with the
+inherited weights, its batch-norm statistics recomputed on `--bn-batches` training batches; the
+`--retrain` best are trained from scratch for `--final-epochs` and the best of them by validation
+accuracy is chosen.
+
+Cost is counted as training images processed (forward + backward); RS-WS's batch-norm recomputation
+(forward only) is shown beside it; wall time is printed too. Stand-alone training of a candidate uses
+the same key in both methods, so a genotype that both train to `--final-epochs` gets the same bits.
+The chosen genotype of each method is tested on `--test-images` test images. Kendall tau compares the
+shared-weight accuracies with the stand-alone accuracies of the same candidates (after `--min-epochs`,
+all of them; after `--final-epochs`, those trained that long by either method).
+
+Outputs in --out (default runs/rs_ws): candidates.csv (one row per genotype), summary.csv, summary.md,
+rs_ws.png, timing.csv (wall seconds, the only numbers that differ between runs with the same --seed).
+
+Full CIFAR-10 on an accelerator (`000_*`'s search network: 8 cells of 16 channels; evaluation
+networks trained longer):
+
+    python experiments/rs_ws.py --out runs/rs_ws_full --layers 8 --channels 16 --candidates 64 \\
+        --eta 3 --min-epochs 3 --final-epochs 27 --retrain 4 --train-images 0 --val-images 0 \\
+        --test-images 0 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
+import lanas_cifar as lc  # noqa: E402
+
+from nasjax import metrics  # noqa: E402
+from nasjax.data import DataError, load_cifar10  # noqa: E402
+from nasjax.spaces import DARTSSpace  # noqa: E402
+from nasjax.train import TrainConfig, arch_key, select, train_population  # noqa: E402
+from nasjax.train import weight_sharing as ws  # noqa: E402
+
+
+def rungs(candidates: int, eta: int, min_epochs: int, final_epochs: int) -> list[tuple[int, int]]:
+    """Successive halving's (architectures, epochs trained so far) per rung: epochs min_epochs x eta^i,
+    the last rung at final_epochs; ceil(n / eta) survive each rung."""
+    out, n, epochs = [], candidates, min_epochs
+    while epochs < final_epochs and n > 1:
+        out.append((n, epochs))
+        n, epochs = -(-n // eta), min(epochs * eta, final_epochs)
+    return out + [(n, final_epochs)]
+
+
+def halving_cost(plan: list[tuple[int, int]]) -> int:
+    """Epochs of training (architecture-epochs) successive halving spends on `plan`."""
+    done, total = 0, 0
+    for n, epochs in plan:
+        total += n * (epochs - done)
+        done = epochs
+    return total
+
+
+def successive_halving(space, archs, data, config: TrainConfig, keys, plan) -> tuple[int, dict]:
+    """Train `archs` rung by rung of `plan` (`rungs`), continuing the best of each rung by validation
+    accuracy -> (index of the best at the last rung, {rung epochs: {arch index: validation accuracy}})."""
+    alive, state, scores = np.arange(len(archs)), None, {}
+    for r, (_, epochs) in enumerate(plan):
+        if state is None:
+            results, state = train_population(space, archs, data, config, keys=keys, epochs=epochs)
+        else:
+            results, state = train_population(space, None, data, config, state=state, epochs=epochs)
+        acc = np.array([np.nan if res.failed else res.final_val_acc for res in results])
+        scores[epochs] = dict(zip(alive.tolist(), acc.tolist()))
+        survivors = plan[r + 1][0] if r + 1 < len(plan) else 1
+        keep = np.argsort(-np.where(np.isfinite(acc), acc, -np.inf), kind="stable")[:survivors]
+        alive, state = alive[keep], select(state, keep)
+    return int(alive[0]), scores
+
+
+def test_accuracy(space, arch, data, config: TrainConfig, key) -> float:
+    (result,), _ = train_population(space, arch[None], data, config, keys=[key])
+    return float("nan") if result.failed else 100 * result.test_acc
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--out", default="runs/rs_ws")
+    p.add_argument("--layers", type=int, default=3, help="cells")
+    p.add_argument("--channels", type=int, default=4, help="initial channels (even)")
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--eta", type=int, default=2)
+    p.add_argument("--min-epochs", type=int, default=1)
+    p.add_argument("--final-epochs", type=int, default=2)
+    p.add_argument("--retrain", type=int, default=1, help="RS-WS: best candidates trained from scratch")
+    p.add_argument("--bn-batches", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.025)
+    p.add_argument("--train-images", type=int, default=256, help="0: all")
+    p.add_argument("--val-images", type=int, default=256, help="0: all")
+    p.add_argument("--test-images", type=int, default=512, help="0: all")
+    args = p.parse_args(argv)
+    if min(args.candidates - 1, args.eta - 1, args.min_epochs, args.retrain, args.bn_batches) < 1:
+        p.error("need --candidates >= 2, --eta >= 2, --min-epochs, --retrain, --bn-batches >= 1")
+    if not args.min_epochs <= args.final_epochs:
+        p.error("--min-epochs exceeds --final-epochs")
+    if args.retrain > args.candidates:
+        p.error(f"--retrain {args.retrain} exceeds --candidates {args.candidates}")
+    plan = rungs(args.candidates, args.eta, args.min_epochs, args.final_epochs)
+    args.plan = plan
+    args.supernet_epochs = halving_cost(plan) - args.retrain * args.final_epochs
+    if args.supernet_epochs < 1:
+        p.error(f"successive halving's budget ({halving_cost(plan)} epochs) leaves RS-WS no supernet epoch "
+                f"after retraining {args.retrain} x {args.final_epochs} epochs: raise --candidates")
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        t_start = time.perf_counter()
+        space = DARTSSpace(init_channels=args.channels, layers=args.layers)
+        full = load_cifar10(args.data_dir, split_seed=args.seed)
+        data = lc.search_data(full, args.train_images, args.val_images)
+        if args.test_images > len(full.test_labels):
+            raise lc.UsageError(f"--test-images {args.test_images} exceeds the {len(full.test_labels)} test images")
+        n_test = args.test_images or len(full.test_labels)
+        test = data._replace(test_images=full.test_images[:n_test], test_labels=full.test_labels[:n_test])
+        n_train = len(data.train_labels) // args.batch_size * args.batch_size  # images per epoch
+        k_archs, k_train, k_supernet = jax.random.split(jax.random.key(args.seed), 3)
+        archs = np.asarray(space.sample(k_archs, args.candidates))
+        keys = [arch_key(jax.random.key_data(k_train), i) for i in range(args.candidates)]
+        config = TrainConfig(epochs=args.final_epochs, batch_size=args.batch_size, lr=args.lr,
+                             eval_batch_size=args.batch_size)
+        print(f"{args.candidates} DARTS genotypes ({args.layers} cells, {args.channels} channels), "
+              f"{n_train} training images per epoch; successive halving rungs (archs, epochs): {args.plan}; "
+              f"RS-WS: {args.supernet_epochs} supernet epochs + {args.retrain} x {args.final_epochs} "
+              "retraining epochs", flush=True)
+
+        t = time.perf_counter()
+        chosen_sh, rung_scores = successive_halving(space, archs, data, config, keys, args.plan)
+        wall_sh = time.perf_counter() - t
+
+        t = time.perf_counter()
+        state, losses = ws.train_supernet(space, data, config.replace(epochs=args.supernet_epochs), k_supernet,
+                                          progress=lambda e, l: print(f"  supernet epoch {e}: loss {l:.3f}",
+                                                                      flush=True))
+        shared = 100 * ws.score_candidates(space, state, archs, data, config.replace(epochs=args.supernet_epochs),
+                                           args.bn_batches)
+        top = np.argsort(-np.where(np.isfinite(shared), shared, -np.inf), kind="stable")[:args.retrain]
+        results, _ = train_population(space, archs[top], data, config, keys=[keys[i] for i in top])
+        retrained = {int(i): (np.nan if r.failed else r.final_val_acc) for i, r in zip(top, results)}
+        chosen_ws = max(retrained, key=lambda i: (np.nan_to_num(retrained[i], nan=-1.0), -i))
+        wall_ws = time.perf_counter() - t
+
+        tests = {name: test_accuracy(space, archs[i], test, config, keys[i])
+                 for name, i in (("sh", chosen_sh), ("ws", chosen_ws))}
+        cost_sh = halving_cost(args.plan) * n_train
+        cost_ws = (args.supernet_epochs + args.retrain * args.final_epochs) * n_train
+        first, final = args.plan[0][1], args.final_epochs
+        standalone_final = {**rung_scores.get(final, {}), **retrained}
+        both = sorted(standalone_final)
+        tau_first = float(metrics.kendall_tau(shared, np.array([rung_scores[first][i] for i in range(len(archs))])))
+        tau_final = float(metrics.kendall_tau(shared[both], np.array([standalone_final[i] for i in both]))) \
+            if len(both) > 1 else float("nan")
+        summary = [
+            {"method": "random search + successive halving", "training_images": cost_sh, "forward_images": 0,
+             "chosen": chosen_sh, "chosen_val_acc": 100 * rung_scores[final][chosen_sh],
+             "test_acc": tests["sh"], "genotype": space.describe(archs[chosen_sh])},
+            {"method": "random search + weight sharing", "training_images": cost_ws,
+             "forward_images": args.candidates * args.bn_batches * args.batch_size,
+             "chosen": chosen_ws, "chosen_val_acc": 100 * retrained[chosen_ws], "test_acc": tests["ws"],
+             "genotype": space.describe(archs[chosen_ws])},
+        ]
+        candidates = [{"arch": i, "genotype": space.describe(a), "shared_weight_val_acc": float(shared[i]),
+                       **{f"standalone_val_acc_{e}ep": 100 * s[i] if i in s else "" for e, s in rung_scores.items()},
+                       "rs_ws_retrained_val_acc": 100 * retrained[i] if i in retrained else ""}
+                      for i, a in enumerate(archs)]
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "candidates.csv", candidates)
+        write_csv(out / "summary.csv", summary)
+        write_csv(out / "timing.csv", [{"method": "successive_halving", "seconds": wall_sh},
+                                       {"method": "rs_ws", "seconds": wall_ws}])
+        lines = [f"# RS-WS vs random search with early stopping (`000_*`), {args.candidates} DARTS genotypes",
+                 "", "| method | training images | forward-only images | chosen | val acc (%) | test acc (%) |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {s['method']} | {s['training_images']} | {s['forward_images']} | #{s['chosen']} | "
+                  f"{s['chosen_val_acc']:.2f} | {s['test_acc']:.2f} |" for s in summary]
+        lines += ["", f"Kendall tau, shared-weight vs stand-alone validation accuracy: {tau_first:.3f} over all "
+                  f"{len(archs)} candidates after {first} epoch(s); {tau_final:.3f} over the {len(both)} trained "
+                  f"{final} epochs."]
+        text = "\n".join(lines) + "\n"
+        (out / "summary.md").write_text(text)
+        plot(candidates, rung_scores, shared, first, out / "rs_ws.png")
+        print(text)
+        print(f"wall time: successive halving {wall_sh:.0f} s, RS-WS {wall_ws:.0f} s, total "
+              f"{time.perf_counter() - t_start:.0f} s; wrote {out}/: candidates.csv, summary.csv, summary.md, "
+              "rs_ws.png, timing.csv")
+    except (lc.UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot(candidates, rung_scores, shared, first, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(shared, [100 * rung_scores[first][i] for i in range(len(shared))], s=14)
+    ax.set(xlabel="shared-weight validation accuracy (%)",
+           ylabel=f"stand-alone validation accuracy after {first} epoch(s) (%)", title="RS-WS ranking")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
