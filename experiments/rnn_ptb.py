@@ -148,7 +148,8 @@ class Trainer:
         self._init = jax.jit(jax.vmap(functools.partial(lm.init_state, model, config)))
         self._train = jax.jit(jax.vmap(functools.partial(lm.train_windows, model, config),
                                        in_axes=(0, None, None, 0)))
-        self._loss = jax.jit(jax.vmap(lambda s, c: lm.evaluate(model, lm.eval_params(s), *self.valid, c)))
+        self._loss = jax.jit(jax.vmap(lambda s, c, x, y: lm.evaluate(model, lm.eval_params(s), x, y, c),
+                                      in_axes=(0, 0, None, None)))
         self.supernet_init = jax.jit(functools.partial(lm.init_state, model, config))
         self.supernet_chunk = jax.jit(functools.partial(lm.train_supernet, model, config, space))
         self.shared_loss = jax.jit(functools.partial(lm.shared_weight_loss, model, space))
@@ -172,7 +173,7 @@ class Trainer:
             for i in range(n_chunks):
                 x, y = self.chunk(i)
                 state, _ = self._train(state, x, y, per_window)
-            loss = np.where(np.asarray(state.failed), np.nan, np.asarray(self._loss(state, cells)))
+            loss = np.where(np.asarray(state.failed), np.nan, np.asarray(self._loss(state, cells, *self.valid)))
             out.append(loss[:len(group)])
         return np.concatenate(out).astype(np.float64)
 
@@ -287,7 +288,8 @@ def final_evaluation(args, space, data, winners: dict, key, path: pathlib.Path) 
     t0 = time.time()
     fit = lm.fit(model, config, key, train, valid, args.final_epochs, cells=cells, population=len(encs),
                  progress=True)
-    test_loss = jax.jit(jax.vmap(lambda s, c: lm.evaluate(model, lm.eval_params(s), *test, c)))(fit.state, cells)
+    test_loss = jax.jit(jax.vmap(lambda s, c, x, y: lm.evaluate(model, lm.eval_params(s), x, y, c),
+                                 in_axes=(0, 0, None, None)))(fit.state, cells, *test)
     test_ppl = np.where(fit.failed, np.nan, lm.perplexity(test_loss)).reshape(len(names), -1)
     val_ppl = fit.val_ppl[-1].reshape(len(names), -1)
     records = {m: {"method": m, "cell": space.describe(winners[m]), "val_ppl": float(np.mean(val_ppl[i])),

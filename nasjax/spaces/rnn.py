@@ -136,15 +136,16 @@ class CellArrays:
     output: jax.Array
 
 
-def loose_ends(inputs: jax.Array) -> jax.Array:
-    """bool (N,): intermediate nodes no other node reads, from input weights (N, N + 1)."""
-    return ~jnp.any(inputs[:, 1:] > 0, axis=0)
+def loose_ends(inputs, xp=jnp):
+    """bool (N,): intermediate nodes no other node reads, from input weights (N, N + 1) (`xp`: jax.numpy
+    in programs, numpy on the host)."""
+    return ~xp.any(inputs[:, 1:] > 0, axis=0)
 
 
-def _output_weights(inputs: jax.Array, output: str) -> jax.Array:
+def _output_weights(inputs, output: str, xp=jnp):
     n = inputs.shape[0]
-    mask = loose_ends(inputs) if output == "loose_ends" else jnp.ones((n,), bool)
-    return mask.astype(jnp.float32) / jnp.sum(mask)
+    mask = loose_ends(inputs, xp) if output == "loose_ends" else xp.ones((n,), bool)
+    return mask.astype(xp.float32) / xp.sum(mask)
 
 
 # --- the language model -------------------------------------------------------------------------------
@@ -275,13 +276,17 @@ class RNNLanguageModel(nn.Module):
         does not read) and selects its activation, so any cell of N nodes runs in the same program."""
         n = self.num_nodes
 
+        def node(states, i):
+            s = jnp.einsum("j,jbh->bh", cell.inputs[i], states)
+            new = highway(s, masked(s) @ ws[i], lambda g: _activate(cell.activation[i], g))
+            return states.at[i + 1].set(new), None
+
         def step(h, xp):
             states = jnp.zeros((n + 1,) + h.shape, h.dtype).at[0].set(
                 highway(h, xp + masked(h) @ w0h, jnp.tanh))
-            for i in range(n):
-                s = jnp.einsum("j,jbh->bh", cell.inputs[i], states)
-                states = states.at[i + 1].set(
-                    highway(s, masked(s) @ ws[i], lambda g: _activate(cell.activation[i], g)))
+            # A loop over the nodes, not N unrolled copies: the program (and its compile time) stays
+            # small, and the supernet is vmapped over cells and differentiated.
+            states, _ = jax.lax.scan(node, states, jnp.arange(n))
             out = jnp.einsum("j,jbh->bh", cell.output, states[1:])
             return out, out
 
@@ -307,8 +312,9 @@ class _RecurrentSpace(Space):
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
 
-    def _inputs_and_acts(self, enc: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(0/1 float32 (N, N + 1) adjacency to states, activation ids into `self.activations` (N,))."""
+    def _inputs_and_acts(self, enc, xp=jnp):
+        """(0/1 float32 (N, N + 1) adjacency to states, activation ids into `self.activations` (N,));
+        `xp`: jax.numpy (jittable) or numpy (host side, no dispatch)."""
         raise NotImplementedError
 
     def cell_arrays(self, enc: jax.Array) -> CellArrays:
@@ -320,14 +326,13 @@ class _RecurrentSpace(Space):
 
     def nodes(self, enc) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Per node (activation name, predecessor state indices) of a valid encoding."""
-        adjacency, acts = self._inputs_and_acts(jnp.asarray(self.checked(enc)))
-        adjacency, acts = np.asarray(adjacency), np.asarray(acts)
+        adjacency, acts = self._inputs_and_acts(self.checked(enc), np)
         return tuple((self.activations[a], tuple(int(j) for j in np.flatnonzero(row)))
                      for row, a in zip(adjacency, acts))
 
     def concat(self, enc) -> tuple[int, ...]:
         """The averaged states (1-based), DARTS' `concat`."""
-        weights = np.asarray(self.cell_arrays(self.checked(enc)).output)
+        weights = _output_weights(self._inputs_and_acts(self.checked(enc), np)[0], self.output, np)
         return tuple(int(i) + 1 for i in np.flatnonzero(weights))
 
     def to_module(self, enc, num_classes: int = 10000, hidden_size: int = 850, **kwargs) -> RNNLanguageModel:
@@ -395,8 +400,8 @@ class RNNCellSpace(_RecurrentSpace):
         act = jax.nn.one_hot(enc[:, ACT], len(self.activations), dtype=jnp.float32)
         return jnp.concatenate([pred, act], axis=-1).reshape(-1)
 
-    def _inputs_and_acts(self, enc):
-        return jax.nn.one_hot(enc[:, PRED], self.num_nodes + 1, dtype=jnp.float32), enc[:, ACT]
+    def _inputs_and_acts(self, enc, xp=jnp):
+        return xp.eye(self.num_nodes + 1, dtype=xp.float32)[enc[:, PRED]], enc[:, ACT]
 
     def index(self, enc: jax.Array) -> jax.Array:
         """Mixed radix, node 1 most significant, digit pred * k + act (jittable; small N only)."""
@@ -569,9 +574,9 @@ class RNNDAGSpace(_RecurrentSpace):
         act = jax.nn.one_hot(enc[:, -1], len(self.activations), dtype=jnp.float32)
         return jnp.concatenate([enc[:, :-1].astype(jnp.float32), act], axis=-1).reshape(-1)
 
-    def _inputs_and_acts(self, enc):
-        adj = enc[:, :-1].astype(jnp.float32)
-        return jnp.concatenate([adj, jnp.zeros((self.num_nodes, 1), jnp.float32)], axis=1), enc[:, -1]
+    def _inputs_and_acts(self, enc, xp=jnp):
+        adj = enc[:, :-1].astype(xp.float32)
+        return xp.concatenate([adj, xp.zeros((self.num_nodes, 1), xp.float32)], axis=1), enc[:, -1]
 
     def validation_errors(self, enc: np.ndarray) -> list[str]:
         errors = []

@@ -132,7 +132,7 @@ def train_step(model: RNNLanguageModel, config: LMConfig, state: LMState, inputs
 
 
 def _clip(grads, max_norm: float):
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))  # torch clip_grad_norm_'s epsilon
     return jax.tree_util.tree_map(lambda g: g * scale, grads)
 
@@ -199,22 +199,25 @@ def fit(model: RNNLanguageModel, config: LMConfig, key: jax.Array, train: tuple,
         return None if cell is None else jax.tree_util.tree_map(
             lambda a: jnp.broadcast_to(a, (n_windows,) + a.shape), cell)
 
-    run = functools.partial(train_windows, model, config)
-    val = functools.partial(evaluate, model)
+    # The data are arguments, not constants folded into the programs.
+    def step(s, c, x, y):
+        return train_windows(model, config, s, x, y, expand(c))
+
+    def score(s, c, vx, vy):
+        return evaluate(model, eval_params(s), vx, vy, c)
+
+    init = functools.partial(init_state, model, config)
     if population is None:
-        init = jax.jit(functools.partial(init_state, model, config))
-        step = jax.jit(lambda s, c: run(s, x, y, expand(c)))
-        score = jax.jit(lambda s, c: val(eval_params(s), *valid, c))
+        init, step, score = jax.jit(init), jax.jit(step), jax.jit(score)
         state = init(key)
     else:
-        init = jax.jit(jax.vmap(functools.partial(init_state, model, config)))
-        step = jax.jit(jax.vmap(lambda s, c: run(s, x, y, expand(c))))
-        score = jax.jit(jax.vmap(lambda s, c: val(eval_params(s), *valid, c)))
+        init, step = jax.jit(jax.vmap(init)), jax.jit(jax.vmap(step, in_axes=(0, 0, None, None)))
+        score = jax.jit(jax.vmap(score, in_axes=(0, 0, None, None)))
         state = init(jax.random.split(key, population))
     history = []
     for _ in tqdm(range(epochs), disable=not progress, desc="epochs"):
-        state, _ = step(state, cells)
-        loss = np.where(np.asarray(state.failed), np.nan, np.asarray(score(state, cells)))
+        state, _ = step(state, cells, x, y)
+        loss = np.where(np.asarray(state.failed), np.nan, np.asarray(score(state, cells, *valid)))
         history.append(loss)
         if len(history) > config.nonmono:
             earlier = np.stack(history[:-config.nonmono])
