@@ -56,8 +56,9 @@ from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")
 # Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
-# over a 256-sample window for BO, densities over the history for TPE) dominate the search's cost.
-BATCH = {"bo": 10, "tpe": 10}
+# over a 256-sample window for BO, densities over the history for TPE, model training for NAO and
+# RNAS) dominate the search's cost.
+BATCH = {"bo": 10, "tpe": 10, "nao": 10, "rnas": 10}
 DEFAULT_BUDGET = 1000
 
 
