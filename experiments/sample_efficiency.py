@@ -63,8 +63,9 @@ from nasjax.search.lanas import PAPER_EXPLORATION
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")
 # Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
-# over a 256-sample window for BO, densities over the history for TPE) dominate the search's cost.
-BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10}
+# over a 256-sample window for BO, densities over the history for TPE, model training for NAO and
+# RNAS) dominate the search's cost.
+BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10, "nao": 10, "rnas": 10}
 # Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
 VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
 DEFAULT_BUDGET = 1000

@@ -28,6 +28,8 @@ CONFIGS = {
     "bo": dict(n_random=64, n_mutate=16, window=84),
     "tpe": dict(n_random=64, n_mutate=16),
     "lanas_bo": dict(n_pool=32, window=84),
+    "nao": dict(hidden=8, features=4, train_steps=2, batch_size=8, unlabeled=8, n_parents=4),
+    "rnas": dict(hidden=8, features=4, train_steps=2, batch_size=8, unlabeled=8, n_parents=4, n_samples=16),
 }
 NAMES = sorted(base.STRATEGIES)
 
@@ -168,6 +170,9 @@ def test_make_rejects_unknown_names():
     ("hyperband", dict(min_budget=5.0, max_budget=2.0), "min_budget <= max_budget"),
     ("hyperband", dict(brackets=9), "brackets must be in"),
     ("tpe", dict(gamma=1.5), "gamma must be in"),
+    ("nao", dict(trade_off=1.5), "trade_off must be in"),
+    ("nao", dict(train_steps=0), "train_steps must be >= 1"),
+    ("rnas", dict(noise=-1.0), "noise >= 0"),
 ])
 def test_bad_config_is_a_clear_error(name, config, message):
     with pytest.raises(ValueError, match=message):

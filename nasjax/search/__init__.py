@@ -14,10 +14,12 @@ from nasjax.search.lanas_bo import LaNASBO
 from nasjax.search.local_search import LocalSearch
 from nasjax.search.loop import SearchResult, run
 from nasjax.search.mcts import MCTS, MCTSGlobal, MCTSSequential
+from nasjax.search.nao import NAO
 from nasjax.search.random_search import RandomSearch
+from nasjax.search.rnas import RNAS
 from nasjax.search.tpe import TPE
 
 __all__ = ["STRATEGIES", "BayesOpt", "History", "Hyperband", "LaNAS", "LaNASBO", "LocalSearch", "MCTS", "MCTSGlobal",
-           "MCTSSequential", "ModelBased",
-           "RandomSearch", "RegressionTree", "RegularizedEvolution", "SearchResult", "Strategy", "SuccessiveHalving",
+           "MCTSSequential", "ModelBased", "NAO",
+           "RandomSearch", "RNAS", "RegressionTree", "RegularizedEvolution", "SearchResult", "Strategy", "SuccessiveHalving",
            "TPE", "WorkQueue", "make", "register", "run"]
