@@ -104,6 +104,7 @@ def plot(rows: list[dict], summary: list[dict], path: pathlib.Path) -> None:
         ax.set_xticks([0, 1], [LABELS[a], LABELS[b]])
         ax.set(xlim=(-0.2, 1.2), title=f"{name}: Kendall tau {s['kendall_tau']:.2f}")
     axes[0].set_ylabel("rank by test accuracy (1 = best)")
+    axes[0].set_yticks(range(1, len(rows) + 1, max(1, len(rows) // 16)))
     axes[0].invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -82,6 +82,7 @@ def tabular_rows(bench, names, budgets, keys) -> tuple[list[dict], dict[str, flo
             rows.append({"benchmark": bench.name, "strategy": name, "skipped": outcome})
             continue
         seconds[name] = outcome.seconds
+        print(f"  {name}: {outcome.seconds:.1f} s", flush=True)
         best = np.asarray(metrics.best_so_far(outcome.scores), np.float64)
         for b in budgets:
             found = best[:, b - 1]

@@ -10,7 +10,7 @@ from jax.sharding import Mesh
 
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
-from nasjax.train import TrainConfig, arch_key, load_population, save_population, train_population
+from nasjax.train import TrainConfig, arch_key, load_population, save_population, select, train_population
 
 SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), max_depth=2)
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.05)
@@ -91,6 +91,9 @@ def test_continuation_same_bits(population, small, archs, tmp_path):
                             execution="loop")
     assert _accs(rest[0]) == _accs(population[0])
     _same_params(rest[1], population[1])
+    # A selected subset (successive halving's survivors) continues with the same bits.
+    some, _ = train_population(SPACE, None, small, CONFIG, state=select(half, [2, 0]), execution="loop")
+    assert _accs(some) == [_accs(population[0])[2], _accs(population[0])[0]]
 
 
 def test_diverging_arch_fails_alone(population, small, archs):
