@@ -102,21 +102,21 @@ def test_proposals_are_valid_new_distinct_and_reproducible(name, strategy):
 
 def test_nasbench101_repair_picks_a_valid_neighbour_or_mutates_the_parent():
     space = NASBench101Space()
-    nao = search.make("nao", space)
+    repair = jax.jit(search.make("nao", space).repair)
     parent = space.sample(jax.random.key(3), 1)[0]
     length, vocab = len(space.token_vocab), max(space.token_vocab)
     flat_logp = jnp.zeros((length, vocab))
     disconnected = jnp.zeros(space.encoding_shape, jnp.int32)  # no edges: one edge (0->6) fixes it
-    fixed = nao.repair(jax.random.key(4), disconnected, flat_logp, parent)
+    fixed = repair(jax.random.key(4), disconnected, flat_logp, parent)
     assert bool(space.is_valid(fixed)) and int(jnp.sum(fixed != disconnected)) == 1
     # The decoder prefers the 1->6 edge over all others: the repair follows it only if that is valid;
     # it is not (vertex 1 is unreachable), so the one valid neighbour, edge 0->6, wins regardless.
     edge_16 = space.edges.index((1, 6))
     np.testing.assert_array_equal(
-        nao.repair(jax.random.key(4), disconnected, flat_logp.at[edge_16, 1].set(5.0), parent), fixed)
+        repair(jax.random.key(4), disconnected, flat_logp.at[edge_16, 1].set(5.0), parent), fixed)
     # Every edge present: 21 > 9 edges, and no single flip gets down to 9: the parent is mutated.
     full = jnp.zeros(space.encoding_shape, jnp.int32).at[:space.num_edge_slots].set(1)
-    mutated = nao.repair(jax.random.key(4), full, flat_logp, parent)
+    mutated = repair(jax.random.key(4), full, flat_logp, parent)
     np.testing.assert_array_equal(mutated, space.mutate(jax.random.key(4), parent))
     valid = space.sample(jax.random.key(5), 1)[0]
-    np.testing.assert_array_equal(nao.repair(jax.random.key(4), valid, flat_logp, parent), valid)
+    np.testing.assert_array_equal(repair(jax.random.key(4), valid, flat_logp, parent), valid)

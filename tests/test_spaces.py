@@ -140,6 +140,6 @@ def test_token_view_round_trips_and_masks_decode_valid(space, jitted):
     assert np.all((np.asarray(tokens) >= 0) & (np.asarray(tokens) < np.asarray(space.token_vocab)))
     np.testing.assert_array_equal(back, encs)
     assert np.asarray(allowed).all(), "a valid encoding's tokens must pass token_mask"
-    if not isinstance(space, NASBench101Space):  # NB-101 validity (connectivity, edges) is not per token
+    if space.tokens_always_valid:  # NB-101: connectivity and the edge limit are not per-token rules
         assert bool(jnp.all(jitted.is_valid(drawn)))
         assert len(np.unique(_flat(drawn), axis=0)) > N // 2  # the masks do not collapse the space

@@ -15,11 +15,12 @@ the reconstruction term only: sampling the space costs no evaluation, and they t
 whole space rather than the few told architectures (semi-supervised, as in SemiNAS).
 
 Decoding is greedy and constrained: at position t only the tokens `space.token_mask(tokens, t)`
-allows can be chosen, so ConvNet, NB-201 and DARTS decodes are valid by construction. NB-101's
-validity (input reaches output, at most 9 edges after pruning) is not a per-position rule; an invalid
-decode is *repaired*: replaced by its valid one-edit neighbour (`space.neighbors`) that the decoder's
-per-position log-probabilities rate highest, or, when no neighbour is valid, by a mutation of the
-architecture whose embedding it came from. Every proposal is therefore valid.
+allows can be chosen, so ConvNet, NB-201 and DARTS decodes are valid by construction
+(`space.tokens_always_valid`). NB-101's validity (input reaches output, at most 9 edges after
+pruning) is not a per-position rule; there an invalid decode is *repaired*: replaced by its valid
+one-edit neighbour (`space.neighbors`) that the decoder's per-position log-probabilities rate
+highest, or, when no neighbour is valid, by a mutation of the architecture whose embedding it came
+from. Every proposal is therefore valid.
 
 NAO's step (`NAO.embeddings`): the top `n_parents` told architectures are encoded, and each embedding
 moves along the predictor's gradient (unit direction) by every distance of `step_sizes`, in units of
@@ -113,7 +114,7 @@ class EmbeddingState:
 @dataclasses.dataclass(frozen=True)
 class EmbeddingSearch(Strategy):
     """Shared model, training and proposal machinery of NAO and RNAS; a subclass defines
-    `embeddings(key, params, parents, n)`: the embeddings to decode."""
+    `embeddings(key, params, parents)`: the embeddings to decode."""
 
     n_init: int = 10
     n_parents: int = 16
@@ -289,8 +290,10 @@ class EmbeddingSearch(Strategy):
         tokens, logp = jax.vmap(lambda zi: self.decode(params, zi))(z)
         decoded = jax.vmap(self.space.from_tokens)(tokens)
         parent = parent_archs[origin]
-        keys = jax.random.split(k_repair, z.shape[0])
-        cands = jax.vmap(self.repair)(keys, decoded, logp, parent)
+        if self.space.tokens_always_valid:
+            cands = decoded
+        else:
+            cands = jax.vmap(self.repair)(jax.random.split(k_repair, z.shape[0]), decoded, logp, parent)
         value = jax.vmap(lambda a: self.predict(params, self.encode(params, self.space.to_tokens(a))))(cands)
         fillers = sample_unseen(self.space, k_fill, history, n)
         pool = jnp.concatenate([cands, fillers])

@@ -31,6 +31,7 @@ Token view, for sequence models (NAO / RNAS encoder-decoders), where a space def
   from_tokens(tok)  -> the encoding (jittable); valid when every token passed `token_mask`, except in
                        spaces whose validity is not a per-position rule (NB-101: connectivity, edges)
   token_mask(tok, t) -> bool (max(token_vocab),): tokens allowed at position t given tok[:t]
+  tokens_always_valid -> bool: every sequence passing token_mask decodes to a valid encoding
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ class Space(abc.ABC):
     def from_tokens(self, tokens: jax.Array) -> jax.Array:
         """The encoding of a token sequence (jittable; inverse of `to_tokens`)."""
         raise NotImplementedError(f"{type(self).__name__} defines no token view")
+
+    # Whether every token sequence that passes `token_mask` is a valid encoding (then a decoder needs
+    # no repair step).
+    tokens_always_valid = False  # a class attribute, not a dataclass field
 
     def token_mask(self, tokens: jax.Array, position: jax.Array) -> jax.Array:
         """bool (max(token_vocab),): the tokens allowed at `position` (traced int) given the earlier

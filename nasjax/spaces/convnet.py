@@ -175,6 +175,8 @@ class ConvNetSpace(Space):
         k = jnp.where(mask, jnp.asarray(self.kernels)[jnp.clip(kn, 0)], 0)
         return jnp.concatenate([depth[None], c, k]).astype(jnp.float32)
 
+    tokens_always_valid = True
+
     @property
     def token_vocab(self) -> tuple[int, ...]:
         """[depth, channel index + 1 per layer, kernel index + 1 per layer]: token 0 of a layer is the

@@ -691,6 +691,8 @@ class DARTSSpace(Space):
         inputs = jax.nn.one_hot(enc[..., INPUT], self.num_nodes + 1, dtype=jnp.float32)
         return jnp.concatenate([op, inputs], axis=-1).reshape(-1)
 
+    tokens_always_valid = True
+
     @property
     def token_vocab(self) -> tuple[int, ...]:
         """Per cell and node: [input pair, op of the smaller input, op of the larger one]. The pair

@@ -166,6 +166,8 @@ class NASBench201Space(Space):
         place = NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)
         return jnp.sum(jnp.asarray(enc, jnp.int32) * place).astype(jnp.int32)
 
+    tokens_always_valid = True
+
     @property
     def token_vocab(self) -> tuple[int, ...]:
         """One token per edge: its op id."""
