@@ -36,13 +36,13 @@ def connect(address: str, env: dict[str, str] | None = None, **init_kwargs):
     (all its CPUs and GPUs; it stops on exit), "auto" joins the cluster this machine runs
     (`ray start`), "host:port" the one with that head. Our workers get this process's XLA_FLAGS (its
     device layout) and `env`; init_kwargs go to `ray.init`.
-    Raises ConnectionError naming the address when there is no cluster there."""
+    Raises ConnectionError naming the address when there is no cluster there or it does not start."""
     env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **(env or {})}
     try:
         ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
-    except ConnectionError as e:
-        raise ConnectionError(f"no Ray cluster at --ray {address} ({e}); start one with "
-                              "`ray start --head`, or use --ray local") from None
+    except Exception as e:  # noqa: BLE001 (a local node that fails to start raises a bare Exception)
+        raise ConnectionError(f"no Ray cluster at {address!r}: {e} (`ray start --head` starts one; "
+                              "'local' starts one for this process only)") from None
     try:
         yield
     finally:
