@@ -1,11 +1,11 @@
 """LaNAS with a model-based sampler inside the selected region (the idea of LaNAS's successor
 LA-MCTS): the tree and its UCB selection are LaNAS's; instead of taking n uniform members of the
-selected leaf's region, an ask draws `n_pool` of them the way LaNAS draws (uniform among the
-region's members not yet taken, or accepted rejection samples), ranks them by the expected
-improvement of `bo.gp_expected_improvement` (the GP of BO, fitted to the history) and proposes the
-n best. Candidates outside the region (LaNAS's fallback when the region runs short) come after the
-region's, in LaNAS's order; so do candidates already told (rejection mode) or repeated in the pool.
-Until the first fit (`n_init` told) the ask is LaNAS's uniform one.
+selected leaf's region, an ask draws `n_pool` of them (at most the catalogue's size) the way LaNAS
+draws (uniform among the region's members not yet taken, or accepted rejection samples), ranks them
+by the expected improvement of `bo.gp_expected_improvement` (the GP of BO, fitted to the history)
+and proposes the n best. Candidates outside the region (LaNAS's fallback when the region runs
+short) come after the region's, in LaNAS's order; so do candidates already told (rejection mode)
+or repeated in the pool. Until the first fit (`n_init` told) the ask is LaNAS's uniform one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class LaNASBO(LaNAS):
     def ask(self, state: LaNASState, n: int) -> tuple[jax.Array, LaNASState]:
         if n > self.n_pool:
             raise ValueError(f"ask(n={n}) exceeds n_pool={self.n_pool}")
-        pool, drawn = super().ask(state, self.n_pool)  # LaNAS's order: region members first
+        size = min(self.n_pool, self.space.size()) if self.from_catalogue else self.n_pool
+        pool, drawn = super().ask(state, size)  # LaNAS's order: region members first
         h = state.history
         if self.from_catalogue:
             fresh = ~state.taken[jax.vmap(self.space.index)(pool)]
@@ -48,7 +49,7 @@ class LaNASBO(LaNAS):
         ei = gp_expected_improvement(self.space, h, pool, self.window, self.lengthscales, self.noises)
         ok = fresh & (self.leaves(drawn, pool) == drawn.selected) & jnp.isfinite(ei)
         fitted = drawn.fitted_at >= 0
-        position = jnp.arange(self.n_pool, dtype=jnp.float32)
+        position = jnp.arange(size, dtype=jnp.float32)
         # Sort by (not ok, then -EI among the ok ones once fitted; LaNAS's order otherwise).
         order = jnp.lexsort((jnp.where(ok & fitted, -ei, position), ~ok))
         archs = pool[order[:n]]
