@@ -39,14 +39,15 @@ def cifar_batch(cifar):
 
 @pytest.fixture(scope="session")
 def random_variables():
-    """`random_variables(module, x)`: variables of Flax `module` for input x without compiling its
+    """`random_variables(module, x, *args)`: variables of Flax `module` for input x (and further call
+    arguments) without compiling its
     initialisers: the tree from `module.init` traced (`jax.eval_shape`), kernels drawn with numpy at
     LeCun scale, BatchNorm at identity. Compiling flax's threefry initialisers costs XLA on CPU several
     seconds per network, more than the forward passes the tests check."""
     import jax
     import jax.numpy as jnp
 
-    def build(module, x):
+    def build(module, x, *args):
         rng = np.random.default_rng(0)
 
         def fill(path, leaf):
@@ -57,6 +58,6 @@ def random_variables():
                 return jnp.zeros(leaf.shape, leaf.dtype)
             return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])), leaf.dtype)
 
-        return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(module.init, jax.random.key(0), x))
+        return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(module.init, jax.random.key(0), x, *args))
 
     return build

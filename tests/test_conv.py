@@ -172,3 +172,61 @@ def test_cifar_training_curve_matches_flax_conv(cifar, random_variables):
     assert ops.resolve_impl() == ("canonical" if jax.default_backend() == "cpu" else "xla")
     assert reference[-1] < reference[0]  # the curve is a real training curve
     np.testing.assert_allclose(fast, reference, rtol=RTOL)
+
+
+# --- depthwise convolutions and overlapping pools (DARTS' ops) ---------------------------------------
+def _taps_case(shape, seed):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.standard_normal(shape, np.float32)), rng
+
+
+@pytest.mark.parametrize("kernel, dilation, stride", [(k, d, s) for k in (3, 5) for d in (1, 2) for s in (1, 2)])
+def test_depthwise_matches_xla(kernel, dilation, stride):
+    """Odd and even sizes in one case: H = 9, W = 8."""
+    x, rng = _taps_case((3, 9, 8, 5), kernel + 10 * dilation + 100 * stride)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 5), np.float32) / kernel)
+    shape = jax.eval_shape(lambda x: ops.depthwise_conv2d(x, w, stride, dilation, impl="xla"), x).shape
+    cotangent = jnp.asarray(rng.standard_normal(shape, np.float32))
+    results = [_output_and_grads(functools.partial(
+        lambda x, w, impl: ops.depthwise_conv2d(x, w, stride, dilation, impl=impl), impl=impl), x, w, cotangent)
+        for impl in ("canonical", "xla")]
+    _assert_close(*results)
+
+
+@pytest.mark.parametrize("pool", [ops.max_pool_window, ops.avg_pool_window])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_window_pools_match_xla(pool, stride):
+    x, rng = _taps_case((2, 9, 8, 3), stride)
+    shape = jax.eval_shape(lambda x: pool(x, 3, stride, "xla"), x).shape
+    cotangent = jnp.asarray(rng.standard_normal(shape, np.float32))
+    results = [jax.jit(lambda x, impl=impl: (pool(x, 3, stride, impl), jax.grad(
+        lambda x: jnp.sum(jnp.tanh(pool(x, 3, stride, impl)) * cotangent))(x)))(x)
+        for impl in ("canonical", "xla")]
+    _assert_close(*results)
+    with pytest.raises(ValueError, match="odd window"):
+        pool(x, 2, stride)
+
+
+def test_max_pool_window_gradient_goes_to_the_first_maximum():
+    """Tied maxima (a ReLU's zeros): the whole gradient goes to the first one, as select-and-scatter."""
+    x = jnp.asarray(np.maximum(np.random.default_rng(3).standard_normal((2, 7, 6, 3), np.float32), 0))
+    grads = [jax.jit(jax.grad(lambda x, impl=impl: jnp.sum(ops.max_pool_window(x, 3, 1, impl) ** 3 + 
+                                                            ops.max_pool_window(x, 3, 1, impl))))(x)
+             for impl in ("canonical", "xla")]
+    np.testing.assert_array_equal(*grads)
+
+
+def test_taps_ops_inside_a_loop_compile_to_elementwise_work():
+    """Forward and gradient inside lax.map: no convolution, reduce-window or select-and-scatter left,
+    the ops XLA:CPU runs slowly in loop bodies."""
+    x, rng = _taps_case((2, 8, 8, 4), 0)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4), np.float32))
+
+    def loss(x, w):
+        y = ops.depthwise_conv2d(x, w, 2, 2, impl="canonical")
+        return jnp.sum(ops.max_pool_window(y, 3, 1, "canonical") + ops.avg_pool_window(y, 3, 1, "canonical"))
+
+    looped = jax.jit(lambda x, w: lax.map(lambda xi: jax.grad(loss, (0, 1))(xi, w), x[None]))
+    text = looped.lower(x, w).compile().as_text()
+    for op in ("convolution(", "reduce-window(", "select-and-scatter("):
+        assert op not in text

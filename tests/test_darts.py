@@ -1,6 +1,8 @@
 """DARTSSpace: validity and its messages, exact size, uniform sampling, neighbours, genotypes both ways,
 and the DARTS evaluation network (parameter count of DARTS_V2, real-image forward, drop-path, aux head)."""
 
+import dataclasses
+import functools
 import itertools
 import math
 
@@ -141,6 +143,33 @@ def test_genotype_round_trip():
     assert SPACE.describe(V2).startswith("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1),")
 
 
+def test_genotype_strings_flat_and_nested():
+    """The string DARTS repositories print (concat as range) and the per-node nested form."""
+    text = repr(DARTS_V2).replace("[2, 3, 4, 5]", "range(2, 6)")
+    assert "normal_concat=range(2, 6)" in text
+    np.testing.assert_array_equal(SPACE.from_genotype(text), V2)
+    np.testing.assert_array_equal(SPACE.from_genotype(DARTS_V2), V2)
+    nested = DARTS_V2._replace(normal=[DARTS_V2.normal[i:i + 2] for i in range(0, 8, 2)],
+                               reduce=[list(DARTS_V2.reduce[i:i + 2]) for i in range(0, 8, 2)])
+    np.testing.assert_array_equal(SPACE.from_genotype(*nested), V2)
+    np.testing.assert_array_equal(SPACE.from_genotype(repr(nested)), V2)
+
+
+@pytest.mark.parametrize("text, message", [
+    (repr(DARTS_V2).replace("sep_conv_3x3", "sep_conv_9x9", 1), "unknown op 'sep_conv_9x9'"),
+    (repr(DARTS_V2._replace(normal=[DARTS_V2.normal[:3]] + [DARTS_V2.normal[i:i + 2] for i in (3, 5)])),
+     "normal cell node 0 has 3 edges, expected 2"),
+    ("Genotype(normal=__import__('os'), normal_concat=[], reduce=[], reduce_concat=[])", "not a literal"),
+    ("Genotype(normal=[], reduce=[])", "missing fields"),
+    ("Genotype(normal=[", "not a Python expression"),
+    ("Cell(normal=[])", "expected 'Genotype("),
+    (repr(DARTS_V2).replace("('sep_conv_3x3', 0)", "('sep_conv_3x3',)", 1), "not an \\(op name, input index\\) pair"),
+])
+def test_genotype_strings_errors_name_the_problem(text, message):
+    with pytest.raises(InvalidEncodingError, match=message):
+        SPACE.from_genotype(text)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(normal=[("sep_conv_7x7", 0)] + DARTS_V2.normal[1:]), "unknown op 'sep_conv_7x7'"),
     (dict(reduce=DARTS_V2.reduce[:6]), "reduce cell has 6 edges, expected 2 per node"),
@@ -161,17 +190,26 @@ def _param_shapes(net) -> dict:
 
 def test_darts_v2_parameter_count():
     """Main network (no auxiliary head), 20 cells, 36 channels: DARTS' train.py logs 3.349342 MB for
-    the same count (PyTorch parameters: conv/linear weights and biases, BN weight and bias)."""
-    count = _param_count(_param_shapes(SPACE.to_module(V2)))
+    the same count (PyTorch parameters: conv/linear weights and biases, BN weight and bias). The module
+    holds every candidate op's parameters; `param_count` counts the chosen ones."""
+    shapes = _param_shapes(SPACE.to_module(V2))
+    count = SPACE.param_count(V2, shapes)
     assert abs(count - 3.3e6) / 3.3e6 < 0.02
     assert count == 3_349_342
+    assert _param_count(shapes) > 5 * count  # the supernet's
+    # Another genotype, same tree: its own count (DARTS_V2's reduction cell has no convolutions).
+    other = V2.copy()
+    other[1, :, :, 1] = OPS.index("sep_conv_5x5")
+    assert SPACE.param_count(other, shapes) > count
 
 
 def test_auxiliary_head_adds_only_its_own_parameters():
     main = _param_shapes(SPACE.to_module(V2, **SMALL))
     with_aux = dict(_param_shapes(SPACE.to_module(V2, auxiliary=True, **SMALL)))
     assert "auxiliary_head" not in main
-    assert _param_count(with_aux.pop("auxiliary_head")) > 0
+    aux = _param_count(with_aux["auxiliary_head"])
+    assert aux > 0 and SPACE.param_count(V2, with_aux) == SPACE.param_count(V2, main) + aux
+    with_aux.pop("auxiliary_head")
     chex.assert_trees_all_equal_shapes(with_aux, dict(main))
 
 
@@ -231,3 +269,35 @@ def test_drop_path_only_in_training_and_deterministic(small_net):
 def test_to_module_rejects_bad_flags(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SPACE.to_module(V2, **kwargs)
+
+
+# --- the genotype as data (the weight-sharing supernet) ---------------------------------------------
+def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variables):
+    """`trainable` (genotype traced, lax.switch per edge, hand-written backward) against `to_module`
+    (genotype built in, ops chosen in Python, autodiff) on the same weights: training-mode logits,
+    auxiliary logits, updated batch statistics and every gradient, with drop-path, for the all-ops
+    genotype (every op, stride 1 and 2) and a second genotype through the same compiled program."""
+    space, enc = _all_ops_encoding()
+    space = dataclasses.replace(space, init_channels=4, layers=3)
+    supernet, (genotype,) = space.trainable(enc, auxiliary=True, drop_path_rate=0.2)
+    x = cifar_batch[:4]
+    variables = random_variables(supernet, x[:1], genotype)
+
+    def loss(net, params, key, *genotype):
+        (logits, aux), updates = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                           *genotype, train=True, rngs={"dropout": key},
+                                           mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(logits)) + jnp.sum(aux ** 2), (logits, aux, updates)
+
+    traced = jax.jit(jax.value_and_grad(functools.partial(loss, supernet), has_aux=True))
+    second = np.asarray(space.sample(jax.random.key(8), 1)[0])
+    for arch in (enc, second):
+        static = space.to_module(arch, auxiliary=True, drop_path_rate=0.2)
+        expected = jax.jit(jax.value_and_grad(functools.partial(loss, static), has_aux=True))(
+            variables["params"], jax.random.key(1))
+        actual = traced(variables["params"], jax.random.key(1), jnp.asarray(arch))
+        chex.assert_trees_all_close(actual, expected, rtol=1e-4, atol=1e-5)
+        # Only the chosen ops' parameters get gradients.
+        grads = actual[1]
+        touched = sum(int(np.count_nonzero(g)) for g in jax.tree.leaves(grads))
+        assert 0.9 * space.param_count(arch, grads) <= touched <= space.param_count(arch, grads)

@@ -117,9 +117,9 @@ def test_huge_lr_reported_failed(small, archs):
 @pytest.mark.slow  # a DARTS network compiles for ~15-60 s on this CPU
 def test_generic_space_path(small):
     """Per-architecture programs for cell spaces, with auxiliary tower, drop-path and cutout switched on."""
-    space = DARTSSpace()
+    space = DARTSSpace(init_channels=4, layers=3)
     enc = space.sample(jax.random.PRNGKey(0), 1)
-    config = TrainConfig(epochs=1, batch_size=32, init_channels=4, layers=3, auxiliary_weight=0.4,
+    config = TrainConfig(epochs=1, batch_size=32, auxiliary_weight=0.4,
                          drop_path=0.2, cutout=16)
     (res,), _ = train_population(space, enc, small._replace(
         train_images=small.train_images[:64], train_labels=small.train_labels[:64]), config, KEY)

@@ -20,6 +20,9 @@ Conventions (shapes for one architecture; batch with `jax.vmap`):
   arch_hash(enc)    -> str, equal for encodings that denote the same network (host side)
   describe(enc)     -> str, human-readable
   to_module(enc, num_classes, ...) -> a pure Flax Linen module
+  trainable(enc, num_classes, auxiliary, drop_path_rate) -> (module, extra): what the training engine
+                       trains, called as module(x, *extra, train=...); equal modules share one program
+  param_count(enc, params) -> int parameters of the network `enc` denotes among its module's `params`
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
 from typing import Any
 
 import jax
@@ -96,6 +100,22 @@ class Space(abc.ABC):
     @abc.abstractmethod
     def to_module(self, enc: Any, num_classes: int = 10, **kwargs):
         """A Flax Linen module computing the network `enc` denotes."""
+
+    def trainable(self, enc: Any, num_classes: int = 10, auxiliary: bool = False,
+                  drop_path_rate: float = 0.0) -> tuple[Any, tuple]:
+        """(module, extra arrays) the training engine trains for `enc`, calling module(x, *extra,
+        train=...). Architectures whose modules are equal share one compiled program: a space that
+        passes the architecture as data in `extra` compiles once for all of them. Default: `to_module`
+        with no extra (one program per architecture), no auxiliary head or drop-path."""
+        if auxiliary or drop_path_rate:
+            raise ValueError(f"{type(self).__name__}'s networks have no auxiliary head or drop-path "
+                             f"(auxiliary={auxiliary}, drop_path_rate={drop_path_rate})")
+        return self.to_module(enc, num_classes), ()
+
+    def param_count(self, enc: Any, params: Any) -> int:
+        """Parameters of the network `enc` denotes among `params`, the tree of its `trainable` module
+        (default: all of them; a weight-sharing module holds more than one network's)."""
+        return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
 
     def size(self) -> int | None:
         """Number of valid architectures, or None when not finite/known."""

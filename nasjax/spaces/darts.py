@@ -8,12 +8,15 @@ concatenates all intermediate nodes (DARTS' `concat = range(2, 2 + num_nodes)`).
 Encoding, int32 (2, num_nodes, 2, 2): [cell (0 normal, 1 reduce), node, slot, (input index, op id)], op
 ids index `ops` (DARTS' PRIMITIVES order by default). A node's sum does not depend on the order of its
 two edges, so the canonical encoding lists the smaller input index in slot 0 and every network has
-exactly one encoding (`canonicalize` sorts; `from_genotype` accepts either order).
+exactly one encoding (`canonicalize` sorts; `from_genotype` accepts either order, and the genotype
+strings the DARTS family of repositories prints, flat or nested per node: `parse_genotype`).
 
 'none' (the zero op) is part of `ops` so op ids match DARTS' PRIMITIVES, but DARTS never derives it
 into a final cell: with `include_none=False` (default) an encoding using it is invalid, and sample,
-size, neighbours and validity all exclude it. `include_none=True` admits it everywhere, which gives
-`001_*`'s random sampling ("one out of eight possible operations with uniform probability 1/8").
+size, neighbours and validity all exclude it. The default also matches `001_*`'s random sampling as
+run: its text says "one out of eight possible operations with uniform probability 1/8" (eight is
+PRIMITIVES with 'none'), but the 214 sampled genotypes it trained contain no 'none' (issue 17).
+`include_none=True` admits it everywhere (the text's literal 1/8).
 
 The network (`to_module`) is DARTS' evaluation network `NetworkCIFAR` (quark0/darts cnn/model.py,
 operations.py), op for op: stem conv3x3 (3C) + BN; `layers` cells with reductions (channels doubled,
@@ -25,6 +28,7 @@ classifier. BatchNorms are affine with PyTorch's defaults (momentum 0.1, eps 1e-
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
@@ -34,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from nasjax.spaces import ops as primitives
 from nasjax.spaces.base import InvalidEncodingError, Space
@@ -63,117 +68,446 @@ DARTS_V2 = Genotype(
     reduce_concat=[2, 3, 4, 5])
 
 
+def parse_genotype(text: str) -> Genotype:
+    """The `Genotype` in the string DARTS-family repositories print, e.g.
+    "Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...],
+    reduce_concat=range(2, 6))" (also [2, 3, 4, 5] concats and per-node nested edge lists). Only
+    literals and range(...) are read, nothing is executed; `InvalidEncodingError` names what is wrong."""
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise InvalidEncodingError(f"genotype string is not a Python expression: {e.msg}") from None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
+        raise InvalidEncodingError(f"expected 'Genotype(normal=..., normal_concat=..., reduce=..., "
+                                   f"reduce_concat=...)', got {text[:60]!r}")
+    fields = dict(zip(Genotype._fields, call.args))
+    fields.update({kw.arg: kw.value for kw in call.keywords})
+    missing = [f for f in Genotype._fields if f not in fields]
+    unknown = [f for f in fields if f not in Genotype._fields]
+    if missing or unknown:
+        raise InvalidEncodingError(f"genotype string: missing fields {missing}, unknown fields {unknown}")
+
+    def value(name, node):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+            return list(range(*(value(name, a) for a in node.args)))
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            raise InvalidEncodingError(f"genotype field {name}: {ast.unparse(node)!r} is not a literal "
+                                       "or range(...)") from None
+
+    return Genotype(**{name: value(name, node) for name, node in fields.items()})
+
+
+def _flat_edges(cell: str, edges: Sequence) -> list:
+    """A cell's (op, input) edges, flattening the per-node nested form [[(op, j), (op, j)], ...]."""
+    edges = list(edges)
+    if not edges or not all(isinstance(e, (list, tuple)) and e and isinstance(e[0], (list, tuple))
+                            for e in edges):
+        return edges
+    for i, node in enumerate(edges):
+        if len(node) != 2:
+            raise InvalidEncodingError(f"{cell} cell node {i} has {len(node)} edges, expected 2")
+    return [tuple(edge) for node in edges for edge in node]
+
+
 # --- the network -------------------------------------------------------------------------------------
-class DwPwBN(nn.Module):
-    """ReLU -> depthwise k x k (dilation d, padding d (k - 1) / 2) -> pointwise 1x1 -> BN: DARTS' DilConv,
-    and each half of its SepConv (dilation 1). (B, H, W, C) -> (B, H / stride, W / stride, features)."""
+# Every cell holds the parameters of every candidate op on every edge (node i, predecessor j): the
+# weight-sharing supernet. The genotype chooses one (j, op) per slot and only that op runs. Given as a
+# numpy array (a network built for one architecture, `to_module`) the choice is made in Python; given as
+# a traced int array (`DARTSSpace.trainable`, weight sharing) each edge is a `lax.switch` over the ops,
+# so one compiled program serves every genotype of a configuration. Both read the same parameters with
+# the same op code, so a supernet path equals its stand-alone network (tests/test_darts.py).
+# Op parameters: a node's leaves stack its i + 2 incoming edges on axis 0 (FactorizedReduce, the
+# reduction cell's skip_connect from the two cell inputs: 2).
+_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # PyTorch's defaults, as DARTS' BatchNorms
 
+
+def _lecun_normal(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
+    """Flax's default conv-kernel init (truncated normal in [-2, 2] sd, variance 1 / fan_in) for kernels
+    (E, k, k, C) depthwise (fan_in k * k) or (E, Cin, Cout) pointwise (fan_in Cin), E stacked edges."""
+    sizes = [math.prod(shape) for shape in shapes]
+    draw = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32)
+    out, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        fan_in = shape[1] * shape[2] if len(shape) == 4 else shape[1]
+        # .87962566103423978: the sd of a standard normal truncated to [-2, 2], as Flax divides by it.
+        out.append(draw[start:start + size].reshape(shape) * (fan_in ** -0.5 / .87962566103423978))
+        start += size
+    return out
+
+
+def _batch_norm(x: jax.Array, p: dict, s: dict, train: bool) -> tuple[jax.Array, dict]:
+    """Affine BN of x (B, H, W, C) with params {scale, bias}, stats {mean, var} -> (y, new stats)."""
+    if train:
+        mean = jnp.mean(x, axis=(0, 1, 2))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        s = {"mean": (1 - _BN_MOMENTUM) * s["mean"] + _BN_MOMENTUM * mean,
+             "var": (1 - _BN_MOMENTUM) * s["var"] + _BN_MOMENTUM * var}
+    else:
+        mean, var = s["mean"], s["var"]
+    return (x - mean) * (lax.rsqrt(var + _BN_EPS) * p["scale"]) + p["bias"], s
+
+
+def _pointwise(x: jax.Array, w: jax.Array) -> jax.Array:
+    """1x1 convolution as a matmul: x (B, H, W, Cin), w (Cin, Cout) -> (B, H, W, Cout)."""
+    return lax.dot_general(x, w, (((3,), (0,)), ((), ())))
+
+
+def _relu_conv_bn(p, s, x, train):
+    """DARTS' ReLUConvBN 1x1 (a cell's preprocessing)."""
+    y, bn = _batch_norm(_pointwise(nn.relu(x), p["pointwise"]), p["bn"], s["bn"], train)
+    return y, {"bn": bn}
+
+
+def _factorized_reduce(p, s, x, train):
+    """DARTS' FactorizedReduce: ReLU, two 1x1 stride-2 convs on x and x shifted by one pixel,
+    concatenated, BN: (B, H, W, C) -> (B, H/2, W/2, Cout)."""
+    x = nn.relu(x)
+    y = jnp.concatenate([_pointwise(x[:, ::2, ::2], p["conv_1"]), _pointwise(x[:, 1::2, 1::2], p["conv_2"])],
+                        axis=-1)
+    y, bn = _batch_norm(y, p["bn"], s["bn"], train)
+    return y, {"bn": bn}
+
+
+def _dw_pw_bn(p, s, x, stride, dilation, train):
+    """ReLU -> depthwise k x k (padding d (k - 1) / 2) -> pointwise -> BN: DARTS' DilConv and each
+    half of its SepConv."""
+    x = primitives.depthwise_conv2d(nn.relu(x), p["depthwise"], stride, dilation)
+    y, bn = _batch_norm(_pointwise(x, p["pointwise"]), p["bn"], s["bn"], train)
+    return y, {"bn": bn}
+
+
+def _op_shapes(op: str, c: int, stride: int) -> dict:
+    """{leaf path: shape} of one op's parameters and batch statistics ('bn/mean', 'bn/var') at c channels."""
+    bn = {"bn/scale": (c,), "bn/bias": (c,), "bn/mean": (c,), "bn/var": (c,)}
+    if op == "skip_connect" and stride == 2:
+        return {"conv_1": (c, c // 2), "conv_2": (c, c // 2), **bn}
+    if op.startswith(("sep_conv", "dil_conv")):
+        k = int(op[-1])
+        one = {"depthwise": (k, k, c), "pointwise": (c, c), **bn}
+        if op.startswith("dil_conv"):
+            return one
+        return {f"{half}/{leaf}": shape for half in ("sep1", "sep2") for leaf, shape in one.items()}
+    return {}
+
+
+def _apply_op(op: str, p: dict, s: dict, x: jax.Array, stride: int, train: bool):
+    """One DARTS op (operations.py `OPS`, affine): x (B, H, W, C) -> ((B, H/s, W/s, C), new stats)."""
+    if op == "none":
+        return jnp.zeros_like(x[:, ::stride, ::stride]), s
+    if op == "max_pool_3x3":
+        return primitives.max_pool_window(x, 3, stride), s
+    if op == "avg_pool_3x3":
+        return primitives.avg_pool_window(x, 3, stride), s
+    if op == "skip_connect":
+        return (x, s) if stride == 1 else _factorized_reduce(p, s, x, train)
+    if op.startswith("dil_conv"):
+        return _dw_pw_bn(p, s, x, stride, 2, train)
+    if op.startswith("sep_conv"):
+        y, s1 = _dw_pw_bn(p["sep1"], s["sep1"], x, stride, 1, train)
+        y, s2 = _dw_pw_bn(p["sep2"], s["sep2"], y, 1, 1, train)
+        return y, {"sep1": s1, "sep2": s2}
+    raise ValueError(f"unknown DARTS op {op!r}; known: {', '.join(OPS)}")
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for path, value in flat.items():
+        *head, leaf = path.split("/")
+        node = out
+        for h in head:
+            node = node.setdefault(h, {})
+        node[leaf] = value
+    return out
+
+
+def _is_stat(path: str) -> bool:
+    return path.endswith(("/mean", "/var"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`."""
+
+    ops: tuple[str, ...]
+    num_nodes: int
     features: int
-    kernel: int
-    stride: int = 1
-    dilation: int = 1
+    reduction: bool
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        p = self.dilation * (self.kernel - 1) // 2
-        x = primitives.Conv(x.shape[-1], (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                            padding=((p, p), (p, p)), kernel_dilation=(self.dilation, self.dilation),
-                            feature_group_count=x.shape[-1], use_bias=False, name="depthwise")(nn.relu(x))
-        x = primitives.Conv(self.features, (1, 1), use_bias=False, name="pointwise")(x)
-        return primitives.batch_norm(train, "bn")(x)
+    def edge_count(self, node: int, op: str) -> int:
+        """Stacked edges of `op` at `node`: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
+        return 2 if self.reduction and op == "skip_connect" else node + 2
 
+    def stride(self, index) -> int:
+        return 2 if self.reduction and index < 2 else 1
 
-class SepConv(nn.Module):
-    """DARTS' SepConv: DwPwBN(stride) then DwPwBN(1), both k x k. (B, H, W, C) -> (B, H/s, W/s, features)."""
+    def shapes(self, stats: bool) -> dict:
+        """{node: {op: {leaf path: stacked shape}}} of the edge parameters (or batch statistics)."""
+        out = {}
+        for i in range(self.num_nodes):
+            out[f"node{i}"] = {}
+            for op in self.ops:
+                stride = 2 if self.reduction and op == "skip_connect" else 1
+                leaves = {path: (self.edge_count(i, op), *shape)
+                          for path, shape in _op_shapes(op, self.features, stride).items()
+                          if _is_stat(path) == stats}
+                if leaves:
+                    out[f"node{i}"][op] = leaves
+        return out
 
-    features: int
-    kernel: int
-    stride: int = 1
+    def init_params(self, key: jax.Array) -> dict:
+        """Kernels as Flax's default (lecun_normal: truncated normal, variance 1 / fan_in, per edge), BN
+        scale 1 and bias 0; all kernels from one draw (a sampler per leaf costs seconds to compile)."""
+        flat = {(node, op, path): shape for node, ops in self.shapes(stats=False).items()
+                for op, leaves in ops.items() for path, shape in leaves.items()}
+        kernels = [k for k in flat if not k[2].endswith(("/scale", "/bias"))]
+        draw = _lecun_normal(key, [flat[k] for k in kernels])
+        out: dict = {}
+        for k, shape in flat.items():
+            node, op, path = k
+            kind = path.rsplit("/", 1)[-1]
+            value = draw.pop(0) if k in kernels else (jnp.ones if kind == "scale" else jnp.zeros)(shape)
+            out.setdefault(node, {}).setdefault(op, {})[path] = value
+        return {node: {op: _nest(leaves) for op, leaves in ops.items()} for node, ops in out.items()}
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = DwPwBN(x.shape[-1], self.kernel, self.stride, name="sep1")(x, train)
-        return DwPwBN(self.features, self.kernel, name="sep2")(x, train)
+    def init_stats(self) -> dict:
+        return {node: {op: _nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
+                                  for path, shape in leaves.items()}) for op, leaves in ops.items()}
+                for node, ops in self.shapes(stats=True).items()}
 
-
-class FactorizedReduce(nn.Module):
-    """ReLU -> two 1x1 stride-2 convs, on x and on x shifted by one pixel, concatenated -> BN:
-    (B, H, W, C) -> (B, H/2, W/2, features), features even."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.features % 2:
-            raise ValueError(f"FactorizedReduce needs an even number of features, got {self.features}")
-        x = nn.relu(x)
-        half = functools.partial(primitives.Conv, self.features // 2, (1, 1), strides=(2, 2),
-                                 padding="VALID", use_bias=False)
-        x = jnp.concatenate([half(name="conv_1")(x), half(name="conv_2")(x[:, 1:, 1:])], axis=-1)
-        return primitives.batch_norm(train, "bn")(x)
-
-
-class EdgeOp(nn.Module):
-    """One DARTS op by name (operations.py `OPS`, affine=True): (B, H, W, C) -> (B, H/s, W/s, C)."""
-
-    op: str
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c, s = x.shape[-1], self.stride
-        if self.op == "none":
-            return jnp.zeros_like(x[:, ::s, ::s])
-        if self.op == "max_pool_3x3":
-            return nn.max_pool(x, (3, 3), strides=(s, s), padding=((1, 1), (1, 1)))
-        if self.op == "avg_pool_3x3":
-            return nn.avg_pool(x, (3, 3), strides=(s, s), padding=((1, 1), (1, 1)), count_include_pad=False)
-        if self.op == "skip_connect":
-            return x if s == 1 else FactorizedReduce(c, name="reduce")(x, train)
-        kind, kernel = self.op.rsplit("_", 1)[0], int(self.op[-1])
-        if kind == "sep_conv":
-            return SepConv(c, kernel, s, name="sep_conv")(x, train)
-        if kind == "dil_conv":
-            return DwPwBN(c, kernel, s, dilation=2, name="dil_conv")(x, train)
-        raise ValueError(f"unknown DARTS op {self.op!r}; known: {', '.join(OPS)}")
+    def path_param_count(self, genotype: np.ndarray) -> int:
+        """Parameters of the ops the cell genotype (num_nodes, 2, 2) chooses."""
+        shapes = self.shapes(stats=False)
+        total = 0
+        for i in range(self.num_nodes):
+            for index, op_id in genotype[i]:
+                op = self.ops[op_id]
+                stride = self.stride(index)
+                total += sum(math.prod(shape) for path, shape in
+                             _op_shapes(op, self.features, stride).items() if not _is_stat(path))
+        return total
 
 
-def drop_path(x: jax.Array, rate, key: jax.Array) -> jax.Array:
-    """Zero whole examples of x (B, ...) with probability `rate`, scale the kept ones by 1 / (1 - rate)."""
+def _has_params(node_params: dict, op: str, stride: int) -> bool:
+    """Whether `op` at `stride` has parameters (and batch statistics) in a node's trees."""
+    return op in node_params and not (op == "skip_connect" and stride == 1)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def _put(tree, index, value):
+    return jax.tree.map(lambda leaf, v: leaf.at[index].set(v), tree, value)
+
+
+def _drop_mask(key, batch: int, rate, dtype) -> jax.Array:
+    """(B, 1, 1, 1) drop-path factor: 0 with probability `rate`, else 1 / (1 - rate)."""
     keep = 1.0 - rate
-    mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+    return jnp.where(jax.random.bernoulli(key, keep, (batch, 1, 1, 1)), 1.0 / keep, 0.0).astype(dtype)
+
+
+def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, train: bool, rate, key):
+    """The cell for a concrete genotype: ops chosen in Python, autodiff as usual. -> (out, stats)."""
+    states = [s0, s1]
+    keys = jax.random.split(key, 2 * spec.num_nodes) if key is not None else None
+    for i in range(spec.num_nodes):
+        total = 0.0
+        for slot in range(2):
+            j, op_id = (int(v) for v in genotype[i, slot])
+            op, stride = spec.ops[op_id], spec.stride(j)
+            node = f"node{i}"
+            if _has_params(params[node], op, stride):
+                h, new = _apply_op(op, _take(params[node][op], j), _take(stats[node][op], j), states[j],
+                                   stride, train)
+                stats = {**stats, node: {**stats[node], op: _put(stats[node][op], j, new)}}
+            else:
+                h, _ = _apply_op(op, {}, {}, states[j], stride, train)
+            if keys is not None and not (op == "skip_connect" and stride == 1):
+                h = h * _drop_mask(keys[2 * i + slot], h.shape[0], rate, h.dtype)
+            total = total + h
+        states.append(total)
+    return jnp.concatenate(states[2:], axis=-1), stats
+
+
+def _branches(spec: CellSpec, train: bool):
+    """The edge branches of a traced genotype: branch b = op + len(ops) * (stride-2 edge). Each maps
+    (node params, node stats, x_in, x_mid, j) -> (h, new node stats); x_in is a cell input (the
+    reduction's stride-2 edges read it), x_mid the state at j (None in a reduction cell's stride-2 edges)."""
+    strides = (1, 2) if spec.reduction else (1,)
+    out = []
+    for stride in strides:
+        for op in spec.ops:
+            def branch(p, s, x_in, x_mid, j, op=op, stride=stride):
+                x = x_in if stride == 2 else x_mid
+                if not _has_params(p, op, stride):
+                    return _apply_op(op, {}, {}, x, stride, train)[0], s
+                h, new = _apply_op(op, _take(p[op], j), _take(s[op], j), x, stride, train)
+                return h, {**s, op: _put(s[op], j, new)}
+            out.append(branch)
+    return out
+
+
+def _edge_inputs(spec: CellSpec, buf, j):
+    """(x_in, x_mid) an edge reading state j gets from the state buffer(s)."""
+    if spec.reduction:
+        inputs, mids = buf
+        return (lax.dynamic_index_in_dim(inputs, jnp.minimum(j, 1), keepdims=False),
+                lax.dynamic_index_in_dim(mids, jnp.maximum(j - 2, 0), keepdims=False))
+    x = lax.dynamic_index_in_dim(buf, j, keepdims=False)
+    return x, x
+
+
+def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
+    """-> (out, new stats, buffer of every state): the dynamic cell's forward pass."""
+    b, h, w, c = s1.shape
+    n = spec.num_nodes
+    if spec.reduction:
+        buf = (jnp.stack([s0, s1]), jnp.zeros((n, b, h // 2, w // 2, c), s1.dtype))
+    else:
+        buf = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((n, b, h, w, c), s1.dtype)])
+    branches = _branches(spec, train)
+    keys = jax.random.split(key, 2 * n) if key is not None else None
+    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
+    for i in range(n):
+        total = 0.0
+        node = f"node{i}"
+        for slot in range(2):
+            j, op = genotype[i, slot, INPUT], genotype[i, slot, OP]
+            wide = (j < 2) if spec.reduction else False
+            x_in, x_mid = _edge_inputs(spec, buf, j)
+            hh, new = lax.switch(op + len(spec.ops) * wide, branches, params[node], stats[node], x_in, x_mid, j)
+            stats = {**stats, node: new}
+            if keys is not None:
+                identity = (op == skip) & ~wide
+                hh = jnp.where(identity, hh, hh * _drop_mask(keys[2 * i + slot], b, rate, hh.dtype))
+            total = total + hh
+        if spec.reduction:
+            buf = (buf[0], buf[1].at[i].set(total))
+        else:
+            buf = buf.at[i + 2].set(total)
+    mids = buf[1] if spec.reduction else buf[2:]
+    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], n * c)
+    return out, stats, buf
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _traced_cell(spec, train, params, stats, s0, s1, genotype, rate, key):
+    out, stats, _ = _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key)
+    return out, stats
+
+
+def _traced_cell_fwd(spec, train, params, stats, s0, s1, genotype, rate, key):
+    out, new_stats, buf = _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key)
+    return (out, new_stats), (params, stats, buf, genotype, rate, key)
+
+
+def _traced_cell_bwd(spec, train, res, cts):
+    """Backward through the chosen ops only: nodes in reverse, each edge's op re-run under `jax.vjp`
+    inside the same switch (its residuals would otherwise be kept for every branch), its input
+    gradient added in place into the state buffer's gradient."""
+    params, stats, buf, genotype, rate, key = res
+    dout = cts[0]
+    n, c = spec.num_nodes, dout.shape[-1] // spec.num_nodes
+    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], n, c), 3, 0)
+    if spec.reduction:
+        dbuf = (jnp.zeros_like(buf[0]), dmids)
+    else:
+        dbuf = jnp.concatenate([jnp.zeros_like(buf[:2]), dmids])
+    branches = _branches(spec, train)
+
+    def vjp_branch(branch):
+        def run(p, s, x_in, x_mid, j, dh):
+            _, pull = jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid, j)[0], p, x_in, x_mid)
+            return pull(dh)
+        return run
+
+    grads = [vjp_branch(branch) for branch in branches]
+    keys = jax.random.split(key, 2 * n) if key is not None else None
+    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
+    dparams = jax.tree.map(jnp.zeros_like, params)
+    for i in reversed(range(n)):
+        node = f"node{i}"
+        dnode = dbuf[1][i] if spec.reduction else dbuf[i + 2]
+        for slot in range(2):
+            j, op = genotype[i, slot, INPUT], genotype[i, slot, OP]
+            wide = (j < 2) if spec.reduction else False
+            dh = dnode
+            if keys is not None:
+                identity = (op == skip) & ~wide
+                dh = jnp.where(identity, dh, dh * _drop_mask(keys[2 * i + slot], dh.shape[0], rate, dh.dtype))
+            x_in, x_mid = _edge_inputs(spec, buf, j)
+            dp, dx_in, dx_mid = lax.switch(op + len(spec.ops) * wide, grads, params[node], stats[node],
+                                           x_in, x_mid, j, dh)
+            dparams = {**dparams, node: jax.tree.map(jnp.add, dparams[node], dp)}
+            if spec.reduction:
+                dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx_in), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx_mid))
+            else:
+                dbuf = dbuf.at[j].add(dx_in + dx_mid)
+    ds0, ds1 = (dbuf[0][0], dbuf[0][1]) if spec.reduction else (dbuf[0], dbuf[1])
+    zero = lambda x: np.zeros(np.shape(x), jax.dtypes.float0) if not jnp.issubdtype(  # noqa: E731
+        jnp.result_type(x), jnp.floating) else jnp.zeros_like(x)
+    return (dparams, jax.tree.map(zero, stats), ds0, ds1, zero(genotype), zero(rate),
+            None if key is None else zero(key))
+
+
+_traced_cell.defvjp(_traced_cell_fwd, _traced_cell_bwd)
 
 
 class DARTSCell(nn.Module):
-    """One cell: `edges` lists (op name, input index), two per node.
-    (s0, s1) -> (B, H', W', nodes * features)."""
+    """One cell over every candidate op: preprocessing of (s0, s1) to `features` channels, then the nodes
+    of `genotype` (num_nodes, 2, 2) [node, slot, (input, op)], numpy (chosen in Python) or traced
+    (`lax.switch` per edge). (s0, s1) -> (B, H', W', num_nodes * features)."""
 
-    edges: tuple[tuple[str, int], ...]
+    ops: tuple[str, ...]
+    num_nodes: int
     features: int
     reduction: bool = False
     reduction_prev: bool = False
 
     @nn.compact
-    def __call__(self, s0: jax.Array, s1: jax.Array, train: bool = False, drop_path_rate=0.0) -> jax.Array:
-        if self.reduction_prev:
-            s0 = FactorizedReduce(self.features, name="preprocess0")(s0, train)
-        else:
-            s0 = primitives.ReLUConvBN(self.features, 1, name="preprocess0")(s0, train)
-        states = [s0, primitives.ReLUConvBN(self.features, 1, name="preprocess1")(s1, train)]
+    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0):
+        c = self.features
+        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction)
+        pre_shapes = {"preprocess0": ({"conv_1": (s0.shape[-1], c // 2), "conv_2": (s0.shape[-1], c // 2)}
+                                      if self.reduction_prev else {"pointwise": (s0.shape[-1], c)}),
+                      "preprocess1": {"pointwise": (s1.shape[-1], c)}}
+
+        def init_pre(key):
+            names = [(name, leaf) for name, leaves in pre_shapes.items() for leaf in leaves]
+            draw = _lecun_normal(key, [(1, *pre_shapes[name][leaf]) for name, leaf in names])
+            out = {name: {"bn": {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}} for name in pre_shapes}
+            for (name, leaf), value in zip(names, draw):
+                out[name][leaf] = value[0]
+            return out
+
+        pre = self.param("preprocess", init_pre)
+        pre_stats = self.variable("batch_stats", "preprocess", lambda: {
+            name: {"bn": {"mean": jnp.zeros((c,)), "var": jnp.ones((c,))}} for name in pre_shapes})
+        params = self.param("edges", spec.init_params)
+        stats = self.variable("batch_stats", "edges", spec.init_stats)
+
+        prep0 = _factorized_reduce if self.reduction_prev else _relu_conv_bn
+        s0, st0 = prep0(pre["preprocess0"], pre_stats.value["preprocess0"], s0, train)
+        s1, st1 = _relu_conv_bn(pre["preprocess1"], pre_stats.value["preprocess1"], s1, train)
         # A Python 0 skips drop-path statically; anything else (a float or a traced schedule) applies it.
         dropping = train and not (isinstance(drop_path_rate, (int, float)) and drop_path_rate == 0)
-        for node in range(len(self.edges) // 2):
-            total = 0.0
-            for slot in range(2):
-                op, index = self.edges[2 * node + slot]
-                stride = 2 if self.reduction and index < 2 else 1
-                h = EdgeOp(op, stride, name=f"node{node}_edge{slot}")(states[index], train)
-                if dropping and not (op == "skip_connect" and stride == 1):
-                    h = drop_path(h, drop_path_rate, self.make_rng("dropout"))
-                total = total + h
-            states.append(total)
-        return jnp.concatenate(states[2:], axis=-1)
+        key = jax.random.key_data(self.make_rng("dropout")) if dropping else None
+        if self.is_initializing():  # the parameters are made; skip compiling the cell into init
+            b, h, w, _ = s1.shape
+            h, w = (h // 2, w // 2) if self.reduction else (h, w)
+            return jnp.zeros((b, h, w, self.num_nodes * c), s1.dtype)
+        if isinstance(genotype, np.ndarray):
+            out, new_stats = _static_cell(spec, params, stats.value, s0, s1, genotype, train, drop_path_rate,
+                                          key)
+        else:
+            out, new_stats = _traced_cell(spec, train, params, stats.value, s0, s1, genotype,
+                                          jnp.asarray(drop_path_rate, s1.dtype), key)
+        if train:
+            pre_stats.value = {"preprocess0": st0, "preprocess1": st1}
+            stats.value = new_stats
+        return out
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -192,18 +526,27 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return nn.Dense(self.num_classes, name="classifier")(x.reshape(x.shape[0], -1))
 
 
-class DARTSNetwork(nn.Module):
-    """DARTS' `NetworkCIFAR`. x (B, H, W, 3) -> logits (B, num_classes), or (logits, aux_logits) when
-    `auxiliary` and `train`.
+def reduction_layers(layers: int) -> tuple[int, int]:
+    """The cells (0-based) that reduce: layers // 3 and 2 * layers // 3."""
+    return layers // 3, 2 * layers // 3
 
-    Training (`train=True`) updates `batch_stats` (pass mutable=["batch_stats"]) and, when the drop-path
-    rate is not 0, draws from the rng stream 'dropout'. `drop_path_rate` given to `__call__` overrides
-    the attribute, so a schedule (DARTS grows it linearly over epochs) needs no recompilation. The
-    auxiliary head's parameters are created at init whenever `auxiliary` is set.
+
+class DARTSNetwork(nn.Module):
+    """DARTS' `NetworkCIFAR` over every candidate op (the weight-sharing supernet; see above).
+    x (B, H, W, 3), genotype int (2, num_nodes, 2, 2) -> logits (B, num_classes), or (logits,
+    aux_logits) when `auxiliary` and `train`.
+
+    `genotype` (a nested tuple of the encoding) fixes the architecture at build time; otherwise pass it
+    to `__call__` (traced: one compiled program for every genotype). Training (`train=True`) updates
+    `batch_stats` (pass mutable=["batch_stats"]) and, when the drop-path rate is not 0, draws from the
+    rng stream 'dropout'. `drop_path_rate` given to `__call__` overrides the attribute, so a schedule
+    (DARTS grows it linearly over epochs) needs no recompilation. The auxiliary head's parameters are
+    created at init whenever `auxiliary` is set.
     """
 
-    normal: tuple[tuple[str, int], ...]
-    reduce: tuple[tuple[str, int], ...]
+    ops: tuple[str, ...] = OPS
+    num_nodes: int = 4
+    genotype: tuple | None = None
     num_classes: int = 10
     init_channels: int = 36
     layers: int = 20
@@ -211,19 +554,22 @@ class DARTSNetwork(nn.Module):
     drop_path_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False, drop_path_rate=None):
+    def __call__(self, x: jax.Array, genotype=None, train: bool = False, drop_path_rate=None):
+        if (genotype is None) == (self.genotype is None):
+            raise ValueError("DARTSNetwork needs a genotype: built in (genotype=...) or passed to the call, "
+                             "not both")
+        genotype = np.asarray(self.genotype, np.int32) if genotype is None else jnp.asarray(genotype, jnp.int32)
         rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
         c = self.init_channels
         x = primitives.Conv(3 * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
         s0 = s1 = primitives.batch_norm(train, "stem_bn")(x)
-        reductions = (self.layers // 3, 2 * self.layers // 3)
+        reductions = reduction_layers(self.layers)
         reduction_prev, aux_logits = False, None
         for i in range(self.layers):
             reduction = i in reductions
             c = 2 * c if reduction else c
-            cell = DARTSCell(self.reduce if reduction else self.normal, c, reduction, reduction_prev,
-                             name=f"cell{i}")
-            s0, s1 = s1, cell(s0, s1, train, rate)
+            cell = DARTSCell(self.ops, self.num_nodes, c, reduction, reduction_prev, name=f"cell{i}")
+            s0, s1 = s1, cell(s0, s1, genotype[int(reduction)], train, rate)
             reduction_prev = reduction
             if self.auxiliary and i == reductions[1] and (train or self.is_initializing()):
                 aux_logits = AuxiliaryHeadCIFAR(self.num_classes, name="auxiliary_head")(s1, train)
@@ -231,18 +577,39 @@ class DARTSNetwork(nn.Module):
         return (logits, aux_logits) if self.auxiliary and train else logits
 
 
+def path_param_count(params, genotype: np.ndarray, ops: tuple[str, ...] = OPS) -> int:
+    """Parameters of the network `genotype` (2, N, 2, 2) chooses among a `DARTSNetwork`'s `params`:
+    every leaf outside the cells' edges and, per cell, the chosen ops' slices of the edge leaves."""
+    genotype = np.asarray(genotype, np.int32)
+    cells = sorted((name for name in params if name.startswith("cell")), key=lambda n: int(n[4:]))
+    total = sum(math.prod(leaf.shape) for name, tree in params.items() if name not in cells
+                for leaf in jax.tree.leaves(tree))
+    reductions = reduction_layers(len(cells))
+    for i, name in enumerate(cells):
+        total += sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params[name]["preprocess"]))
+        c = params[name]["preprocess"]["preprocess1"]["pointwise"].shape[1]
+        spec = CellSpec(tuple(ops), genotype.shape[1], c, i in reductions)
+        total += spec.path_param_count(genotype[int(i in reductions)])
+    return total
+
+
 # --- the space ---------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class DARTSSpace(Space):
-    """Normal + reduction cell of `num_nodes` nodes, two (input, op) edges each; see the module docstring."""
+    """Normal + reduction cell of `num_nodes` nodes, two (input, op) edges each; see the module docstring.
+    `init_channels` and `layers` configure the network the engine trains (`trainable`) and `to_module`'s
+    default (DARTS' CIFAR-10 evaluation network: 36 channels, 20 cells)."""
 
     num_nodes: int = 4
     ops: tuple[str, ...] = OPS
     include_none: bool = False
+    init_channels: int = 36
+    layers: int = 20
 
     def __post_init__(self):
         if self.num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
+        _check_network(self.init_channels, self.layers)
         unknown = [op for op in self.ops if op not in OPS]
         if unknown or len(set(self.ops)) != len(self.ops):
             raise ValueError(f"ops must be distinct names from {OPS}; got {self.ops}")
@@ -360,10 +727,20 @@ class DARTSSpace(Space):
         concat = list(range(2, 2 + self.num_nodes))
         return Genotype(cells[0], concat, cells[1], list(concat))
 
-    def from_genotype(self, normal: Sequence, normal_concat: Sequence, reduce: Sequence,
-                      reduce_concat: Sequence) -> np.ndarray:
-        """Canonical int32 (2, N, 2, 2) encoding of a DARTS genotype (e.g. `from_genotype(*DARTS_V2)`);
-        `InvalidEncodingError` naming what the space cannot express."""
+    def from_genotype(self, normal, normal_concat: Sequence | None = None, reduce: Sequence | None = None,
+                      reduce_concat: Sequence | None = None) -> np.ndarray:
+        """Canonical int32 (2, N, 2, 2) encoding of a DARTS genotype: its four fields
+        (`from_genotype(*DARTS_V2)`), a `Genotype`, or the string DARTS prints (`parse_genotype`); each
+        cell's edges flat (2 per node) or nested per node. `InvalidEncodingError` naming what the space
+        cannot express."""
+        if isinstance(normal, str):
+            normal = parse_genotype(normal)
+        if isinstance(normal, Genotype) or (isinstance(normal, tuple) and hasattr(normal, "_fields")):
+            normal, normal_concat, reduce, reduce_concat = normal
+        if normal_concat is None or reduce is None or reduce_concat is None:
+            raise InvalidEncodingError("from_genotype needs a Genotype, its string, or its four fields "
+                                       "(normal, normal_concat, reduce, reduce_concat)")
+        normal, reduce = _flat_edges("normal", normal), _flat_edges("reduce", reduce)
         enc = np.zeros(self.encoding_shape, np.int32)
         cells = zip(CELLS, (normal, reduce), (normal_concat, reduce_concat))
         for c, (cell, edges, concat) in enumerate(cells):
@@ -374,6 +751,10 @@ class DARTSSpace(Space):
                 raise InvalidEncodingError(f"{cell} cell has {len(edges)} edges, expected 2 per node "
                                            f"({2 * self.num_nodes})")
             for e, edge in enumerate(edges):
+                if not (isinstance(edge, (tuple, list)) and len(edge) == 2 and isinstance(edge[0], str)
+                        and isinstance(edge[1], (int, np.integer))):
+                    raise InvalidEncodingError(f"{cell} cell edge {e}: {edge!r} is not an (op name, input "
+                                               "index) pair")
                 op, index = edge
                 if op not in self.ops:
                     raise InvalidEncodingError(f"{cell} cell edge {e}: unknown op {op!r}; known: "
@@ -387,17 +768,44 @@ class DARTSSpace(Space):
         """The genotype in DARTS notation: Genotype(normal=[('sep_conv_3x3', 0), ...], ...)."""
         return repr(self.to_genotype(enc))
 
-    def to_module(self, enc, num_classes: int = 10, init_channels: int = 36, layers: int = 20,
-                  auxiliary: bool = False, drop_path_rate: float = 0.0) -> DARTSNetwork:
-        """DARTS' evaluation network (defaults: the CIFAR-10 protocol's 20 cells, 36 channels)."""
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
-        if init_channels < 1 or init_channels % 2:
-            raise ValueError(f"init_channels must be a positive even number (FactorizedReduce halves "
-                             f"channels), got {init_channels}")
+    def _network(self, genotype, num_classes: int, init_channels: int | None, layers: int | None,
+                 auxiliary: bool, drop_path_rate: float) -> DARTSNetwork:
+        init_channels = self.init_channels if init_channels is None else init_channels
+        layers = self.layers if layers is None else layers
+        _check_network(init_channels, layers)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        genotype = self.to_genotype(enc)
-        return DARTSNetwork(normal=tuple(genotype.normal), reduce=tuple(genotype.reduce),
-                            num_classes=num_classes, init_channels=init_channels, layers=layers,
-                            auxiliary=auxiliary, drop_path_rate=drop_path_rate)
+        return DARTSNetwork(ops=self.ops, num_nodes=self.num_nodes, genotype=genotype, num_classes=num_classes,
+                            init_channels=init_channels, layers=layers, auxiliary=auxiliary,
+                            drop_path_rate=drop_path_rate)
+
+    def to_module(self, enc, num_classes: int = 10, init_channels: int | None = None, layers: int | None = None,
+                  auxiliary: bool = False, drop_path_rate: float = 0.0) -> DARTSNetwork:
+        """DARTS' evaluation network for `enc` (default size: the space's `init_channels`, `layers`),
+        its genotype built in: `module.apply(variables, x)`. It holds every candidate op's parameters
+        (`param_count` counts the chosen ones)."""
+        return self._network(_as_tuple(self.checked(enc).tolist()), num_classes, init_channels, layers, auxiliary,
+                             drop_path_rate)
+
+    def trainable(self, enc, num_classes: int = 10, auxiliary: bool = False, drop_path_rate: float = 0.0):
+        """(module, (genotype,)): the space's network with the genotype as data, so every architecture
+        shares one module and one compiled training program (the weight-sharing supernet)."""
+        return (self._network(None, num_classes, None, None, auxiliary, drop_path_rate),
+                (self.checked(enc),))
+
+    def param_count(self, enc, params) -> int:
+        """Parameters of the network `enc` denotes among `params` of its module (every candidate op's
+        are there): the chosen ops' and the shared layers'."""
+        return path_param_count(params, self.checked(enc), self.ops)
+
+
+def _as_tuple(nested):
+    return tuple(_as_tuple(v) for v in nested) if isinstance(nested, list) else nested
+
+
+def _check_network(init_channels: int, layers: int) -> None:
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
+    if init_channels < 1 or init_channels % 2:
+        raise ValueError(f"init_channels must be a positive even number (FactorizedReduce halves "
+                         f"channels), got {init_channels}")

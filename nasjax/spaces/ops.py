@@ -13,7 +13,12 @@
   explicit transposes from being folded back. Stride-1 results equal XLA's bit for bit.
 * ``"auto"``: ``"canonical"`` on CPU, ``"xla"`` elsewhere.
 
-Grouped and dilated convolutions always use XLA. Figures: `experiments/perf_conv.py`.
+Grouped and dilated convolutions go to XLA, except depthwise ones (`depthwise_conv2d`): on CPU those
+and the overlapping k x k pools (`max_pool_window`, `avg_pool_window`) are shifted multiply-adds (maxes)
+over the k x k taps with explicit gradients of the same form, elementwise work that XLA:CPU fuses and
+runs near memory bandwidth inside loop bodies too, where its grouped convolution and select-and-scatter
+ran at 0.7 GFLOP/s (depthwise 3x3/16, batch 64: 61 ms fwd+bwd, 488 ms inside `lax.scan`). Accelerators
+keep XLA's own ops. Figures: `experiments/perf_conv.py`.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-IMPLS = ("auto", "xla", "canonical")
+IMPLS = ("auto", "xla", "canonical")  # "canonical" is the CPU path of every op below
 # XLA:CPU (jaxlib 0.10) hands convolutions and dots to YNNPACK by default. On this project's CPU,
 # XLA's Eigen kernels ran them 1.3-2x faster (experiments/perf_conv.py), so nasjax compiles its
 # training programs with YNNPACK off (`compiler_options`).
@@ -142,6 +148,142 @@ def max_pool(x: jax.Array, size: int = 2, padding: str = "VALID") -> jax.Array:
         x = x[:, :h - h % size, :w - w % size]
     ho, wo = x.shape[1] // size, x.shape[2] // size
     return jnp.max(x.reshape(b, ho, size, wo, size, c), axis=(2, 4))
+
+
+# --- depthwise convolutions and overlapping pools as k x k shifted taps (the CPU path) ---------------
+def _taps(xp: jax.Array, k: int, dilation: int, stride: int, out: tuple[int, int]):
+    """The k * k shifted views of padded xp (B, Hp, Wp, C) that tap (a, b) of a dilated, strided k x k
+    window reads for every output pixel: a list of (a, b, view (B, *out, C)), row-major."""
+    ho, wo = out
+    return [(a, b, lax.slice(xp, (0, a * dilation, b * dilation, 0),
+                             (xp.shape[0], a * dilation + stride * (ho - 1) + 1,
+                              b * dilation + stride * (wo - 1) + 1, xp.shape[3]), (1, stride, stride, 1)))
+            for a in range(k) for b in range(k)]
+
+
+def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _scatter_taps(parts, k: int, dilation: int, stride: int, padded: tuple[int, int], pad: int,
+                  size: tuple[int, int]) -> jax.Array:
+    """Transpose of `_taps`: sum the per-tap cotangents parts[a * k + b] (B, Ho, Wo, C) back onto the
+    padded input grid and crop the padding: (B, H, W, C). Each part is dilated by the stride and padded
+    into place, one fused sum."""
+    total = None
+    for (a, b), part in zip([(a, b) for a in range(k) for b in range(k)], parts):
+        ho, wo = part.shape[1:3]
+        cfg = [(0, 0, 0), (a * dilation, padded[0] - a * dilation - stride * (ho - 1) - 1, stride - 1),
+               (b * dilation, padded[1] - b * dilation - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)]
+        placed = lax.pad(part, jnp.zeros((), part.dtype), cfg)
+        total = placed if total is None else total + placed
+    return total[:, pad:pad + size[0], pad:pad + size[1]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _taps_depthwise(x: jax.Array, w: jax.Array, stride: int, dilation: int, pad: int) -> jax.Array:
+    """sum over taps of view * w[a, b]: x (B, H, W, C), w (k, k, C) -> (B, Ho, Wo, C)."""
+    k = w.shape[0]
+    out = tuple(_out_size(n, k, stride, dilation, pad) for n in x.shape[1:3])
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return sum(view * w[a, b] for a, b, view in _taps(xp, k, dilation, stride, out))
+
+
+def _taps_depthwise_fwd(x, w, stride, dilation, pad):
+    return _taps_depthwise(x, w, stride, dilation, pad), (x, w)
+
+
+def _taps_depthwise_bwd(stride, dilation, pad, res, dy):
+    x, w = res
+    k = w.shape[0]
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    views = _taps(xp, k, dilation, stride, dy.shape[1:3])
+    dw = jnp.stack([jnp.sum(view * dy, axis=(0, 1, 2)) for _, _, view in views]).reshape(w.shape)
+    dx = _scatter_taps([dy * w[a, b] for a, b, _ in views], k, dilation, stride, xp.shape[1:3], pad,
+                       x.shape[1:3])
+    return dx, dw
+
+
+_taps_depthwise.defvjp(_taps_depthwise_fwd, _taps_depthwise_bwd)
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1,
+                     padding: int | None = None, impl: str = "auto") -> jax.Array:
+    """Depthwise k x k convolution, symmetric zero padding (default dilation * (k - 1) // 2, as PyTorch's
+    `Conv2d(C, C, k, stride, padding, dilation, groups=C)` in DARTS' ops): x (B, H, W, C),
+    kernel (k, k, C) -> (B, Ho, Wo, C). CPU: shifted taps with explicit gradients (module docstring)."""
+    k = kernel.shape[0]
+    if x.ndim != 4 or kernel.shape != (k, k, x.shape[3]):
+        raise ValueError(f"depthwise_conv2d needs x (B, H, W, C) and kernel (k, k, C); got {x.shape}, "
+                         f"{kernel.shape}")
+    pad = dilation * (k - 1) // 2 if padding is None else int(padding)
+    if resolve_impl(impl) == "canonical":
+        return _taps_depthwise(x, kernel, int(stride), int(dilation), pad)
+    return _xla_conv(x, kernel[:, :, None, :], (stride, stride), ((pad, pad), (pad, pad)),
+                     (dilation, dilation), x.shape[3])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _taps_max_pool(x: jax.Array, k: int, stride: int) -> jax.Array:
+    return _taps_max_pool_fwd(x, k, stride)[0]
+
+
+def _taps_max_pool_fwd(x, k, stride):
+    """(max over taps, (int8 index of each window's first maximum, a (H, W) zero-size token of x's size))."""
+    pad = (k - 1) // 2
+    out = tuple(_out_size(n, k, stride, 1, pad) for n in x.shape[1:3])
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    best, arg = None, None
+    for a, b, view in _taps(xp, k, 1, stride, out):
+        if best is None:
+            best, arg = view, jnp.zeros(view.shape, jnp.int8)
+        else:  # strictly greater: the first maximum in row-major window order wins, as select-and-scatter
+            better = view > best
+            best, arg = jnp.where(better, view, best), jnp.where(better, jnp.int8(a * k + b), arg)
+    return best, (arg, jnp.zeros((0, *x.shape[1:3]), x.dtype))
+
+
+def _taps_max_pool_bwd(k, stride, res, dy):
+    arg, token = res
+    pad, size = (k - 1) // 2, token.shape[1:]
+    parts = [jnp.where(arg == t, dy, 0.0).astype(dy.dtype) for t in range(k * k)]
+    return (_scatter_taps(parts, k, 1, stride, (size[0] + 2 * pad, size[1] + 2 * pad), pad, size),)
+
+
+_taps_max_pool.defvjp(_taps_max_pool_fwd, _taps_max_pool_bwd)
+
+
+def max_pool_window(x: jax.Array, window: int = 3, stride: int = 1, impl: str = "auto") -> jax.Array:
+    """Overlapping window x window max-pool, padding (window - 1) // 2 with -inf (PyTorch's
+    `MaxPool2d(k, stride, padding=k // 2)`): x (B, H, W, C) -> (B, Ho, Wo, C). The gradient goes to the
+    first maximum of each window, as XLA's select-and-scatter. CPU: shifted taps (module docstring)."""
+    if window % 2 != 1:
+        raise ValueError(f"max_pool_window needs an odd window, got {window}")
+    if resolve_impl(impl) == "canonical":
+        return _taps_max_pool(x, window, stride)
+    p = (window - 1) // 2
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1),
+                             ((0, 0), (p, p), (p, p), (0, 0)))
+
+
+def avg_pool_window(x: jax.Array, window: int = 3, stride: int = 1, impl: str = "auto") -> jax.Array:
+    """Overlapping window x window average pool, padding (window - 1) // 2, padding not counted
+    (PyTorch's `AvgPool2d(k, stride, padding=k // 2, count_include_pad=False)`):
+    x (B, H, W, C) -> (B, Ho, Wo, C). CPU: a sum of shifted taps (its autodiff is shifted pads)."""
+    if window % 2 != 1:
+        raise ValueError(f"avg_pool_window needs an odd window, got {window}")
+    p = (window - 1) // 2
+    pads = ((0, 0), (p, p), (p, p), (0, 0))
+    if resolve_impl(impl) == "canonical":
+        out = tuple(_out_size(n, window, stride, 1, p) for n in x.shape[1:3])
+        total = sum(view for _, _, view in _taps(jnp.pad(x, pads), window, 1, stride, out))
+    else:
+        total = lax.reduce_window(x, 0.0, lax.add, (1, window, window, 1), (1, stride, stride, 1), pads)
+    # Window sizes are static: count them with numpy, no extra work in the program.
+    ones = np.pad(np.ones(x.shape[1:3], np.float32), p)
+    count = sum(ones[a:a + stride * (total.shape[1] - 1) + 1:stride, b:b + stride * (total.shape[2] - 1) + 1:stride]
+                for a in range(window) for b in range(window))
+    return total / count[None, :, :, None].astype(x.dtype)
 
 
 class Conv(nn.Module):

@@ -2,8 +2,9 @@
 
 Arch i trains from `arch_key(key, i)` alone (init, data order, augmentation, drop-path), so its result is
 the same as training it by itself with that key. Execution:
-  "per_arch": a true-size whole-network program per architecture, compiled once and cached, Python
-              loop (the only choice for cell spaces);
+  "per_arch": a whole-network program per network module, compiled once and cached, Python loop (the
+              only choice for cell spaces). A space whose `trainable` takes the architecture as data
+              (DARTS) gives every architecture the same module, so all share one program;
   "layered":  plain ConvNets unit by unit (`layered.py`): one compiled program per layer *shape*, shared
               by every architecture, so new architectures compile almost nothing (the CPU choice:
               `experiments/perf_population.py` measures it against the others);
@@ -32,7 +33,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from nasjax.data import normalize
 from nasjax.spaces import ops
 from nasjax.spaces.convnet import ConvNetSpace
-from nasjax.spaces.darts import DARTSSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
 from nasjax.train.state import TrainState, create_state, make_optimizer
@@ -79,19 +79,20 @@ def arch_key(key: jax.Array, position: int) -> jax.Array:
 
 
 # --- networks -------------------------------------------------------------------------------------
-def module_kwargs(space, config: TrainConfig) -> dict:
-    if isinstance(space, DARTSSpace):
-        return dict(init_channels=config.init_channels, layers=config.layers,
-                    auxiliary=config.auxiliary_weight > 0, drop_path_rate=config.drop_path)
-    return {}
+def trainable(space, enc, config: TrainConfig, num_classes: int):
+    """(module, extra) the space supplies for training `enc` under `config`'s protocol."""
+    return space.trainable(enc, num_classes, auxiliary=config.auxiliary_weight > 0,
+                           drop_path_rate=config.drop_path)
 
 
-def _program_id(enc, execution: str) -> tuple:
-    """Architectures with the same id share one program: ("depth", d) is a masked ConvNet, ("arch", enc)
-    a true-size network's whole-network program, ("layered", enc) its chain of per-shape programs."""
+def _program_id(space, enc, config: TrainConfig, num_classes: int, execution: str) -> tuple:
+    """Architectures with the same id share one program: ("depth", d) is a masked ConvNet, ("module", m)
+    the whole-network program of module m, ("layered", enc) a ConvNet's chain of per-shape programs."""
     if execution in ("loop", "sharded"):
         return ("depth", int(enc[0]))
-    return ("layered" if execution == "layered" else "arch", tuple(np.asarray(enc).ravel().tolist()))
+    if execution == "layered":
+        return ("layered", tuple(np.asarray(enc).ravel().tolist()))
+    return ("module", trainable(space, enc, config, num_classes)[0])
 
 
 def _encoding(space, program_id: tuple) -> np.ndarray:
@@ -102,12 +103,22 @@ def _encoding(space, program_id: tuple) -> np.ndarray:
 def _apply(space, config: TrainConfig, program_id: tuple, num_classes: int):
     if program_id[0] == "depth":
         return steps.module_apply(masked.masked_module(space, program_id[1], num_classes))
-    enc = _encoding(space, program_id)
-    return steps.module_apply(space.to_module(enc, num_classes, **module_kwargs(space, config)))
+    return steps.module_apply(program_id[1])
 
 
-def _extra(space, enc, shared: bool) -> tuple:
-    return tuple(jnp.asarray(m) for m in masked.masks(space, enc)) if shared else ()
+def _extra(space, enc, config: TrainConfig, num_classes: int, shared: bool) -> tuple:
+    """The runtime arrays a shared program takes for `enc`: masks, or the space's trainable extras."""
+    if shared:
+        return tuple(jnp.asarray(m) for m in masked.masks(space, enc))
+    return tuple(jnp.asarray(e) for e in trainable(space, enc, config, num_classes)[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(module):
+    """Jitted init of `module` (rngs, x, extra) -> variables, one program per module. (Eager init of a
+    cell network dispatches thousands of small ops: ~20 s for a tiny DARTS net.) x is an argument, not
+    a constant XLA would fold the network's first layers on."""
+    return jax.jit(lambda rngs, x, extra: module.init(rngs, x, *extra, train=False))
 
 
 def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bool):
@@ -116,10 +127,9 @@ def _init(space, enc, config: TrainConfig, key, num_classes: int, tx, shared: bo
     if layered.supports(space):  # no per-architecture init program (seconds of compilation each)
         variables = {"params": layered.init_params(space, enc, k_init, num_classes)}
     else:
-        module = space.to_module(enc, num_classes, **module_kwargs(space, config))
-        # jit: eager init of a cell network dispatches thousands of small ops (~20 s for a tiny DARTS net).
-        variables = jax.jit(lambda r: module.init(r, jnp.zeros((1, 32, 32, 3)), train=False))(
-            {"params": k_init, "dropout": k_drop})
+        module, extra = trainable(space, enc, config, num_classes)
+        variables = _init_fn(module)({"params": k_init, "dropout": k_drop}, jnp.zeros((1, 32, 32, 3)),
+                                     tuple(jnp.asarray(e) for e in extra))
     if shared:
         variables = masked.embed(space, enc, variables, num_classes)
     return create_state(variables, tx, k_rng)
@@ -275,12 +285,12 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
     epochs_done, val_acc = state.epochs_done.copy(), state.val_acc.copy()
     failed, reasons, wall = state.failed.copy(), list(state.reasons), state.wall_time + init_time / len(states)
     test_acc = state.test_acc.copy()
-    extras = [_extra(space, a, shared) for a in state.archs]
+    extras = [_extra(space, a, config, num_classes, shared) for a in state.archs]
     groups: dict[tuple, list[int]] = {}
     for i, a in enumerate(state.archs):
-        groups.setdefault(_program_id(a, execution), []).append(i)
+        groups.setdefault(_program_id(space, a, config, num_classes, execution), []).append(i)
 
-    for pid, members in sorted(groups.items()):
+    for pid, members in groups.items():  # insertion order: the first architecture's program first
         evaluate = _eval_fn(space, config, pid, num_classes)
         for epoch in range(int(min(epochs_done[members])), target):
             active = [i for i in members if not failed[i] and epochs_done[i] == epoch]
@@ -329,12 +339,15 @@ def _sharded_epoch(space, config, pid, num_classes, spe, mesh, states, extras, d
 
 
 def arch_info(space, enc, config: TrainConfig, num_classes: int = 10) -> tuple[int, float]:
-    """(true parameter count, forward FLOPs per image) of one architecture, from shapes only."""
-    module = space.to_module(enc, num_classes, **module_kwargs(space, config))
+    """(parameter count of the network `enc` denotes, forward FLOPs per image), from shapes only."""
+    module, extra = trainable(space, enc, config, num_classes)
     zero = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(lambda: module.init({"params": zero, "dropout": zero}, jnp.zeros((1, 32, 32, 3))))
-    n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(shapes["params"]))
-    return n_params, forward_flops(space, enc, module, shapes)
+    x = jnp.zeros((1, 32, 32, 3))
+    shapes = jax.eval_shape(lambda: module.init({"params": zero, "dropout": zero}, x, *extra))
+    # FLOPs of the network `enc` alone: its own module, the choices built in.
+    network = space.to_module(enc, num_classes)
+    return space.param_count(enc, shapes["params"]), forward_flops(
+        space, enc, network, jax.eval_shape(lambda: network.init(zero, x)))
 
 
 def results(state: PopulationState, info) -> list[ArchResult]:

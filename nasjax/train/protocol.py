@@ -32,13 +32,10 @@ class TrainConfig:
     autoaugment: bool = False
     drop_path: float = 0.0
     auxiliary_weight: float = 0.0
-    init_channels: int = 16  # cell spaces (DARTS) only
-    layers: int = 8  # cell spaces (DARTS) only
     eval_batch_size: int = 500
 
     def __post_init__(self):
-        positive = dict(epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
-                        init_channels=self.init_channels, layers=self.layers)
+        positive = dict(epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size)
         bad = [f"{k}={v}" for k, v in positive.items() if v < 1]
         nonneg = dict(lr=self.lr, final_lr=self.final_lr, momentum=self.momentum,
                       weight_decay=self.weight_decay, grad_clip=self.grad_clip, cutout=self.cutout,
@@ -60,7 +57,8 @@ class TrainConfig:
         return self.drop_path * epoch / self.epochs
 
 
-_BASE = TrainConfig(epochs=600, batch_size=96, init_channels=36, layers=20)
+# The network's size is the space's (e.g. DARTSSpace(init_channels=36, layers=20), DARTS' defaults).
+_BASE = TrainConfig(epochs=600, batch_size=96)
 PRESETS: dict[str, TrainConfig] = {
     "base": _BASE,
     "cutout": _BASE.replace(cutout=16),
