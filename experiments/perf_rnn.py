@@ -92,6 +92,7 @@ def main(argv=None):
     p.add_argument("--bptt", type=int, default=35)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round and implementation")
+    p.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default")
     args = p.parse_args(argv)
 
     space = RNNCellSpace()
@@ -107,8 +108,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     state, loss = step(state, x, y)
     loss.block_until_ready()
-    print(f"nasjax compile + first step: {time.perf_counter() - t0:.1f} s")
+    print(f"nasjax compile + first step: {time.perf_counter() - t0:.1f} s", flush=True)
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     tmodel = TorchDARTSLM(args.hidden, DARTS_V2)
     opt = torch.optim.SGD(tmodel.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -126,6 +129,7 @@ def main(argv=None):
                 else:
                     hidden = torch_step(tmodel, opt, config, tx, ty, hidden)
                 times[name].append(time.perf_counter() - t0)
+            print(f"round {r} {name}: {np.median(times[name][-args.steps:]) * 1e3:.1f} ms per step", flush=True)
     nj, pt = np.median(times["nasjax"]) * 1e3, np.median(times["pytorch"]) * 1e3
     print(f"training step, DARTS_V2 cell, bptt {args.bptt} x batch {args.batch} x hidden {args.hidden}, "
           f"vocab {VOCAB} ({args.rounds} interleaved rounds x {args.steps} steps, torch threads "
