@@ -5,8 +5,9 @@ stopping vs LaNAS, at equal cost; resumable.
     python experiments/rnn_ptb.py --data-dir ../shared/data --workdir runs/rnn_ptb
 
 Cost is counted in training tokens (one token = one forward + backward step of one model on one
-target word), the search budget is `--budget-chunks` chunks of `--chunk-windows` windows (bptt x
-batch tokens each) for every method; wall time is reported beside it. Each method searches
+target word): RS-ES runs until it has spent `--budget-chunks` chunks of `--chunk-windows` windows
+(bptt x batch tokens each; its last round may pass that), and RS-WS and LaNAS get what it spent;
+wall time is reported beside it. Each method searches
 `RNNCellSpace(--nodes)` (DARTS' cell; language model: `--hidden` units, tied embedding, the PTB
 vocabulary), training on the first `--train-tokens` training tokens (cycled) and validating on the
 first `--valid-tokens` validation tokens:

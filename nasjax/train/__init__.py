@@ -1,4 +1,7 @@
-"""Population training: protocols, train/eval steps, masked shared programs, `train_population`."""
+"""Population training: protocols, train/eval steps, masked shared programs, `train_population`;
+language models on Penn Treebank and the recurrent weight-sharing supernet: `nasjax.train.lm`."""
+
+from nasjax.train import lm
 
 from nasjax.train.masked import MaskedConvNet, embed, extract, masked_module, masks
 from nasjax.train.population import (ArchResult, PopulationState, arch_key, load_population, results,
@@ -8,6 +11,6 @@ from nasjax.train.state import TrainState, create_state, make_optimizer
 from nasjax.train.steps import accuracy, cross_entropy, module_apply, train_epoch, train_step
 
 __all__ = ["ArchResult", "MaskedConvNet", "PRESETS", "PopulationState", "TrainConfig", "TrainState",
-           "accuracy", "arch_key", "create_state", "cross_entropy", "embed", "extract", "load_population",
+           "accuracy", "arch_key", "lm", "create_state", "cross_entropy", "embed", "extract", "load_population",
            "make_optimizer", "masked_module", "masks", "module_apply", "preset", "results",
            "save_population", "select", "train_epoch", "train_population", "train_step"]

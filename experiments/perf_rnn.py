@@ -1,0 +1,143 @@
+"""Time one language-model training step, nasjax (jit) vs the same model in PyTorch eager, interleaved.
+
+    python experiments/perf_rnn.py                       # DARTS_V2 cell, 35 steps x batch 64 x 256 units
+    python experiments/perf_rnn.py --hidden 850 --rounds 5
+
+The step: embedding (PTB's 10,000 words, dropout on rows) -> locked dropout -> the DARTS_V2 recurrent
+cell over `--bptt` steps (input / recurrent dropout masks) -> locked dropout -> decoder tied to the
+embedding -> cross-entropy + DARTS' temporal activation regularisation -> backward -> gradient clipping
+-> SGD with weight decay. nasjax: `nasjax.train.lm.train_step` on `RNNCellSpace.to_module` (the cell fixed
+at trace time: the input half of s_0's projection hoisted out of the scan as one matmul; nodes reading
+the same state share one matmul). PyTorch: DARTS' rnn/model.py cell written out in eager PyTorch (one
+matmul per node per step) with the same input projection hoisted. Rounds alternate between the two;
+the median step time of each and the ratio PyTorch / nasjax (> 1: nasjax faster) are printed, with
+`uptime`'s load (the machine is shared: the ratio, from one interleaved run, is what to compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from nasjax.spaces import RNNCellSpace
+from nasjax.spaces.rnn import DARTS_V2
+from nasjax.train import lm
+
+VOCAB = 10_000
+DROPOUT = dict(dropout=0.75, dropout_h=0.25, dropout_x=0.75, dropout_i=0.2, dropout_e=0.1)  # DARTS'
+TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda g: g}
+
+
+class TorchDARTSLM(torch.nn.Module):
+    """DARTS' RNNModel + DARTSCell (quark0/darts rnn/model.py) in eager PyTorch, tied weights."""
+
+    def __init__(self, hidden: int, genotype):
+        super().__init__()
+        self.hidden, self.genotype = hidden, genotype
+        init = functools.partial(torch.empty, dtype=torch.float32)
+        self.embedding = torch.nn.Parameter(init(VOCAB, hidden).uniform_(-0.1, 0.1))
+        self.w0 = torch.nn.Parameter(init(2 * hidden, 2 * hidden).uniform_(-0.04, 0.04))
+        self.ws = torch.nn.Parameter(init(len(genotype.recurrent), hidden, 2 * hidden).uniform_(-0.04, 0.04))
+        self.bias = torch.nn.Parameter(torch.zeros(VOCAB))
+
+    @staticmethod
+    def _mask(shape, rate):
+        return torch.bernoulli(torch.full(shape, 1 - rate)) / (1 - rate)
+
+    def forward(self, tokens, hidden):
+        steps, batch = tokens.shape
+        h_size = self.hidden
+        table = self.embedding * self._mask((VOCAB, 1), DROPOUT["dropout_e"])
+        x = torch.nn.functional.embedding(tokens, table) * self._mask((1, batch, h_size), DROPOUT["dropout_i"])
+        x = x * self._mask((batch, h_size), DROPOUT["dropout_x"])
+        h_mask = self._mask((batch, h_size), DROPOUT["dropout_h"])
+        x_proj = (x.reshape(steps * batch, h_size) @ self.w0[:h_size]).view(steps, batch, 2 * h_size)
+        outputs = []
+        for t in range(steps):
+            c, g = torch.split(x_proj[t] + (hidden * h_mask) @ self.w0[h_size:], h_size, dim=-1)
+            states = [hidden + torch.sigmoid(c) * (torch.tanh(g) - hidden)]
+            for i, (name, pred) in enumerate(self.genotype.recurrent):
+                s = states[pred]
+                c, g = torch.split((s * h_mask) @ self.ws[i], h_size, dim=-1)
+                states.append(s + torch.sigmoid(c) * (TORCH_ACT[name](g) - s))
+            hidden = torch.stack([states[i] for i in self.genotype.concat]).mean(0)
+            outputs.append(hidden)
+        raw = torch.stack(outputs)
+        out = raw * self._mask((1, batch, h_size), DROPOUT["dropout"])
+        return out @ self.embedding.T + self.bias, hidden, raw
+
+
+def torch_step(model, opt, config: lm.LMConfig, tokens, targets, hidden):
+    logits, hidden, raw = model(tokens, hidden)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+    loss = loss + config.beta * (raw[1:] - raw[:-1]).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+    opt.step()
+    return hidden.detach()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--bptt", type=int, default=35)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round and implementation")
+    p.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default")
+    args = p.parse_args(argv)
+
+    space = RNNCellSpace()
+    model = space.to_module(space.from_genotype(*DARTS_V2), num_classes=VOCAB, hidden_size=args.hidden,
+                            **DROPOUT)
+    config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCAB, (args.bptt, args.batch)).astype(np.int32)
+    targets = rng.integers(0, VOCAB, (args.bptt, args.batch)).astype(np.int32)
+    step = jax.jit(functools.partial(lm.train_step, model, config))
+    state = lm.init_state(model, config, jax.random.key(0))
+    x, y = jnp.asarray(tokens), jnp.asarray(targets)
+    t0 = time.perf_counter()
+    state, loss = step(state, x, y)
+    loss.block_until_ready()
+    print(f"nasjax compile + first step: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(0)
+    tmodel = TorchDARTSLM(args.hidden, DARTS_V2)
+    opt = torch.optim.SGD(tmodel.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    tx, ty = torch.from_numpy(tokens.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))
+    hidden = torch_step(tmodel, opt, config, tx, ty, torch.zeros(args.batch, args.hidden))  # warm-up
+
+    times = {"nasjax": [], "pytorch": []}
+    for r in range(args.rounds):
+        for name in ("nasjax", "pytorch") if r % 2 == 0 else ("pytorch", "nasjax"):
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                if name == "nasjax":
+                    state, loss = step(state, x, y)
+                    loss.block_until_ready()
+                else:
+                    hidden = torch_step(tmodel, opt, config, tx, ty, hidden)
+                times[name].append(time.perf_counter() - t0)
+            print(f"round {r} {name}: {np.median(times[name][-args.steps:]) * 1e3:.1f} ms per step", flush=True)
+    nj, pt = np.median(times["nasjax"]) * 1e3, np.median(times["pytorch"]) * 1e3
+    print(f"training step, DARTS_V2 cell, bptt {args.bptt} x batch {args.batch} x hidden {args.hidden}, "
+          f"vocab {VOCAB} ({args.rounds} interleaved rounds x {args.steps} steps, torch threads "
+          f"{torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}):")
+    print(f"  nasjax  {nj:8.1f} ms (median; min {min(times['nasjax']) * 1e3:.1f})")
+    print(f"  pytorch {pt:8.1f} ms (median; min {min(times['pytorch']) * 1e3:.1f})")
+    print(f"  PyTorch / nasjax = {pt / nj:.2f}")
+
+
+if __name__ == "__main__":
+    main()
