@@ -9,7 +9,9 @@ kh x kw kernel over C_in / groups input channels costs H' W' C_out kh kw C_in / 
 dense layer C_in x C_out costs C_in C_out.
 
 The count is read off the module's own layers (every `ops.Conv`, `nn.Conv` and `nn.Dense` call, with
-the shapes they see), traced abstractly with `jax.eval_shape`: nothing is compiled or computed.
+the shapes they see), traced abstractly with `jax.eval_shape`: nothing is compiled or computed. A
+module that computes convolutions without Flax layers (a DARTS cell over every candidate op) states
+their count itself: `multiply_adds(*call args)`, asked instead of looking inside it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def multiply_adds(module: nn.Module, variables: Any, image_shape: tuple[int, int
     def count(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         layer = context.module
-        if context.method_name == "__call__" and isinstance(layer, (*CONVS, nn.Dense)):
+        if context.method_name == "__call__" and hasattr(layer, "multiply_adds"):
+            counts.append(layer.multiply_adds(*args, **kwargs))
+        elif context.method_name == "__call__" and isinstance(layer, (*CONVS, nn.Dense)):
             fan_in = args[0].shape[-1]
             if isinstance(layer, CONVS):
                 fan_in = math.prod(layer.kernel_size) * fan_in // layer.feature_group_count

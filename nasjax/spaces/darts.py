@@ -509,6 +509,25 @@ class DARTSCell(nn.Module):
             stats.value = new_stats
         return out
 
+    def multiply_adds(self, s0, s1, genotype, *_, **__) -> int:
+        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2), given
+        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.spaces.cost` asks for them, as they are not Flax layers. The
+        preprocessing is a 1x1 conv to `features` channels at s1's resolution (after a reduction,
+        FactorizedReduce's two stride-2 halves to features / 2 each: the same count); an edge from a
+        cell input of a reduction cell runs at stride 2; pools, identities and 'none' cost nothing."""
+        c, (h, w) = self.features, s1.shape[1:3]
+        total = h * w * (s0.shape[-1] + s1.shape[-1]) * c
+        hw = (h // 2) * (w // 2) if self.reduction else h * w  # every node's resolution
+        for j, op_id in np.asarray(genotype).reshape(-1, 2):
+            op = self.ops[op_id]
+            stride = 2 if self.reduction and j < 2 else 1
+            if op.startswith(("sep_conv", "dil_conv")):
+                halves = 2 if op.startswith("sep_conv") else 1  # SepConv is two (depthwise, pointwise)
+                total += halves * (int(op[-1]) ** 2 * c + c * c) * hw
+            elif op == "skip_connect" and stride == 2:
+                total += c * c * hw  # FactorizedReduce: two 1x1 convs c -> c / 2
+        return total
+
 
 class AuxiliaryHeadCIFAR(nn.Module):
     """DARTS' auxiliary classifier on an 8x8 map: ReLU, avg-pool 5/3, conv1x1-128-BN-ReLU,
