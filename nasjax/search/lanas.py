@@ -19,7 +19,7 @@ Algorithm 1 does; `ask(state, n)` selects once for the batch. Cp = cp + cp_scale
 successful scores: by default their standard deviation (`cp_spread="std"`), so that one default
 works whatever the scores' scale and offset; the paper's 0.1 x max score is `PAPER_EXPLORATION`
 (`cp_spread="max", cp_scale=0.1`), which was tuned on NAS-Bench-101 and over-explores on
-NAS-Bench-201 (see `exploration` and the measurements in the LaNAS class docstring).
+NAS-Bench-201 (see `tree.exploration` and the measurements in the LaNAS class docstring).
 
 Sampling from the selected region:
 * enumerable spaces (size <= `max_catalogue`): uniformly among members not yet asked or told
@@ -148,7 +148,14 @@ class LaNAS(Strategy):
     `cp_spread` of the successful scores (std by default; PAPER_EXPLORATION for the paper's),
     ridge penalty `ridge` (relative to the node's sample count, on standardized features). Spaces with
     at most `max_catalogue` members are sampled from their catalogue, others by rejection sampling
-    with `n_candidates` candidates per attempt and at most `max_attempts` attempts per ask."""
+    with `n_candidates` candidates per attempt and at most `max_attempts` attempts per ask.
+
+    Default exploration: cp_scale=0.1 x the std of the successful scores. Measured on NAS-Bench-201
+    (16 searches x 400 samples each, median samples to the optimum, cifar10 / cifar100 /
+    imagenet16): 0.1 std 112 / 112.5 / 131.5 (88 / 88 / 88 % of searches reached it), 0.05 std
+    104.5 / 124 / 136.5 (75 / 94 / 94 %); the paper's 0.1 x max score took 218.5 on cifar10
+    (100 x 1,000, issue 12), where its bonus (6-14 accuracy points) dwarfs the 0.5-2 point
+    differences between good leaves."""
 
     height: int = 5
     n_init: int = 10
