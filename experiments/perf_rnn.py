@@ -55,7 +55,8 @@ class TorchDARTSLM(torch.nn.Module):
         steps, batch = tokens.shape
         h_size = self.hidden
         table = self.embedding * self._mask((VOCAB, 1), DROPOUT["dropout_e"])
-        x = torch.nn.functional.embedding(tokens, table) * self._mask((1, batch, h_size), DROPOUT["dropout_i"])
+        x = torch.nn.functional.embedding(tokens, table)
+        x = x * self._mask((1, batch, h_size), DROPOUT["dropout_i"])
         x = x * self._mask((batch, h_size), DROPOUT["dropout_x"])
         h_mask = self._mask((batch, h_size), DROPOUT["dropout_h"])
         x_proj = (x.reshape(steps * batch, h_size) @ self.w0[:h_size]).view(steps, batch, 2 * h_size)
@@ -129,7 +130,8 @@ def main(argv=None):
                 else:
                     hidden = torch_step(tmodel, opt, config, tx, ty, hidden)
                 times[name].append(time.perf_counter() - t0)
-            print(f"round {r} {name}: {np.median(times[name][-args.steps:]) * 1e3:.1f} ms per step", flush=True)
+            recent = np.median(times[name][-args.steps:]) * 1e3
+            print(f"round {r} {name}: {recent:.1f} ms per step", flush=True)
     nj, pt = np.median(times["nasjax"]) * 1e3, np.median(times["pytorch"]) * 1e3
     print(f"training step, DARTS_V2 cell, bptt {args.bptt} x batch {args.batch} x hidden {args.hidden}, "
           f"vocab {VOCAB} ({args.rounds} interleaved rounds x {args.steps} steps, torch threads "

@@ -174,7 +174,8 @@ class Trainer:
             for i in range(n_chunks):
                 x, y = self.chunk(i)
                 state, _ = self._train(state, x, y, per_window)
-            loss = np.where(np.asarray(state.failed), np.nan, np.asarray(self._loss(state, cells, *self.valid)))
+            loss = np.asarray(self._loss(state, cells, *self.valid))
+            loss = np.where(np.asarray(state.failed), np.nan, loss)
             out.append(loss[:len(group)])
         return np.concatenate(out).astype(np.float64)
 
@@ -322,7 +323,8 @@ def rnn_ptb(args) -> str:
         rows.append({"method": m, "search_train_tokens": int(curve[-1][0]),
                      "search_seconds_this_run": round(seconds, 1),
                      "search_best_val_ppl": round(float(lm.perplexity(curve[-1][1])), 2),
-                     "final_val_ppl": round(final[m]["val_ppl"], 2), "final_test_ppl": round(final[m]["test_ppl"], 2),
+                     "final_val_ppl": round(final[m]["val_ppl"], 2),
+                     "final_test_ppl": round(final[m]["test_ppl"], 2),
                      "cell": final[m]["cell"]})
     with open(workdir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -330,11 +332,12 @@ def rnn_ptb(args) -> str:
         writer.writerows(rows)
     head = ("| method | search train tokens | search s (this run) | search best val ppl* | final val ppl | "
             "final test ppl |\n|---|---|---|---|---|---|\n")
-    table = head + "".join(f"| {r['method']} | {r['search_train_tokens']:,} | {r['search_seconds_this_run']} | "
-                           f"{r['search_best_val_ppl']} | {r['final_val_ppl']} | {r['final_test_ppl']} |\n"
-                           for r in rows)
+    table = head + "".join(
+        f"| {r['method']} | {r['search_train_tokens']:,} | {r['search_seconds_this_run']} | "
+        f"{r['search_best_val_ppl']} | {r['final_val_ppl']} | {r['final_test_ppl']} |\n" for r in rows)
     text = (f"{table}\n*RS-WS: with shared weights; the others: after their own (partial) training.\n"
-            f"Unigram perplexity of the validation tokens: {unigram:.1f}. Final: {args.final_epochs} epochs on "
+            f"Unigram perplexity of the validation tokens: {unigram:.1f}. "
+            f"Final: {args.final_epochs} epochs on "
             f"{final['RS-WS']['train_tokens_each']:,} tokens per model, {args.final_seeds} seed(s).\n\n"
             + "".join(f"{r['method']}: {r['cell']}\n" for r in rows))
     (workdir / "summary.md").write_text(text)

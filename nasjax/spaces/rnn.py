@@ -390,7 +390,8 @@ class RNNCellSpace(_RecurrentSpace):
         node, field, offset = self._edits().T
         modulus = np.where(field == PRED, node + 1, len(self.activations))
         values = (enc[node, field] + offset) % modulus
-        rows = jnp.broadcast_to(enc, (len(node),) + enc.shape).at[np.arange(len(node)), node, field].set(values)
+        rows = jnp.broadcast_to(enc, (len(node),) + enc.shape)
+        rows = rows.at[np.arange(len(node)), node, field].set(values)
         return rows, jnp.ones((len(node),), bool)
 
     def features(self, enc: jax.Array) -> jax.Array:
