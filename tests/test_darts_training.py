@@ -51,7 +51,7 @@ def _compilations(fn):
     try:
         return fn(), len(events)
     finally:
-        jax.monitoring._unregister_event_duration_listener_by_callback(listen)
+        jax.monitoring.unregister_event_duration_listener(listen)
 
 
 @pytest.fixture(scope="module")
