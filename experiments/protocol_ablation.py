@@ -38,7 +38,7 @@ import lanas_cifar as lc  # noqa: E402
 
 from nasjax.data import DataError, load_cifar10  # noqa: E402
 from nasjax.spaces import DARTSSpace  # noqa: E402
-from nasjax.train import arch_key, preset, train_population  # noqa: E402
+from nasjax.train import TrainConfig, arch_key, preset, train_population  # noqa: E402
 
 # name -> (preset of nasjax.train.protocol, longer training (x --longer), more channels (x --wider))
 PROTOCOLS = {
@@ -52,12 +52,14 @@ PROTOCOLS = {
 }
 
 
-def protocol_config(name: str, args):
-    """The TrainConfig of protocol `name` at the flags' size."""
+def protocol_config(name: str, args) -> tuple[DARTSSpace, TrainConfig]:
+    """The network (a DARTS space of the protocol's width) and TrainConfig of protocol `name` at the
+    flags' size; widths are rounded to even (DARTS' FactorizedReduce halves them)."""
     base, longer, wider = PROTOCOLS[name]
-    return preset(base, epochs=round(args.epochs * (args.longer if longer else 1)), layers=args.layers,
-                  init_channels=round(args.channels * (args.wider if wider else 1)),
-                  batch_size=args.batch_size, eval_batch_size=args.batch_size, lr=args.lr)
+    channels = 2 * round(args.channels * (args.wider if wider else 1) / 2)
+    return (DARTSSpace(init_channels=channels, layers=args.layers),
+            preset(base, epochs=round(args.epochs * (args.longer if longer else 1)), batch_size=args.batch_size,
+                   eval_batch_size=args.batch_size, lr=args.lr))
 
 
 def summarize(runs: list[dict], protocols: list[str]) -> list[dict]:
@@ -127,8 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-images", type=int, default=512, help="0: all")
     args = p.parse_args(argv)
     if min(args.archs, args.epochs, args.layers - 2, args.channels, args.batch_size) < 1 or \
-            args.longer < 1 or args.wider < 1:
-        p.error("need --archs, --epochs, --channels, --batch-size >= 1, --layers >= 3, --longer and --wider >= 1")
+            args.longer < 1 or args.wider < 1 or args.channels % 2:
+        p.error("need --archs, --epochs, --batch-size >= 1, --layers >= 3, --channels even, --longer and "
+                "--wider >= 1")
     if args.train_images and args.train_images < args.batch_size:
         p.error(f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})")
     return args
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         t0 = time.perf_counter()
-        space = DARTSSpace()
+        space = DARTSSpace()  # genotypes only: every protocol's network has the same genotype encoding
         data = lc.final_data(load_cifar10(args.data_dir, split_seed=args.seed), args.train_images,
                              args.test_images)
         k_archs, k_train = jax.random.split(jax.random.key(args.seed))
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
         runs = []
         for name in args.protocols:
             t = time.perf_counter()
-            results, _ = train_population(space, archs, data, protocol_config(name, args), keys=keys)
+            network, config = protocol_config(name, args)
+            results, _ = train_population(network, archs, data, config, keys=keys)
             runs += [{"protocol": name, "arch": i, "genotype": space.describe(a),
                       "test_acc": float("nan") if r.failed else 100 * r.test_acc, "failed": r.failed,
                       "reason": r.reason} for i, (a, r) in enumerate(zip(archs, results))]

@@ -12,11 +12,13 @@ TINY = ["--archs", "2", "--protocols", "base", "+drop-path", "--layers", "3", "-
 
 def test_protocols_are_cumulative_presets():
     args = pa.parse_args(["--epochs", "2", "--channels", "36"])
-    configs = {name: pa.protocol_config(name, args) for name in pa.PROTOCOLS}
+    networks, configs = zip(*(pa.protocol_config(name, args) for name in pa.PROTOCOLS))
+    configs = dict(zip(pa.PROTOCOLS, configs))
     assert configs["base"].cutout == 0 and configs["+cutout"].cutout == 16
     assert configs["+drop-path"].drop_path == 0.2 and configs["+auxiliary"].auxiliary_weight == 0.4
     assert configs["+autoaugment"].autoaugment and configs["+autoaugment"].epochs == 2
-    assert configs["+longer"].epochs == 5 and configs["+channels"].init_channels == 50
+    assert configs["+longer"].epochs == 5 and configs["+channels"].epochs == 5
+    assert [n.init_channels for n in networks] == [36] * 6 + [50]
 
 
 def test_main_twice_same_numbers(tmp_path, data_dir, capsys):

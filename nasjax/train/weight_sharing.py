@@ -26,6 +26,7 @@ import numpy as np
 from nasjax.data import Dataset, normalize
 from nasjax.spaces import ops
 from nasjax.train import steps
+from nasjax.train.population import trainable
 from nasjax.train.protocol import TrainConfig
 from nasjax.train.state import TrainState, create_state, make_optimizer
 
@@ -34,8 +35,7 @@ from nasjax.train.state import TrainState, create_state, make_optimizer
 def supernet(space, config: TrainConfig, num_classes: int = 10):
     """(module, apply) of `space`'s weight-sharing network for `config` (auxiliary tower, drop-path)."""
     any_arch = np.asarray(space.sample(jax.random.key(0), 1))[0]  # the module is the same for every arch
-    module, _ = space.trainable(any_arch, num_classes, auxiliary=config.auxiliary_weight > 0,
-                                drop_path_rate=config.drop_path)
+    module, _ = trainable(space, any_arch, config, num_classes)
     return module, steps.module_apply(module)
 
 
