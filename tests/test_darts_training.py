@@ -63,13 +63,20 @@ def trained(cifar):
     return data, first, second
 
 
-def test_second_genotype_compiles_nothing_and_matches_a_fresh_process(trained):
+def test_second_genotype_compiles_nothing(trained):
     _, first, ((results, state), compilations) = trained
     assert not first[0].failed and not results[0].failed
     assert compilations == 0
     assert results[0].params == SPACE.param_count(ARCHS[1], state.states[0].params) != first[0].params
+
+
+@pytest.mark.slow  # a second process compiles the programs again (~8 min wall at load 40 on this CPU)
+def test_second_genotype_matches_a_fresh_process(trained):
+    """Same device layout as this process (XLA:CPU's sums depend on it): with 1 device instead of the
+    suite's 4 the parameters differed in the 7th digit while the accuracies were equal."""
+    _, _, ((results, state), _) = trained
     fresh = subprocess.run([sys.executable, "-c", FRESH, json.dumps(ARCHS[1].tolist())], capture_output=True,
-                           text=True, check=True, env={**os.environ, "XLA_FLAGS": ""}).stdout
+                           text=True, check=True, env=dict(os.environ)).stdout
     val_acc, test_acc, checksum = json.loads(fresh.strip().splitlines()[-1])
     assert (tuple(val_acc), test_acc) == (results[0].val_acc, results[0].test_acc)
     assert checksum == float(np.sum(jax.tree.leaves(state.states[0].params)[0]))
