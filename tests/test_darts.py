@@ -162,7 +162,7 @@ def test_genotype_strings_flat_and_nested():
     ("Genotype(normal=__import__('os'), normal_concat=[], reduce=[], reduce_concat=[])", "not a literal"),
     ("Genotype(normal=[], reduce=[])", "missing fields"),
     ("Genotype(normal=[", "not a Python expression"),
-    ("Cell(normal=[])", "expected 'Genotype("),
+    ("Cell(normal=[])", "expected 'Genotype"),
     (repr(DARTS_V2).replace("('sep_conv_3x3', 0)", "('sep_conv_3x3',)", 1), "not an \\(op name, input index\\) pair"),
 ])
 def test_genotype_strings_errors_name_the_problem(text, message):
