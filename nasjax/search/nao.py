@@ -41,7 +41,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from nasjax.search.base import History, Strategy, check_told, first_occurrence, match, register, sample_unseen
+from nasjax.search.base import (History, Strategy, first_occurrence, match, register, sample_unseen,
+                                uniform_cond)
 
 NEG = -1e9  # logit of a masked token (finite: keeps log-softmax and its gradient NaN-free)
 
@@ -240,15 +241,11 @@ class EmbeddingSearch(Strategy):
     def ask(self, state: EmbeddingState, n: int) -> tuple[jax.Array, EmbeddingState]:
         key, k_rand, k_model = jax.random.split(state.key, 3)
         told = jnp.sum(state.history.filled & jnp.isfinite(state.history.scores))
-        archs = jax.lax.cond(told >= self.n_init,
-                             lambda: self.propose(k_model, state.params, state.history, n),
-                             lambda: sample_unseen(self.space, k_rand, state.history, n))
+        archs = uniform_cond(told >= self.n_init,
+                             lambda k_model, _, params, history: self.propose(k_model, params, history, n),
+                             lambda _, k_rand, __, history: sample_unseen(self.space, k_rand, history, n),
+                             k_model, k_rand, state.params, state.history)
         return archs, state.replace(key=key)
-
-    # Temporary until h/search's base `tell` (check, append, then `_tell`) is merged.
-    def tell(self, state: EmbeddingState, archs: jax.Array, scores: jax.Array) -> EmbeddingState:
-        check_told(self.space, archs, scores)
-        return self._tell(state.replace(history=state.history.add(archs, scores)), archs, scores)
 
     def _tell(self, state: EmbeddingState, archs: jax.Array, scores: jax.Array) -> EmbeddingState:
         """Train the model on the history (which already holds the told rows)."""
