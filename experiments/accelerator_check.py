@@ -79,7 +79,7 @@ def layout(space, archs, data, config, key) -> dict:
     state, _ = population.init_population(space, take, config, keys, spe, shared=True)
     shard = NamedSharding(mesh, P("pop"))
     stack = lambda xs: jax.device_put(jax.tree.map(lambda *l: np.stack(l), *xs), shard)  # noqa: E731
-    extras = [population._extra(space, a, True) for a in take]
+    extras = [population._extra(space, a, config, 10, True) for a in take]
     epoch = population._sharded_epoch_fn(space, config, ("depth", depth), 10, spe, mesh)
     images = jax.device_put(normalize(data.train_images))
     labels = jax.device_put(np.asarray(data.train_labels, np.int32))

@@ -317,7 +317,10 @@ def verify(table_path: pathlib.Path, count: int, data_dir, seed: int) -> int:
     rng = np.random.default_rng(seed)
     rows = rng.choice(np.flatnonzero(table.flops <= np.median(table.flops)), count, replace=False)
     jobs = [(int(i), int(rng.integers(table.seeds))) for i in rows]
-    results = train_entries(table.space, jobs, data, TrainConfig(**meta["protocol"]),
+    # Tables built before DARTS' network configuration moved to DARTSSpace store two TrainConfig
+    # fields that no longer exist and never affected a ConvNet.
+    protocol = {k: v for k, v in meta["protocol"].items() if k not in ("init_channels", "layers")}
+    results = train_entries(table.space, jobs, data, TrainConfig(**protocol),
                             meta["training"]["root_seed"], meta["training"]["execution"])
     differing = 0
     for (i, s), r in zip(jobs, results):

@@ -15,6 +15,7 @@ def test_rungs_and_cost(args, plan, cost):
     assert rs.rungs(*args) == plan and rs.halving_cost(plan) == cost
 
 
+@pytest.mark.slow  # compiles DARTS supernet and stand-alone programs: 430 s on 2 cores
 def test_main_tiny_twice_same_numbers(tmp_path, data_dir, capsys):
     tiny = ["--candidates", "3", "--final-epochs", "2", "--train-images", "64", "--val-images", "64",
             "--test-images", "64", "--batch-size", "32", "--bn-batches", "1", "--data-dir", str(data_dir)]

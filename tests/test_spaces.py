@@ -128,6 +128,10 @@ def random_masked_tokens(space, key):
 
 
 def test_token_view_round_trips_and_masks_decode_valid(space, jitted):
+    try:
+        space.token_vocab
+    except NotImplementedError:
+        pytest.skip(f"{type(space).__name__} defines no token view (NAO and RNAS do not search it)")
     encs = jitted.sample(jax.random.key(4), N)
 
     def views(e, k):
