@@ -108,7 +108,7 @@ def lanas_bitwise(searches: int, samples: int, key) -> dict:
     k_table, k_search = jax.random.split(key)
     table = jax.random.normal(k_table, (SPACE.size(),))
     strat = LaNAS(SPACE, capacity=samples, n_select=10)
-    run = functools.partial(search, strat, table, rounds=samples // strat.n_select)
+    run = functools.partial(search, strat, table, rounds=samples // strat.n_select, batch=strat.n_select)
     keys = jax.random.split(k_search, searches)
     batched = jax.jit(jax.vmap(run))(keys)
     one = jax.jit(run)
