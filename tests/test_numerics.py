@@ -2,9 +2,11 @@
 projections and the SPD solve give the same bits batched (vmapped) and alone, and are as accurate as
 float32 allows."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from nasjax.search import numerics
 
@@ -35,6 +37,29 @@ def test_exact_sums_do_not_depend_on_the_order_of_addition():
     np.testing.assert_array_equal(both[0], numerics.exact_sums(jnp.asarray(groups), jnp.asarray(shorter)))
     exact = (groups[:, None, :] * values[None].astype(np.float64)).sum(axis=2)
     assert np.all(np.abs(sums - exact) <= 1e-6 * np.abs(exact) + 1e-9 * np.abs(values).max(axis=1))
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_exact_matmul_gives_the_same_bits_as_a_product_and_as_a_reduction(batch):
+    """Both executions of `exact_matmul` (CPU's matrix product, the reduction used elsewhere) give
+    the same bits on exact parts and on a one-hot selection, batched or not; the selection picks
+    exactly the indexed entries."""
+    rng = np.random.default_rng(2)
+    values = (rng.normal(size=(*batch, 4, 600)) * 10.0 ** rng.integers(-3, 4, size=(*batch, 4, 1)))
+    parts = numerics.exact_parts(jnp.asarray(values.reshape(-1, 600).astype(np.float32)))
+    parts = parts.reshape(*batch, 8, 600)
+    groups = jnp.asarray(rng.integers(0, 5, size=(*batch, 600, 1)) == np.arange(5))  # (..., C, W)
+    product = numerics.exact_matmul(parts, groups, backend="cpu")
+    reduction = numerics.exact_matmul(parts, groups, backend="gpu")
+    chex.assert_shape(product, (*batch, 8, 5))
+    np.testing.assert_array_equal(product, reduction)
+    one_hot = jnp.asarray(rng.integers(0, 5, size=(*batch, 600))[..., None, :] == np.arange(5)[:, None])
+    params = jnp.asarray(rng.normal(size=(*batch, 3, 5)).astype(np.float32))
+    picked = numerics.exact_matmul(params, one_hot, backend="gpu")
+    np.testing.assert_array_equal(picked, numerics.exact_matmul(params, one_hot, backend="cpu"))
+    np.testing.assert_array_equal(picked, np.take_along_axis(
+        np.asarray(params), np.broadcast_to(np.argmax(np.asarray(one_hot), axis=-2)[..., None, :],
+                                            (*batch, 3, 600)), axis=-1))
 
 
 def test_mul_is_the_product_rounded_to_22_mantissa_bits():

@@ -69,8 +69,8 @@ from flax import struct
 
 from nasjax.search.base import (History, Strategy, catalogue, enumerable, first_occurrence, match, register,
                                 uniform_cond)
-from nasjax.search.numerics import (exact_parts, exact_sums, group_sums, hashed_uniform, mul, project,
-                                    spd_solve)
+from nasjax.search.numerics import (exact_matmul, exact_parts, exact_sums, group_sums, hashed_uniform, mul,
+                                    project, spd_solve)
 from nasjax.search.tree import (SPREADS, common_depth, exploration, node_depth, node_stats, node_values,
                                 route, ucb)
 from nasjax.spaces.base import Space
@@ -272,10 +272,8 @@ class LaNAS(Strategy):
             cuts = jax.lax.dynamic_update_slice(cuts, cut, (first,))
             # Route: each row's node parameters picked by a product with the one-hot groups
             # (exact: one nonzero term), cheaper than a gather; the same bits as `descend`.
-            one_hot = groups.astype(jnp.float32)
-
             def pick(params):  # (P, width) -> (P, C)
-                return jnp.matmul(params, one_hot, precision=jax.lax.Precision.HIGHEST)
+                return exact_matmul(params, groups)
 
             left = project(x, pick(w)) >= pick(cut[None])[0]
             return weights, cuts, 2 * node + jnp.where(left, 1, 2)

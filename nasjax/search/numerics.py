@@ -86,8 +86,23 @@ CHUNK = 256
 
 def part_sums(groups: jax.Array, parts: jax.Array) -> jax.Array:
     """Exact sums of `parts` (..., 2S, C) over each group of groups (..., W, C) -> (..., 2S, W)."""
-    return jnp.matmul(parts, jnp.swapaxes(groups, -1, -2).astype(jnp.float32),
-                      precision=jax.lax.Precision.HIGHEST)
+    return exact_matmul(parts, jnp.swapaxes(groups, -1, -2))
+
+
+def exact_matmul(a: jax.Array, b: jax.Array, backend: str | None = None) -> jax.Array:
+    """a float32 (..., M, K) @ b bool (..., K, N) -> (..., M, N), for products that are exact in any
+    order: every partial sum representable (`exact_parts`), or one nonzero term (a one-hot b).
+
+    On CPU a float32 matrix product. Elsewhere a masked reduction doing the same additions: on an
+    H200 (jax 0.11.2) XLA's GEMM autotuner picked, for some batch sizes, kernels that lose low bits
+    of 24-bit operands even at Precision.HIGHEST or the F32_F32_F32 algorithm, so vmapped and
+    separate LaNAS fits differed (experiments/accelerator_check.py); a reduction has no such kernel
+    choice. On CPU the reduction costs 3.5x the product in a LaNAS search (perf_search). Both are
+    exact, so they give the same bits. `backend`: the default backend unless given.
+    """
+    if (backend or jax.default_backend()) == "cpu":
+        return jnp.matmul(a, b.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(jnp.where(b[..., None, :, :], a[..., :, :, None], 0.0), axis=-2)
 
 
 def chunk_loop(groups: jax.Array, parts: jax.Array, count: jax.Array) -> jax.Array:
