@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import statistics
 import time
 import unittest.mock
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nasjax.io import write_csv
 from nasjax.spaces import DARTS_V2, ConvNetSpace, DARTSSpace, ops
 from nasjax.spaces.convnet import pool_positions
 
@@ -440,10 +440,7 @@ def main():
                              speedup_of_nasjax=round(t / ms["nasjax"], 2)))
             print(f"{name:22s} {impl:7s} {t:9.1f} ms {gfs:6.1f} GFLOP/s {gfs / peak:5.2f} of XLA peak "
                   f"  {impl}/nasjax time ratio {t / ms['nasjax']:.2f}", flush=True)
-    with open(args.csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.csv, rows)
     print(f"wrote {args.csv}")
 
 

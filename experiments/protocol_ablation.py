@@ -25,7 +25,6 @@ Full CIFAR-10 on an accelerator (001_*'s setting: 20 cells, 36 channels, 600 epo
 from __future__ import annotations
 
 import argparse
-import csv
 import pathlib
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling expe
 import lanas_cifar as lc  # noqa: E402
 
 from nasjax.data import DataError, load_cifar10  # noqa: E402
+from nasjax.io import write_csv  # noqa: E402
 from nasjax.spaces import DARTSSpace  # noqa: E402
 from nasjax.train import TrainConfig, arch_key, preset, train_population  # noqa: E402
 
@@ -103,12 +103,6 @@ def plot(summary: list[dict], runs: list[dict], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

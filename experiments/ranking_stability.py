@@ -30,7 +30,6 @@ Full CIFAR-10 on an accelerator (001_*'s 32 architectures, the motivating space 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import pathlib
 import sys
@@ -44,6 +43,7 @@ import lanas_cifar as lc  # noqa: E402
 
 from nasjax import metrics  # noqa: E402
 from nasjax.data import DataError, load_cifar10  # noqa: E402
+from nasjax.io import write_csv  # noqa: E402
 from nasjax.spaces import ConvNetSpace  # noqa: E402
 from nasjax.train import TrainConfig, arch_key, train_population  # noqa: E402
 
@@ -110,12 +110,6 @@ def plot(rows: list[dict], summary: list[dict], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def table(summary: list[dict]) -> str:

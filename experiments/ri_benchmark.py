@@ -46,7 +46,6 @@ Full CIFAR-10 on an accelerator (populations trained together, sharded over the 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pathlib
 import sys
@@ -62,6 +61,7 @@ import sample_efficiency as se  # noqa: E402
 from nasjax import benchmarks, metrics, search  # noqa: E402
 from nasjax.benchmarks import BenchmarkDataError  # noqa: E402
 from nasjax.data import DataError, load_cifar10  # noqa: E402
+from nasjax.io import write_csv  # noqa: E402
 from nasjax.train import TrainConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
@@ -244,13 +244,6 @@ def plot_trained(rows: list[dict], path: pathlib.Path) -> None:
 
 
 # --- command line -------------------------------------------------------------------------------------
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

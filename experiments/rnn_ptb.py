@@ -39,7 +39,6 @@ flags on the same directory are refused. An accelerator run, e.g.:
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import pathlib
@@ -53,6 +52,7 @@ from tqdm.auto import tqdm
 
 from nasjax import search
 from nasjax.data import DataError, load_ptb, unigram_perplexity
+from nasjax.io import write_csv
 from nasjax.search.loop import load_checkpoint, save_checkpoint
 from nasjax.spaces import RNNCellSpace
 from nasjax.train import lm
@@ -326,10 +326,7 @@ def rnn_ptb(args) -> str:
                      "final_val_ppl": round(final[m]["val_ppl"], 2),
                      "final_test_ppl": round(final[m]["test_ppl"], 2),
                      "cell": final[m]["cell"]})
-    with open(workdir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(workdir / "summary.csv", rows)
     head = ("| method | search train tokens | search s (this run) | search best val ppl* | final val ppl | "
             "final test ppl |\n|---|---|---|---|---|---|\n")
     table = head + "".join(

@@ -37,7 +37,6 @@ networks trained longer):
 from __future__ import annotations
 
 import argparse
-import csv
 import pathlib
 import sys
 import time
@@ -50,6 +49,7 @@ import lanas_cifar as lc  # noqa: E402
 
 from nasjax import metrics  # noqa: E402
 from nasjax.data import DataError, load_cifar10  # noqa: E402
+from nasjax.io import write_csv  # noqa: E402
 from nasjax.spaces import DARTSSpace  # noqa: E402
 from nasjax.train import TrainConfig, arch_key, select, train_population  # noqa: E402
 from nasjax.train import weight_sharing as ws  # noqa: E402
@@ -217,12 +217,6 @@ def main(argv=None) -> int:
         return 2
     return 0
 
-
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def plot(candidates, rung_scores, shared, first, path: pathlib.Path) -> None:

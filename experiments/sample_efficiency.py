@@ -43,7 +43,6 @@ samples_to_optimum.csv, landscape.json, best_so_far.png, samples_to_optimum.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import functools
 import json
@@ -58,6 +57,7 @@ import numpy as np
 
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
+from nasjax.io import write_csv
 from nasjax.search.lanas import PAPER_EXPLORATION
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
@@ -245,25 +245,17 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "summary.csv", rows)
     (out / "landscape.json").write_text(json.dumps(land, indent=2) + "\n")
     ran = {k: v for k, v in outcomes.items() if isinstance(v, Outcome)}
     x = np.arange(1, budget + 1)
     bands = {name: curve_band(o, budget) for name, o in ran.items()}
     hits = {name: samples_to_optimum(o, optimum) for name, o in ran.items()}
-    with open(out / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["strategy", "samples", "q25", "median", "q75"])
-        for name, band in bands.items():
-            w.writerows([name, int(i), *map(float, band[:, i - 1])] for i in x)
-    with open(out / "samples_to_optimum.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["strategy", "run", "samples_to_optimum"])
-        for name, s in hits.items():
-            w.writerows([name, run, float(v)] for run, v in enumerate(s))
+    write_csv(out / "curves.csv", [
+        dict(strategy=name, samples=int(i), **dict(zip(("q25", "median", "q75"), map(float, band[:, i - 1]))))
+        for name, band in bands.items() for i in x])
+    write_csv(out / "samples_to_optimum.csv", [dict(strategy=name, run=run, samples_to_optimum=float(v))
+                                               for name, s in hits.items() for run, v in enumerate(s)])
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, band in bands.items():

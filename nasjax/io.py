@@ -9,6 +9,8 @@ read back with `read_jsonl`, which drops a line torn by a kill and cuts a log ba
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import pathlib
@@ -38,6 +40,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
     """Replace `path` by `data` atomically (see `atomic_write`)."""
     return atomic_write(path, lambda f: f.write(data))
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> pathlib.Path:
+    """Replace `path` by a CSV of `rows` atomically: a header of every key in first-seen order, a
+    row per dict (missing keys empty)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_bytes(path, text.getvalue().encode())
 
 
 def _fsync_dir(folder: pathlib.Path) -> None:

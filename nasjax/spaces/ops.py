@@ -165,6 +165,15 @@ def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
+def _sums_over_pixels(arrays: list[jax.Array]) -> list[jax.Array]:
+    """Each of arrays (B, H, W, C) summed over B, H, W -> (C,), as ONE variadic reduction: a single
+    pass over every input. Nine separate reductions to C lanes ran at ~1 GFLOP/s on XLA:CPU (a
+    depthwise 3x3 kernel gradient at 64x32x32x16: 12.9 ms, against 0.8 ms this way)."""
+    zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
+    return list(lax.reduce(tuple(arrays), zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)),
+                           (0, 1, 2)))
+
+
 def _scatter_taps(parts, k: int, dilation: int, stride: int, padded: tuple[int, int], pad: int,
                   size: tuple[int, int]) -> jax.Array:
     """Transpose of `_taps`: sum the per-tap cotangents parts[a * k + b] (B, Ho, Wo, C) back onto the
@@ -198,7 +207,7 @@ def _taps_depthwise_bwd(stride, dilation, pad, res, dy):
     k = w.shape[0]
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     views = _taps(xp, k, dilation, stride, dy.shape[1:3])
-    dw = jnp.stack([jnp.sum(view * dy, axis=(0, 1, 2)) for _, _, view in views]).reshape(w.shape)
+    dw = jnp.stack(_sums_over_pixels([view * dy for _, _, view in views])).reshape(w.shape)
     dx = _scatter_taps([dy * w[a, b] for a, b, _ in views], k, dilation, stride, xp.shape[1:3], pad,
                        x.shape[1:3])
     return dx, dw
