@@ -16,6 +16,11 @@ inherited weights, its batch-norm statistics recomputed on `--bn-batches` traini
 `--retrain` best are trained from scratch for `--final-epochs` and the best of them by validation
 accuracy is chosen.
 
+RNASNet-WS (`004_*` on `000_*`'s supernet): RNAS (`nasjax.search.rnas`) searches the space for
+`--rnas-evaluations` genotypes, asked `--candidates` at a time, its objective the same shared-weight
+validation accuracy (forward passes only); the `--retrain` best are trained from scratch like RS-WS's.
+It reuses RS-WS's supernet, so its training cost is RS-WS's; only the forward-only images differ.
+
 Cost is counted as training images processed (forward + backward); RS-WS's batch-norm recomputation
 (forward only) is shown beside it; wall time is printed too. Stand-alone training of a candidate uses
 the same key in both methods, so a genotype that both train to `--final-epochs` gets the same bits.
@@ -47,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
 import lanas_cifar as lc  # noqa: E402
 
-from nasjax import metrics  # noqa: E402
+from nasjax import metrics, search  # noqa: E402
 from nasjax.data import DataError, load_cifar10  # noqa: E402
 from nasjax.io import write_csv  # noqa: E402
 from nasjax.spaces import DARTSSpace  # noqa: E402
@@ -96,6 +101,19 @@ def test_accuracy(space, arch, data, config: TrainConfig, key) -> float:
     return float("nan") if result.failed else 100 * result.test_acc
 
 
+def rnas_ws(space, state, data, config: TrainConfig, evaluations: int, batch: int, bn_batches: int,
+            key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """RNASNet-WS's search: RNAS with the supernet's shared-weight validation accuracy as objective.
+    -> (encodings int32 (E, *enc), accuracies in % (E,)) in evaluation order."""
+    strategy = search.make("rnas", space, capacity=evaluations)
+
+    def objective(archs, _):
+        return ws.score_candidates(space, state, np.asarray(archs), data, config, bn_batches)
+
+    result = search.run(strategy, objective, evaluations, key, batch_size=batch, progress=False)
+    return result.encodings, 100 * result.scores
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
@@ -109,6 +127,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--final-epochs", type=int, default=2)
     p.add_argument("--retrain", type=int, default=1, help="RS-WS: best candidates trained from scratch")
     p.add_argument("--bn-batches", type=int, default=2)
+    p.add_argument("--rnas-evaluations", type=int, default=16,
+                   help="RNASNet-WS: genotypes RNAS scores with the supernet (0: skip RNASNet-WS)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.025)
     p.add_argument("--train-images", type=int, default=256, help="0: all")
@@ -142,7 +162,8 @@ def main(argv=None) -> int:
         n_test = args.test_images or len(full.test_labels)
         test = data._replace(test_images=full.test_images[:n_test], test_labels=full.test_labels[:n_test])
         n_train = len(data.train_labels) // args.batch_size * args.batch_size  # images per epoch
-        k_archs, k_train, k_supernet = jax.random.split(jax.random.key(args.seed), 3)
+        cost_ws = (args.supernet_epochs + args.retrain * args.final_epochs) * n_train  # RNASNet-WS's too
+        k_archs, k_train, k_supernet, k_rnas = jax.random.split(jax.random.key(args.seed), 4)
         archs = np.asarray(space.sample(k_archs, args.candidates))
         keys = [arch_key(jax.random.key_data(k_train), i) for i in range(args.candidates)]
         config = TrainConfig(epochs=args.final_epochs, batch_size=args.batch_size, lr=args.lr,
@@ -168,10 +189,27 @@ def main(argv=None) -> int:
         chosen_ws = max(retrained, key=lambda i: (np.nan_to_num(retrained[i], nan=-1.0), -i))
         wall_ws = time.perf_counter() - t
 
+        rnas_rows, wall_rnas = [], 0.0
+        if args.rnas_evaluations:
+            t = time.perf_counter()
+            found, found_shared = rnas_ws(space, state, data, config.replace(epochs=args.supernet_epochs),
+                                          args.rnas_evaluations, args.candidates, args.bn_batches, k_rnas)
+            best = np.argsort(-np.where(np.isfinite(found_shared), found_shared, -np.inf), kind="stable")
+            best = best[:args.retrain]
+            rnas_keys = [arch_key(jax.random.key_data(k_train), args.candidates + j) for j in range(len(best))]
+            results, _ = train_population(space, found[best], data, config, keys=rnas_keys)
+            rnas_val = [np.nan if r.failed else r.final_val_acc for r in results]
+            pick = max(range(len(best)), key=lambda j: (np.nan_to_num(rnas_val[j], nan=-1.0), -j))
+            wall_rnas = time.perf_counter() - t
+            rnas_rows = [{"method": "RNAS + weight sharing (RNASNet-WS)", "training_images": cost_ws,
+                          "forward_images": args.rnas_evaluations * args.bn_batches * args.batch_size,
+                          "chosen": f"rnas{int(best[pick])}", "chosen_val_acc": 100 * rnas_val[pick],
+                          "test_acc": test_accuracy(space, found[best[pick]], test, config, rnas_keys[pick]),
+                          "genotype": space.describe(found[best[pick]])}]
+
         tests = {name: test_accuracy(space, archs[i], test, config, keys[i])
                  for name, i in (("sh", chosen_sh), ("ws", chosen_ws))}
         cost_sh = halving_cost(args.plan) * n_train
-        cost_ws = (args.supernet_epochs + args.retrain * args.final_epochs) * n_train
         first, final = args.plan[0][1], args.final_epochs
         standalone_final = {**rung_scores.get(final, {}), **retrained}
         both = sorted(standalone_final)
@@ -186,6 +224,7 @@ def main(argv=None) -> int:
              "forward_images": args.candidates * args.bn_batches * args.batch_size,
              "chosen": chosen_ws, "chosen_val_acc": 100 * retrained[chosen_ws], "test_acc": tests["ws"],
              "genotype": space.describe(archs[chosen_ws])},
+            *rnas_rows,
         ]
         candidates = [{"arch": i, "genotype": space.describe(a), "shared_weight_val_acc": float(shared[i]),
                        **{f"standalone_val_acc_{e}ep": 100 * s[i] if i in s else "" for e, s in rung_scores.items()},
@@ -196,7 +235,13 @@ def main(argv=None) -> int:
         write_csv(out / "candidates.csv", candidates)
         write_csv(out / "summary.csv", summary)
         write_csv(out / "timing.csv", [{"method": "successive_halving", "seconds": wall_sh},
-                                       {"method": "rs_ws", "seconds": wall_ws}])
+                                       {"method": "rs_ws", "seconds": wall_ws},
+                                       *([{"method": "rnas_ws (after the supernet)", "seconds": wall_rnas}]
+                                         if rnas_rows else [])])
+        if rnas_rows:
+            write_csv(out / "rnas.csv", [{"evaluation": e, "genotype": space.describe(a),
+                                          "shared_weight_val_acc": float(v)}
+                                         for e, (a, v) in enumerate(zip(found, found_shared))])
         lines = [f"# RS-WS vs random search with early stopping (`000_*`), {args.candidates} DARTS genotypes",
                  "", "| method | training images | forward-only images | chosen | val acc (%) | test acc (%) |",
                  "|---|---|---|---|---|---|"]
@@ -209,9 +254,9 @@ def main(argv=None) -> int:
         (out / "summary.md").write_text(text)
         plot(candidates, rung_scores, shared, first, out / "rs_ws.png")
         print(text)
-        print(f"wall time: successive halving {wall_sh:.0f} s, RS-WS {wall_ws:.0f} s, total "
-              f"{time.perf_counter() - t_start:.0f} s; wrote {out}/: candidates.csv, summary.csv, summary.md, "
-              "rs_ws.png, timing.csv")
+        print(f"wall time: successive halving {wall_sh:.0f} s, RS-WS {wall_ws:.0f} s, RNASNet-WS {wall_rnas:.0f} s "
+              f"after the supernet, total {time.perf_counter() - t_start:.0f} s; wrote {out}/: candidates.csv, "
+              "summary.csv, summary.md, rs_ws.png, timing.csv" + ", rnas.csv" * bool(rnas_rows))
     except (lc.UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

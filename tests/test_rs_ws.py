@@ -18,14 +18,18 @@ def test_rungs_and_cost(args, plan, cost):
 @pytest.mark.slow  # compiles DARTS supernet and stand-alone programs: 430 s on 2 cores
 def test_main_tiny_twice_same_numbers(tmp_path, data_dir, capsys):
     tiny = ["--candidates", "3", "--final-epochs", "2", "--train-images", "64", "--val-images", "64",
-            "--test-images", "64", "--batch-size", "32", "--bn-batches", "1", "--data-dir", str(data_dir)]
+            "--test-images", "64", "--batch-size", "32", "--bn-batches", "1", "--rnas-evaluations", "6",
+            "--data-dir", str(data_dir)]
     for name in ("a", "b"):
         assert rs.main([*tiny, "--out", str(tmp_path / name)]) == 0
     assert "Kendall tau" in capsys.readouterr().out
-    for name in ("candidates.csv", "summary.csv", "summary.md"):
+    for name in ("candidates.csv", "summary.csv", "summary.md", "rnas.csv"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     rows = list(csv.DictReader(open(tmp_path / "a" / "summary.csv")))
-    # plan [(3, 1), (2, 2)]: 3 + 2 = 5 epochs of 64 images each; RS-WS: 3 supernet + 1 x 2 retraining
-    assert [int(r["training_images"]) for r in rows] == [5 * 64, 5 * 64]
+    # plan [(3, 1), (2, 2)]: 3 + 2 = 5 epochs of 64 images each; RS-WS: 3 supernet + 1 x 2 retraining;
+    # RNASNet-WS: RS-WS's supernet and retraining, 6 genotypes scored (forward passes of 1 x 32 images)
+    assert [int(r["training_images"]) for r in rows] == [5 * 64, 5 * 64, 5 * 64]
+    assert int(rows[2]["forward_images"]) == 6 * 32
+    assert len(list(csv.DictReader(open(tmp_path / "a" / "rnas.csv")))) == 6
     assert rs.main(["--candidates", "2", "--retrain", "2", "--final-epochs", "1"]) == 2
     assert "leaves RS-WS no supernet epoch" in capsys.readouterr().err
