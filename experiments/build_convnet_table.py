@@ -277,12 +277,12 @@ def write_log(path: pathlib.Path, table: convnet.ConvNetTable) -> None:
         f"- space: {space} = {len(table.encodings):,} networks",
         f"- seeds per network: {table.seeds} (training key: {meta['training']['key']})",
         f"- execution: {meta['training']['execution']}",
-        f"- protocol: " + ", ".join(f"{k}={v}" for k, v in meta["protocol"].items()),
+        "- protocol: " + ", ".join(f"{k}={v}" for k, v in meta["protocol"].items()),
         f"- data: {meta['data']['source']}, search split (validation fraction "
         f"{meta['data']['validation_fraction']}, split seed {meta['data']['split_seed']}): "
         f"{meta['data']['train_images']} training, {meta['data']['val_images']} validation, "
         f"{meta['data']['test_images']} test images",
-        f"- data sha256: " + ", ".join(f"{k} {v[:16]}" for k, v in meta["data"]["sha256"].items()),
+        "- data sha256: " + ", ".join(f"{k} {v[:16]}" for k, v in meta["data"]["sha256"].items()),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in build["versions"].items()),
         f"- failed runs: {int(table.failed.sum())} of {table.failed.size}", "",
         "## Final validation accuracy (%, mean over seeds)", "", spread,

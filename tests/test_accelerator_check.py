@@ -15,6 +15,7 @@ def test_accelerator_check_passes_on_forced_host_devices(tmp_path, data_dir):
     assert rows["machine"]["devices"] == 4
     assert rows["layout"]["ok"] and rows["layout"]["devices"] == 4
     assert rows["lanas_vmap_bitwise"]["ok"] and rows["lanas_vmap_bitwise"]["searches"] == 2
+    assert rows["lanas_vmap_bitwise"]["differing_fields"] == []
     speed = rows["speed"]
     assert speed["archs"] == 2 and speed["one_by_one_s"] > 0 and speed["sharded_s"] > 0
     # Same keys, same data: the masked programs compute the same networks as the true-size ones.
