@@ -120,3 +120,18 @@ def test_nasbench101_repair_picks_a_valid_neighbour_or_mutates_the_parent():
     np.testing.assert_array_equal(mutated, space.mutate(jax.random.key(4), parent))
     valid = space.sample(jax.random.key(5), 1)[0]
     np.testing.assert_array_equal(repair(jax.random.key(4), valid, flat_logp, parent), valid)
+
+
+@pytest.mark.parametrize("name", ["nao", "rnas"])
+def test_history_smaller_than_n_parents(name):
+    """capacity 6 < n_parents 8: the parents are the whole history (top_k once raised here while
+    tracing the model branch, which RNASNet-WS's small searches hit)."""
+    space = ConvNetSpace.convnet60k()
+    strat = search.make(name, space, capacity=6, hidden=16, n_init=2, train_steps=2, **CONFIG)
+    ask = jax.jit(strat.ask, static_argnums=1)
+    state = strat.init(jax.random.key(0))
+    for _ in range(3):  # the third ask is the model's (2 told >= n_init)
+        archs, state = ask(state, 2)
+        state = strat.tell(state, archs, score(space, archs))
+    space.validate(np.asarray(archs))  # raises on an invalid one
+    assert int(state.history.count) == 6

@@ -52,7 +52,7 @@ def tiny(cifar):
     return space, data, config, candidates
 
 
-@pytest.mark.slow  # compiles the DARTS supernet: 220 s on 2 cores; fails at its tiny size (all accuracies 0, so two seeds' rankings are equal)
+@pytest.mark.slow  # compiles the DARTS supernet: 220 s on 2 cores
 def test_same_seed_same_ranking(tiny):
     space, data, config, candidates = tiny
     runs = []
@@ -66,4 +66,5 @@ def test_same_seed_same_ranking(tiny):
     jax.tree.map(np.testing.assert_array_equal, s0.params, s1.params)
     assert np.all((a0 >= 0) & (a0 <= 1))
     other, _ = ws.train_supernet(space, data, config, jax.random.key(4))
-    assert not np.array_equal(jax.tree.leaves(other.params)[0], jax.tree.leaves(s0.params)[0])
+    # (not the first leaf alone: it is a zero-initialized bias for every seed)
+    assert not all(map(np.array_equal, jax.tree.leaves(other.params), jax.tree.leaves(s0.params)))

@@ -260,10 +260,11 @@ class EmbeddingSearch(Strategy):
         raise NotImplementedError
 
     def parents(self, params, history: History) -> tuple[jax.Array, jax.Array]:
-        """The top `n_parents` successful told architectures (fewer told: the best repeat) ->
-        (encodings int32 (P, *enc), embeddings float32 (P, hidden))."""
+        """The top `n_parents` successful told architectures (fewer told: the best repeat; P is
+        n_parents, or the history's capacity if smaller) -> (encodings int32 (P, *enc), embeddings
+        float32 (P, hidden))."""
         ranked = history.ranked_scores()
-        top = jax.lax.top_k(ranked, self.n_parents)[1]
+        top = jax.lax.top_k(ranked, min(self.n_parents, history.capacity))[1]
         top = jnp.where(jnp.isfinite(ranked[top]), top, top[0])
         archs = history.encodings[top]
         return archs, jax.vmap(lambda a: self.encode(params, self.space.to_tokens(a)))(archs)
