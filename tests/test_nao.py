@@ -3,6 +3,10 @@ architectures of every space, training is jitted and lowers its loss, proposals 
 reproducible. (The registry's protocol tests in test_strategies.py cover both strategies too.)"""
 
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 import types
 
 import jax
@@ -135,3 +139,29 @@ def test_history_smaller_than_n_parents(name):
         state = strat.tell(state, archs, score(space, archs))
     space.validate(np.asarray(archs))  # raises on an invalid one
     assert int(state.history.count) == 6
+
+
+def test_many_vmapped_searches_finish_with_the_scheduler_flag():
+    """XLA:CPU's concurrency-optimized scheduler deadlocks jit(vmap(scan(NAO ask/tell))) over 48 seeds
+    on one host device (every thread idle, forever); `avoid_cpu_scheduler_deadlock` must prevent it.
+    A fresh process (XLA reads its flags once), one device as a user's default; a hang fails the test
+    at the timeout."""
+    code = textwrap.dedent("""
+        import nasjax.search as search
+        search.avoid_cpu_scheduler_deadlock()
+        import jax
+        from nasjax.spaces import NASBench201Space
+        space = NASBench201Space()
+        strat = search.make("nao", space, capacity=64)
+        table = jax.random.normal(jax.random.key(5), (space.size(),))
+        def one(key):
+            def body(state, _):
+                archs, state = strat.ask(state, 1)
+                return strat.tell(state, archs, table[jax.vmap(space.index)(archs)]), None
+            return jax.lax.scan(body, strat.init(key), None, length=1)[0]
+        jax.block_until_ready(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), 48)))
+        print("finished")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-2000:]
