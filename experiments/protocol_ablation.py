@@ -104,7 +104,6 @@ def plot(summary: list[dict], runs: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seed", type=int, default=0, help="samples the genotypes, the split and the training key")

@@ -111,7 +111,6 @@ def plot(rows: list[dict], summary: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-
 def table(summary: list[dict]) -> str:
     lines = ["| comparison | architectures | Kendall tau | mean abs. accuracy change (p.p.) | max change (p.p.) "
              "| max rank shift |", "|---|---|---|---|---|---|"]

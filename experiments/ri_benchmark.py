@@ -244,7 +244,6 @@ def plot_trained(rows: list[dict], path: pathlib.Path) -> None:
 
 
 # --- command line -------------------------------------------------------------------------------------
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--parts", nargs="+", choices=("tabular", "trained"), default=["tabular", "trained"])

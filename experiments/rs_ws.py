@@ -101,6 +101,17 @@ def test_accuracy(space, arch, data, config: TrainConfig, key) -> float:
     return float("nan") if result.failed else 100 * result.test_acc
 
 
+def retrain_best(space, archs, shared, count: int, data, config: TrainConfig, key_of):
+    """Train the `count` best of archs (N, *enc) by shared-weight accuracy shared (N,) from scratch, the
+    one of rank r and index i with key key_of(r, i). -> (the chosen index: best validation accuracy,
+    ties to the lower index; {index: final validation accuracy, nan if it failed}; {index: key})."""
+    top = np.argsort(-np.where(np.isfinite(shared), shared, -np.inf), kind="stable")[:count]
+    used = {int(i): key_of(r, int(i)) for r, i in enumerate(top)}
+    results, _ = train_population(space, archs[top], data, config, keys=list(used.values()))
+    val = {i: (np.nan if r.failed else r.final_val_acc) for i, r in zip(used, results)}
+    return max(val, key=lambda i: (np.nan_to_num(val[i], nan=-1.0), -i)), val, used
+
+
 def rnas_ws(space, state, data, config: TrainConfig, evaluations: int, batch: int, bn_batches: int,
             key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     """RNASNet-WS's search: RNAS with the supernet's shared-weight validation accuracy as objective.
@@ -183,10 +194,8 @@ def main(argv=None) -> int:
                                                                       flush=True))
         shared = 100 * ws.score_candidates(space, state, archs, data, config.replace(epochs=args.supernet_epochs),
                                            args.bn_batches)
-        top = np.argsort(-np.where(np.isfinite(shared), shared, -np.inf), kind="stable")[:args.retrain]
-        results, _ = train_population(space, archs[top], data, config, keys=[keys[i] for i in top])
-        retrained = {int(i): (np.nan if r.failed else r.final_val_acc) for i, r in zip(top, results)}
-        chosen_ws = max(retrained, key=lambda i: (np.nan_to_num(retrained[i], nan=-1.0), -i))
+        chosen_ws, retrained, _ = retrain_best(space, archs, shared, args.retrain, data, config,
+                                               lambda rank, i: keys[i])
         wall_ws = time.perf_counter() - t
 
         rnas_rows, wall_rnas = [], 0.0
@@ -194,18 +203,15 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             found, found_shared = rnas_ws(space, state, data, config.replace(epochs=args.supernet_epochs),
                                           args.rnas_evaluations, args.candidates, args.bn_batches, k_rnas)
-            best = np.argsort(-np.where(np.isfinite(found_shared), found_shared, -np.inf), kind="stable")
-            best = best[:args.retrain]
-            rnas_keys = [arch_key(jax.random.key_data(k_train), args.candidates + j) for j in range(len(best))]
-            results, _ = train_population(space, found[best], data, config, keys=rnas_keys)
-            rnas_val = [np.nan if r.failed else r.final_val_acc for r in results]
-            pick = max(range(len(best)), key=lambda j: (np.nan_to_num(rnas_val[j], nan=-1.0), -j))
+            chosen, rnas_val, rnas_keys = retrain_best(  # keys after the candidates', by rank
+                space, found, found_shared, args.retrain, data, config,
+                lambda rank, i: arch_key(jax.random.key_data(k_train), args.candidates + rank))
             wall_rnas = time.perf_counter() - t
             rnas_rows = [{"method": "RNAS + weight sharing (RNASNet-WS)", "training_images": cost_ws,
                           "forward_images": args.rnas_evaluations * args.bn_batches * args.batch_size,
-                          "chosen": f"rnas{int(best[pick])}", "chosen_val_acc": 100 * rnas_val[pick],
-                          "test_acc": test_accuracy(space, found[best[pick]], test, config, rnas_keys[pick]),
-                          "genotype": space.describe(found[best[pick]])}]
+                          "chosen": f"rnas{chosen}", "chosen_val_acc": 100 * rnas_val[chosen],
+                          "test_acc": test_accuracy(space, found[chosen], test, config, rnas_keys[chosen]),
+                          "genotype": space.describe(found[chosen])}]
 
         tests = {name: test_accuracy(space, archs[i], test, config, keys[i])
                  for name, i in (("sh", chosen_sh), ("ws", chosen_ws))}
@@ -261,7 +267,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
 
 
 def plot(candidates, rung_scores, shared, first, path: pathlib.Path) -> None:
