@@ -116,7 +116,7 @@ def test_outputs(finished, lc):
     assert summary["best_encoding"] == best["encoding"]
     md = (workdir / "summary.md").read_text()
     assert md in out  # the summary is what the run prints
-    assert best["description"] in out and f"RI = 100 (Acc_search - Acc_random) / Acc_random = " in out
+    assert best["description"] in out and "RI = 100 (Acc_search - Acc_random) / Acc_random = " in out
     assert f"{summary['relative_improvement']:.2f}" in out
     # Progress bars with ETA (tqdm's "[elapsed<remaining") for the search and the final training.
     for bar in ("LaNAS:", "final training:"):

@@ -3,7 +3,6 @@ cover the space once, asks never repeat a network before exhaustion, statistics 
 both orders find the optimum of a deterministic synthetic objective on the 1,364-network motivating
 space; spaces without an action space or too large for the tree are refused with the reason."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import nasjax.search as search
 from nasjax.search import base, bo
 from nasjax.spaces import ConvNetSpace
 

@@ -52,7 +52,6 @@ def tiny(cifar):
     return space, data, config, candidates
 
 
-@pytest.mark.slow  # compiles the DARTS supernet: 220 s on 2 cores
 def test_same_seed_same_ranking(tiny):
     space, data, config, candidates = tiny
     runs = []

@@ -115,11 +115,13 @@ def _flat_edges(cell: str, edges: Sequence) -> list:
 # Every cell holds the parameters of every candidate op on every edge (node i, predecessor j): the
 # weight-sharing supernet. The genotype chooses one (j, op) per slot and only that op runs. Given as a
 # numpy array (a network built for one architecture, `to_module`) the choice is made in Python; given as
-# a traced int array (`DARTSSpace.trainable`, weight sharing) each edge is a `lax.switch` over the ops,
-# so one compiled program serves every genotype of a configuration. Both read the same parameters with
-# the same op code, so a supernet path equals its stand-alone network (tests/test_darts.py).
-# Op parameters: a node's leaves stack its i + 2 incoming edges on axis 0 (FactorizedReduce, the
-# reduction cell's skip_connect from the two cell inputs: 2).
+# a traced int array (`DARTSSpace.trainable`, weight sharing) the cell is a `lax.scan` over its
+# 2 * num_nodes chosen edges, each a `lax.switch` over the ops, so one compiled program serves every
+# genotype of a configuration and each op is compiled once per cell, not once per edge. Both read the
+# same parameters with the same op code, so a supernet path equals its stand-alone network
+# (tests/test_darts.py). Op parameters: each leaf stacks every edge (node i, predecessor j) on axis 0,
+# node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the reduction cell's skip_connect from
+# the two cell inputs) stacks 2 per node.
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # PyTorch's defaults, as DARTS' BatchNorms
 
 
@@ -235,63 +237,66 @@ class CellSpec:
     features: int
     reduction: bool
 
-    def edge_count(self, node: int, op: str) -> int:
-        """Stacked edges of `op` at `node`: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
-        return 2 if self.reduction and op == "skip_connect" else node + 2
+    def _inputs_per_node(self, op: str) -> list[int]:
+        """Stacked edges of `op` per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
+        return [2 if self.reduction and op == "skip_connect" else i + 2 for i in range(self.num_nodes)]
+
+    def edge_index(self, op: str, node, j):
+        """Axis-0 index of edge (node, input j) in `op`'s stacked leaves; node and j may be traced (a
+        reduction's FactorizedReduce then clamps j to the cell inputs, where it has parameters)."""
+        offsets = np.concatenate([[0], np.cumsum(self._inputs_per_node(op))[:-1]])
+        if isinstance(node, int):
+            return int(offsets[node]) + j
+        if self.reduction and op == "skip_connect":
+            j = jnp.minimum(j, 1)
+        return jnp.asarray(offsets, jnp.int32)[node] + j
 
     def stride(self, index) -> int:
         return 2 if self.reduction and index < 2 else 1
 
     def shapes(self, stats: bool) -> dict:
-        """{node: {op: {leaf path: stacked shape}}} of the edge parameters (or batch statistics)."""
+        """{op: {leaf path: stacked shape}} of the edge parameters (or batch statistics)."""
         out = {}
-        for i in range(self.num_nodes):
-            out[f"node{i}"] = {}
-            for op in self.ops:
-                stride = 2 if self.reduction and op == "skip_connect" else 1
-                leaves = {path: (self.edge_count(i, op), *shape)
-                          for path, shape in _op_shapes(op, self.features, stride).items()
-                          if _is_stat(path) == stats}
-                if leaves:
-                    out[f"node{i}"][op] = leaves
+        for op in self.ops:
+            stride = 2 if self.reduction and op == "skip_connect" else 1
+            leaves = {path: (sum(self._inputs_per_node(op)), *shape)
+                      for path, shape in _op_shapes(op, self.features, stride).items() if _is_stat(path) == stats}
+            if leaves:
+                out[op] = leaves
         return out
 
     def init_params(self, key: jax.Array) -> dict:
         """Kernels as Flax's default (lecun_normal: truncated normal, variance 1 / fan_in, per edge), BN
         scale 1 and bias 0; all kernels from one draw (a sampler per leaf costs seconds to compile)."""
-        flat = {(node, op, path): shape for node, ops in self.shapes(stats=False).items()
-                for op, leaves in ops.items() for path, shape in leaves.items()}
-        kernels = [k for k in flat if not k[2].endswith(("/scale", "/bias"))]
+        flat = {(op, path): shape for op, leaves in self.shapes(stats=False).items() for path, shape in leaves.items()}
+        kernels = [k for k in flat if not k[1].endswith(("/scale", "/bias"))]
         draw = _lecun_normal(key, [flat[k] for k in kernels])
         out: dict = {}
         for k, shape in flat.items():
-            node, op, path = k
+            op, path = k
             kind = path.rsplit("/", 1)[-1]
             value = draw.pop(0) if k in kernels else (jnp.ones if kind == "scale" else jnp.zeros)(shape)
-            out.setdefault(node, {}).setdefault(op, {})[path] = value
-        return {node: {op: _nest(leaves) for op, leaves in ops.items()} for node, ops in out.items()}
+            out.setdefault(op, {})[path] = value
+        return {op: _nest(leaves) for op, leaves in out.items()}
 
     def init_stats(self) -> dict:
-        return {node: {op: _nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
-                                  for path, shape in leaves.items()}) for op, leaves in ops.items()}
-                for node, ops in self.shapes(stats=True).items()}
+        return {op: _nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
+                           for path, shape in leaves.items()}) for op, leaves in self.shapes(stats=True).items()}
 
     def path_param_count(self, genotype: np.ndarray) -> int:
         """Parameters of the ops the cell genotype (num_nodes, 2, 2) chooses."""
-        shapes = self.shapes(stats=False)
         total = 0
         for i in range(self.num_nodes):
             for index, op_id in genotype[i]:
-                op = self.ops[op_id]
-                stride = self.stride(index)
                 total += sum(math.prod(shape) for path, shape in
-                             _op_shapes(op, self.features, stride).items() if not _is_stat(path))
+                             _op_shapes(self.ops[op_id], self.features, self.stride(index)).items()
+                             if not _is_stat(path))
         return total
 
 
-def _has_params(node_params: dict, op: str, stride: int) -> bool:
-    """Whether `op` at `stride` has parameters (and batch statistics) in a node's trees."""
-    return op in node_params and not (op == "skip_connect" and stride == 1)
+def _has_params(params: dict, op: str, stride: int) -> bool:
+    """Whether `op` at `stride` has parameters (and batch statistics) in a cell's edge trees."""
+    return op in params and not (op == "skip_connect" and stride == 1)
 
 
 def _take(tree, index):
@@ -317,11 +322,10 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
         for slot in range(2):
             j, op_id = (int(v) for v in genotype[i, slot])
             op, stride = spec.ops[op_id], spec.stride(j)
-            node = f"node{i}"
-            if _has_params(params[node], op, stride):
-                h, new = _apply_op(op, _take(params[node][op], j), _take(stats[node][op], j), states[j],
-                                   stride, train)
-                stats = {**stats, node: {**stats[node], op: _put(stats[node][op], j, new)}}
+            if _has_params(params, op, stride):
+                index = spec.edge_index(op, i, j)
+                h, new = _apply_op(op, _take(params[op], index), _take(stats[op], index), states[j], stride, train)
+                stats = {**stats, op: _put(stats[op], index, new)}
             else:
                 h, _ = _apply_op(op, {}, {}, states[j], stride, train)
             if keys is not None and not (op == "skip_connect" and stride == 1):
@@ -333,20 +337,44 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
 
 def _branches(spec: CellSpec, train: bool):
     """The edge branches of a traced genotype: branch b = op + len(ops) * (stride-2 edge). Each maps
-    (node params, node stats, x_in, x_mid, j) -> (h, new node stats); x_in is a cell input (the
-    reduction's stride-2 edges read it), x_mid the state at j (None in a reduction cell's stride-2 edges)."""
+    (edge params, edge stats, x_in, x_mid) -> (h, new edge stats), the trees holding every op's slice
+    for the edge; x_in is a cell input (the reduction's stride-2 edges read it), x_mid the state at j."""
     strides = (1, 2) if spec.reduction else (1,)
     out = []
     for stride in strides:
         for op in spec.ops:
-            def branch(p, s, x_in, x_mid, j, op=op, stride=stride):
+            def branch(p, s, x_in, x_mid, op=op, stride=stride):
                 x = x_in if stride == 2 else x_mid
                 if not _has_params(p, op, stride):
                     return _apply_op(op, {}, {}, x, stride, train)[0], s
-                h, new = _apply_op(op, _take(p[op], j), _take(s[op], j), x, stride, train)
-                return h, {**s, op: _put(s[op], j, new)}
+                h, new = _apply_op(op, p[op], s[op], x, stride, train)
+                return h, {**s, op: new}
             out.append(branch)
     return out
+
+
+class _Edges(NamedTuple):
+    """A traced cell's 2 * num_nodes chosen edges in order (node, slot), the `lax.scan` axis."""
+
+    node: jax.Array  # int (2N,)
+    input: jax.Array  # int (2N,): j
+    branch: jax.Array  # int (2N,): the `_branches` index
+    identity: jax.Array  # bool (2N,): a stride-1 skip_connect, which drop-path leaves alone
+    key: jax.Array | None  # (2N, ...) drop-path key data, or None (no drop-path)
+
+
+def _edges(spec: CellSpec, genotype, key) -> _Edges:
+    n = spec.num_nodes
+    j, op = genotype[:, :, INPUT].reshape(-1), genotype[:, :, OP].reshape(-1)
+    wide = (j < 2) if spec.reduction else jnp.zeros_like(j, bool)
+    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
+    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, op + len(spec.ops) * wide, (op == skip) & ~wide,
+                  None if key is None else jax.random.split(key, 2 * n))
+
+
+def _edge_slices(spec: CellSpec, tree: dict, node, j) -> dict:
+    """{op: that op's leaves at edge (node, j)} of a cell's stacked edge parameters (or statistics)."""
+    return {op: _take(leaves, spec.edge_index(op, node, j)) for op, leaves in tree.items()}
 
 
 def _edge_inputs(spec: CellSpec, buf, j):
@@ -359,8 +387,19 @@ def _edge_inputs(spec: CellSpec, buf, j):
     return x, x
 
 
+def _node_state(spec: CellSpec, buf, node):
+    return lax.dynamic_index_in_dim(buf[1] if spec.reduction else buf, node + (0 if spec.reduction else 2),
+                                    keepdims=False)
+
+
+def _add_to_node(spec: CellSpec, buf, node, h):
+    if spec.reduction:
+        return buf[0], buf[1].at[node].add(h)
+    return buf.at[node + 2].add(h)
+
+
 def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
-    """-> (out, new stats, buffer of every state): the dynamic cell's forward pass."""
+    """-> (out, new stats, buffer of every state): the dynamic cell's forward pass, a scan over edges."""
     b, h, w, c = s1.shape
     n = spec.num_nodes
     if spec.reduction:
@@ -368,25 +407,18 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
     else:
         buf = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((n, b, h, w, c), s1.dtype)])
     branches = _branches(spec, train)
-    keys = jax.random.split(key, 2 * n) if key is not None else None
-    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
-    for i in range(n):
-        total = 0.0
-        node = f"node{i}"
-        for slot in range(2):
-            j, op = genotype[i, slot, INPUT], genotype[i, slot, OP]
-            wide = (j < 2) if spec.reduction else False
-            x_in, x_mid = _edge_inputs(spec, buf, j)
-            hh, new = lax.switch(op + len(spec.ops) * wide, branches, params[node], stats[node], x_in, x_mid, j)
-            stats = {**stats, node: new}
-            if keys is not None:
-                identity = (op == skip) & ~wide
-                hh = jnp.where(identity, hh, hh * _drop_mask(keys[2 * i + slot], b, rate, hh.dtype))
-            total = total + hh
-        if spec.reduction:
-            buf = (buf[0], buf[1].at[i].set(total))
-        else:
-            buf = buf.at[i + 2].set(total)
+
+    def step(carry, edge: _Edges):
+        buf, stats = carry
+        x_in, x_mid = _edge_inputs(spec, buf, edge.input)
+        hh, new = lax.switch(edge.branch, branches, _edge_slices(spec, params, edge.node, edge.input),
+                             _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid)
+        stats = {op: _put(stats[op], spec.edge_index(op, edge.node, edge.input), new[op]) for op in stats}
+        if edge.key is not None:
+            hh = jnp.where(edge.identity, hh, hh * _drop_mask(edge.key, b, rate, hh.dtype))
+        return (_add_to_node(spec, buf, edge.node, hh), stats), None
+
+    (buf, stats), _ = lax.scan(step, (buf, stats), _edges(spec, genotype, key))
     mids = buf[1] if spec.reduction else buf[2:]
     out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], n * c)
     return out, stats, buf
@@ -404,9 +436,9 @@ def _traced_cell_fwd(spec, train, params, stats, s0, s1, genotype, rate, key):
 
 
 def _traced_cell_bwd(spec, train, res, cts):
-    """Backward through the chosen ops only: nodes in reverse, each edge's op re-run under `jax.vjp`
-    inside the same switch (its residuals would otherwise be kept for every branch), its input
-    gradient added in place into the state buffer's gradient."""
+    """Backward through the chosen ops only: a reverse scan over the edges, each edge's op re-run under
+    `jax.vjp` inside the same switch (its residuals would otherwise be kept for every branch), its
+    parameter and input gradients added in place into the stacked parameter and state-buffer gradients."""
     params, stats, buf, genotype, rate, key = res
     dout = cts[0]
     n, c = spec.num_nodes, dout.shape[-1] // spec.num_nodes
@@ -415,36 +447,34 @@ def _traced_cell_bwd(spec, train, res, cts):
         dbuf = (jnp.zeros_like(buf[0]), dmids)
     else:
         dbuf = jnp.concatenate([jnp.zeros_like(buf[:2]), dmids])
-    branches = _branches(spec, train)
 
     def vjp_branch(branch):
-        def run(p, s, x_in, x_mid, j, dh):
-            _, pull = jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid, j)[0], p, x_in, x_mid)
+        def run(p, s, x_in, x_mid, dh):
+            _, pull = jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid)[0], p, x_in, x_mid)
             return pull(dh)
         return run
 
-    grads = [vjp_branch(branch) for branch in branches]
-    keys = jax.random.split(key, 2 * n) if key is not None else None
-    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
-    dparams = jax.tree.map(jnp.zeros_like, params)
-    for i in reversed(range(n)):
-        node = f"node{i}"
-        dnode = dbuf[1][i] if spec.reduction else dbuf[i + 2]
-        for slot in range(2):
-            j, op = genotype[i, slot, INPUT], genotype[i, slot, OP]
-            wide = (j < 2) if spec.reduction else False
-            dh = dnode
-            if keys is not None:
-                identity = (op == skip) & ~wide
-                dh = jnp.where(identity, dh, dh * _drop_mask(keys[2 * i + slot], dh.shape[0], rate, dh.dtype))
-            x_in, x_mid = _edge_inputs(spec, buf, j)
-            dp, dx_in, dx_mid = lax.switch(op + len(spec.ops) * wide, grads, params[node], stats[node],
-                                           x_in, x_mid, j, dh)
-            dparams = {**dparams, node: jax.tree.map(jnp.add, dparams[node], dp)}
-            if spec.reduction:
-                dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx_in), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx_mid))
-            else:
-                dbuf = dbuf.at[j].add(dx_in + dx_mid)
+    grads = [vjp_branch(branch) for branch in _branches(spec, train)]
+
+    def step(carry, edge: _Edges):
+        dbuf, dparams = carry
+        dh = _node_state(spec, dbuf, edge.node)
+        if edge.key is not None:
+            dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
+        x_in, x_mid = _edge_inputs(spec, buf, edge.input)
+        dp, dx_in, dx_mid = lax.switch(edge.branch, grads, _edge_slices(spec, params, edge.node, edge.input),
+                                       _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid, dh)
+        dparams = {op: jax.tree.map(lambda g, d: g.at[spec.edge_index(op, edge.node, edge.input)].add(d),
+                                    dparams[op], dp[op]) for op in dparams}
+        j = edge.input
+        if spec.reduction:
+            dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx_in), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx_mid))
+        else:
+            dbuf = dbuf.at[j].add(dx_in + dx_mid)
+        return (dbuf, dparams), None
+
+    (dbuf, dparams), _ = lax.scan(step, (dbuf, jax.tree.map(jnp.zeros_like, params)),
+                                  _edges(spec, genotype, key), reverse=True)
     ds0, ds1 = (dbuf[0][0], dbuf[0][1]) if spec.reduction else (dbuf[0], dbuf[1])
     zero = lambda x: np.zeros(np.shape(x), jax.dtypes.float0) if not jnp.issubdtype(  # noqa: E731
         jnp.result_type(x), jnp.floating) else jnp.zeros_like(x)

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import pickle
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +35,7 @@ from nasjax.spaces import cost, ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
-from nasjax.train.state import TrainState, create_state, make_optimizer
+from nasjax.train.state import create_state, make_optimizer
 
 EXECUTIONS = ("auto", "per_arch", "layered", "loop", "sharded")
 FORMAT_VERSION = 1
