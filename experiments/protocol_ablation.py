@@ -111,7 +111,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/protocol_ablation")
     p.add_argument("--archs", type=int, default=8, help="random genotypes (001_*: 8)")
     p.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
-    p.add_argument("--epochs", type=int, default=1, help="epochs of every protocol but the longer ones")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="epochs of every protocol but the longer ones (>= 2 for drop-path to act: DARTS' ramp "
+                        "is 0 in the first epoch)")
     p.add_argument("--longer", type=float, default=2.5, help="epoch factor of +longer (001_*: 1500/600)")
     p.add_argument("--wider", type=float, default=50 / 36, help="channel factor of +channels (001_*: 50/36)")
     p.add_argument("--layers", type=int, default=5, help="cells")

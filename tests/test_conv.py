@@ -230,3 +230,27 @@ def test_taps_ops_inside_a_loop_compile_to_elementwise_work():
     text = looped.lower(x, w).compile().as_text()
     for op in ("convolution(", "reduce-window(", "select-and-scatter("):
         assert op not in text
+
+
+def _batch_norm_by_autodiff(x, scale, bias, eps=1e-5):
+    mean = jnp.mean(x, axis=(0, 1, 2))
+    var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+    return (x - mean) * (lax.rsqrt(var + eps) * scale) + bias, mean, var
+
+
+@pytest.mark.parametrize("impl", ["canonical", "xla"])
+@pytest.mark.parametrize("shape", [(4, 9, 8, 5), (1, 1, 1, 3), (3, 4, 4, 64)])
+def test_batch_norm_train_matches_autodiff(impl, shape):
+    """Output, batch statistics and the written-out gradients (x, scale, bias) of `batch_norm_train`
+    against autodiff of the textbook formula, on an input far from zero mean and unit variance."""
+    x, rng = _taps_case(shape, shape[-1])
+    x = 3.0 * x + 2.0
+    scale, bias = (jnp.asarray(rng.standard_normal(shape[-1:], np.float32)) for _ in range(2))
+    cotangent = jnp.asarray(rng.standard_normal(shape, np.float32))
+
+    def outputs_and_grads(bn):
+        loss = lambda x, scale, bias: jnp.sum(jnp.tanh(bn(x, scale, bias)[0]) * cotangent)  # noqa: E731
+        return bn(x, scale, bias), jax.grad(loss, (0, 1, 2))(x, scale, bias)
+
+    actual = jax.jit(lambda: outputs_and_grads(functools.partial(ops.batch_norm_train, impl=impl)))()
+    _assert_close(actual, jax.jit(lambda: outputs_and_grads(_batch_norm_by_autodiff))())

@@ -70,7 +70,6 @@ def test_second_genotype_compiles_nothing(trained):
     assert results[0].params == SPACE.param_count(ARCHS[1], state.states[0].params) != first[0].params
 
 
-@pytest.mark.slow  # a second process compiles the programs again (~8 min wall at load 40 on this CPU)
 def test_second_genotype_matches_a_fresh_process(trained):
     """Same device layout as this process (XLA:CPU's sums depend on it): with 1 device instead of the
     suite's 4 the parameters differed in the 7th digit while the accuracies were equal."""

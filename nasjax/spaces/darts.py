@@ -142,13 +142,11 @@ def _lecun_normal(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Arr
 def _batch_norm(x: jax.Array, p: dict, s: dict, train: bool) -> tuple[jax.Array, dict]:
     """Affine BN of x (B, H, W, C) with params {scale, bias}, stats {mean, var} -> (y, new stats)."""
     if train:
-        mean = jnp.mean(x, axis=(0, 1, 2))
-        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
-        s = {"mean": (1 - _BN_MOMENTUM) * s["mean"] + _BN_MOMENTUM * mean,
-             "var": (1 - _BN_MOMENTUM) * s["var"] + _BN_MOMENTUM * var}
-    else:
-        mean, var = s["mean"], s["var"]
-    return (x - mean) * (lax.rsqrt(var + _BN_EPS) * p["scale"]) + p["bias"], s
+        y, mean, var = primitives.batch_norm_train(x, p["scale"], p["bias"], _BN_EPS)
+        mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
+        return y, {"mean": (1 - _BN_MOMENTUM) * s["mean"] + _BN_MOMENTUM * mean,
+                   "var": (1 - _BN_MOMENTUM) * s["var"] + _BN_MOMENTUM * var}
+    return (x - s["mean"]) * (lax.rsqrt(s["var"] + _BN_EPS) * p["scale"]) + p["bias"], s
 
 
 def _pointwise(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -450,8 +448,9 @@ def _traced_cell_bwd(spec, train, res, cts):
 
     def vjp_branch(branch):
         def run(p, s, x_in, x_mid, dh):
-            _, pull = jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid)[0], p, x_in, x_mid)
-            return pull(dh)
+            if not spec.reduction:  # one input (x_in is x_mid): no zero cotangent to make and add
+                return jax.vjp(lambda p, x: branch(p, s, x, x)[0], p, x_mid)[1](dh)
+            return jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid)[0], p, x_in, x_mid)[1](dh)
         return run
 
     grads = [vjp_branch(branch) for branch in _branches(spec, train)]
@@ -462,15 +461,15 @@ def _traced_cell_bwd(spec, train, res, cts):
         if edge.key is not None:
             dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        dp, dx_in, dx_mid = lax.switch(edge.branch, grads, _edge_slices(spec, params, edge.node, edge.input),
-                                       _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid, dh)
+        dp, *dx = lax.switch(edge.branch, grads, _edge_slices(spec, params, edge.node, edge.input),
+                             _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid, dh)
         dparams = {op: jax.tree.map(lambda g, d: g.at[spec.edge_index(op, edge.node, edge.input)].add(d),
                                     dparams[op], dp[op]) for op in dparams}
         j = edge.input
         if spec.reduction:
-            dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx_in), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx_mid))
+            dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx[0]), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx[1]))
         else:
-            dbuf = dbuf.at[j].add(dx_in + dx_mid)
+            dbuf = dbuf.at[j].add(dx[0])
         return (dbuf, dparams), None
 
     (dbuf, dparams), _ = lax.scan(step, (dbuf, jax.tree.map(jnp.zeros_like, params)),
