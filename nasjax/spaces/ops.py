@@ -279,6 +279,19 @@ def max_pool_window(x: jax.Array, window: int = 3, stride: int = 1, impl: str = 
                              ((0, 0), (p, p), (p, p), (0, 0)))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _taps_window_sum(x: jax.Array, k: int) -> jax.Array:
+    """Stride-1 k x k window sums over zero padding (k - 1) // 2: x (B, H, W, C) -> (B, H, W, C). The
+    map is self-adjoint (pixel j is in i's window iff i is in j's), so its gradient is the same sums of
+    the cotangent: one pass, where autodiff's nine padded slices ran 3x slower than XLA's pool."""
+    p = (k - 1) // 2
+    return sum(view for _, _, view in _taps(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), k, 1, 1, x.shape[1:3]))
+
+
+_taps_window_sum.defvjp(lambda x, k: (_taps_window_sum(x, k), None),
+                        lambda k, _, dy: (_taps_window_sum(dy, k),))
+
+
 def avg_pool_window(x: jax.Array, window: int = 3, stride: int = 1, impl: str = "auto") -> jax.Array:
     """Overlapping window x window average pool, padding (window - 1) // 2, padding not counted
     (PyTorch's `AvgPool2d(k, stride, padding=k // 2, count_include_pad=False)`):
@@ -288,8 +301,9 @@ def avg_pool_window(x: jax.Array, window: int = 3, stride: int = 1, impl: str = 
     p = (window - 1) // 2
     pads = ((0, 0), (p, p), (p, p), (0, 0))
     if resolve_impl(impl) == "canonical":
-        out = tuple(_out_size(n, window, stride, 1, p) for n in x.shape[1:3])
-        total = sum(view for _, _, view in _taps(jnp.pad(x, pads), window, 1, stride, out))
+        total = _taps_window_sum(x, window) if stride == 1 else sum(
+            view for _, _, view in _taps(jnp.pad(x, pads), window, 1, stride,
+                                         tuple(_out_size(n, window, stride, 1, p) for n in x.shape[1:3])))
     else:
         total = lax.reduce_window(x, 0.0, lax.add, (1, window, window, 1), (1, stride, stride, 1), pads)
     # Window sizes are static: count them with numpy, no extra work in the program.
