@@ -15,7 +15,7 @@ def test_rungs_and_cost(args, plan, cost):
     assert rs.rungs(*args) == plan and rs.halving_cost(plan) == cost
 
 
-@pytest.mark.slow  # compiles DARTS supernet and stand-alone programs: 430 s on 2 cores
+@pytest.mark.slow  # 69 s on 2 cores (two whole runs); tests/test_weight_sharing.py checks RS-WS's same-seed ranking
 def test_main_tiny_twice_same_numbers(tmp_path, data_dir, capsys):
     tiny = ["--candidates", "3", "--final-epochs", "2", "--train-images", "64", "--val-images", "64",
             "--test-images", "64", "--batch-size", "32", "--bn-batches", "1", "--rnas-evaluations", "6",

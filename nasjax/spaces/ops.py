@@ -181,15 +181,27 @@ def _sums_over_pixels(arrays: list[jax.Array]) -> list[jax.Array]:
 def _scatter_taps(parts, k: int, dilation: int, stride: int, padded: tuple[int, int], pad: int,
                   size: tuple[int, int]) -> jax.Array:
     """Transpose of `_taps`: sum the per-tap cotangents parts[a * k + b] (B, Ho, Wo, C) back onto the
-    padded input grid and crop the padding: (B, H, W, C). Each part is dilated by the stride and padded
-    into place, one fused sum."""
-    total = None
-    for (a, b), part in zip([(a, b) for a in range(k) for b in range(k)], parts):
-        ho, wo = part.shape[1:3]
-        cfg = [(0, 0, 0), (a * dilation, padded[0] - a * dilation - stride * (ho - 1) - 1, stride - 1),
-               (b * dilation, padded[1] - b * dilation - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)]
-        placed = lax.pad(part, jnp.zeros((), part.dtype), cfg)
-        total = placed if total is None else total + placed
+    padded input grid and crop the padding: (B, H, W, C). Stride 1: each part padded into place, one
+    fused sum. Stride s: tap offset a * dilation = s * q + r lands on rows r, r + s, ... shifted by q,
+    so the parts are summed per (row, column) phase on an s-times smaller grid and the phases
+    interleaved once (XLA:CPU ran the parts' interior-padded scatters 3x slower)."""
+    offsets = [(a * dilation, b * dilation) for a in range(k) for b in range(k)]
+    ho, wo = parts[0].shape[1:3]
+    if stride == 1:
+        total = sum(lax.pad(part, jnp.zeros((), part.dtype),
+                            [(0, 0, 0), (a, padded[0] - a - ho, 0), (b, padded[1] - b - wo, 0), (0, 0, 0)])
+                    for (a, b), part in zip(offsets, parts))
+        return total[:, pad:pad + size[0], pad:pad + size[1]]
+    grid = tuple(-(-n // stride) for n in padded)  # each phase's rows and columns
+    phases = {}
+    for (a, b), part in zip(offsets, parts):
+        (qa, ra), (qb, rb) = divmod(a, stride), divmod(b, stride)
+        placed = lax.pad(part, jnp.zeros((), part.dtype),
+                         [(0, 0, 0), (qa, grid[0] - qa - ho, 0), (qb, grid[1] - qb - wo, 0), (0, 0, 0)])
+        phases[ra, rb] = placed if (ra, rb) not in phases else phases[ra, rb] + placed
+    zero = jnp.zeros((parts[0].shape[0], *grid, parts[0].shape[3]), parts[0].dtype)
+    rows = [jnp.stack([phases.get((ra, rb), zero) for rb in range(stride)], axis=3) for ra in range(stride)]
+    total = jnp.stack(rows, axis=2).reshape(zero.shape[0], grid[0] * stride, grid[1] * stride, zero.shape[3])
     return total[:, pad:pad + size[0], pad:pad + size[1]]
 
 
