@@ -273,8 +273,8 @@ def test_to_module_rejects_bad_flags(kwargs, message):
 
 # --- the genotype as data (the weight-sharing supernet) ---------------------------------------------
 def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variables):
-    """`trainable` (genotype traced: a scan over the edges, lax.switch per edge, hand-written backward) against `to_module`
-    (genotype built in, ops chosen in Python, autodiff) on the same weights: training-mode logits,
+    """`trainable` (genotype traced: a scan over the edges, lax.switch per edge, hand-written backward)
+    against `to_module` (genotype built in, ops chosen in Python, autodiff) on the same weights: training-mode logits,
     auxiliary logits, updated batch statistics and every gradient, with drop-path, for the all-ops
     genotype (every op, stride 1 and 2) and a second genotype through the same compiled program."""
     space, enc = _all_ops_encoding()

@@ -487,7 +487,8 @@ _traced_cell.defvjp(_traced_cell_fwd, _traced_cell_bwd)
 class DARTSCell(nn.Module):
     """One cell over every candidate op: preprocessing of (s0, s1) to `features` channels, then the nodes
     of `genotype` (num_nodes, 2, 2) [node, slot, (input, op)], numpy (chosen in Python) or traced
-    (`lax.switch` per edge). (s0, s1) -> (B, H', W', num_nodes * features)."""
+    (a `lax.scan` over the chosen edges, a `lax.switch` per edge).
+    (s0, s1) -> (B, H', W', num_nodes * features)."""
 
     ops: tuple[str, ...]
     num_nodes: int
@@ -540,10 +541,11 @@ class DARTSCell(nn.Module):
 
     def multiply_adds(self, s0, s1, genotype, *_, **__) -> int:
         """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2), given
-        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.spaces.cost` asks for them, as they are not Flax layers. The
-        preprocessing is a 1x1 conv to `features` channels at s1's resolution (after a reduction,
-        FactorizedReduce's two stride-2 halves to features / 2 each: the same count); an edge from a
-        cell input of a reduction cell runs at stride 2; pools, identities and 'none' cost nothing."""
+        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.spaces.cost` asks
+        for them, as they are not Flax layers. The preprocessing is a 1x1 conv to `features` channels at
+        s1's resolution (after a reduction, FactorizedReduce's two stride-2 halves to features / 2 each:
+        the same count); an edge from a cell input of a reduction cell runs at stride 2; pools,
+        identities and 'none' cost nothing."""
         c, (h, w) = self.features, s1.shape[1:3]
         total = h * w * (s0.shape[-1] + s1.shape[-1]) * c
         hw = (h // 2) * (w // 2) if self.reduction else h * w  # every node's resolution

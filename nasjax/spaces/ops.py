@@ -224,6 +224,8 @@ def _taps_depthwise_bwd(stride, dilation, pad, res, dy):
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     views = _taps(xp, k, dilation, stride, dy.shape[1:3])
     dw = jnp.stack(_sums_over_pixels([view * dy for _, _, view in views])).reshape(w.shape)
+    if stride == 1 and 2 * pad == dilation * (k - 1):  # "same": the transpose is the flipped kernel's conv
+        return _taps_depthwise(dy, w[::-1, ::-1], 1, dilation, pad), dw
     dx = _scatter_taps([dy * w[a, b] for a, b, _ in views], k, dilation, stride, xp.shape[1:3], pad,
                        x.shape[1:3])
     return dx, dw
