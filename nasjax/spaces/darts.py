@@ -370,9 +370,14 @@ def _edges(spec: CellSpec, genotype, key) -> _Edges:
                   None if key is None else jax.random.split(key, 2 * n))
 
 
-def _edge_slices(spec: CellSpec, tree: dict, node, j) -> dict:
-    """{op: that op's leaves at edge (node, j)} of a cell's stacked edge parameters (or statistics)."""
-    return {op: _take(leaves, spec.edge_index(op, node, j)) for op, leaves in tree.items()}
+def _edge_indices(spec: CellSpec, params: dict, node, j) -> dict:
+    """{op: axis-0 index of edge (node, j)} for every op with parameters (and statistics) in the cell."""
+    return {op: spec.edge_index(op, node, j) for op in params}
+
+
+def _slices(tree: dict, index: dict) -> dict:
+    """{op: that op's leaves at its edge index} of a cell's stacked edge parameters (or statistics)."""
+    return {op: _take(tree[op], i) for op, i in index.items()}
 
 
 def _edge_inputs(spec: CellSpec, buf, j):
@@ -409,9 +414,9 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
     def step(carry, edge: _Edges):
         buf, stats = carry
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        hh, new = lax.switch(edge.branch, branches, _edge_slices(spec, params, edge.node, edge.input),
-                             _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid)
-        stats = {op: _put(stats[op], spec.edge_index(op, edge.node, edge.input), new[op]) for op in stats}
+        index = _edge_indices(spec, params, edge.node, edge.input)
+        hh, new = lax.switch(edge.branch, branches, _slices(params, index), _slices(stats, index), x_in, x_mid)
+        stats = {op: _put(stats[op], i, new[op]) for op, i in index.items()}
         if edge.key is not None:
             hh = jnp.where(edge.identity, hh, hh * _drop_mask(edge.key, b, rate, hh.dtype))
         return (_add_to_node(spec, buf, edge.node, hh), stats), None
@@ -461,10 +466,9 @@ def _traced_cell_bwd(spec, train, res, cts):
         if edge.key is not None:
             dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        dp, *dx = lax.switch(edge.branch, grads, _edge_slices(spec, params, edge.node, edge.input),
-                             _edge_slices(spec, stats, edge.node, edge.input), x_in, x_mid, dh)
-        dparams = {op: jax.tree.map(lambda g, d: g.at[spec.edge_index(op, edge.node, edge.input)].add(d),
-                                    dparams[op], dp[op]) for op in dparams}
+        index = _edge_indices(spec, params, edge.node, edge.input)
+        dp, *dx = lax.switch(edge.branch, grads, _slices(params, index), _slices(stats, index), x_in, x_mid, dh)
+        dparams = {op: jax.tree.map(lambda g, d: g.at[i].add(d), dparams[op], dp[op]) for op, i in index.items()}
         j = edge.input
         if spec.reduction:
             dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx[0]), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx[1]))

@@ -181,17 +181,12 @@ def _sums_over_pixels(arrays: list[jax.Array]) -> list[jax.Array]:
 def _scatter_taps(parts, k: int, dilation: int, stride: int, padded: tuple[int, int], pad: int,
                   size: tuple[int, int]) -> jax.Array:
     """Transpose of `_taps`: sum the per-tap cotangents parts[a * k + b] (B, Ho, Wo, C) back onto the
-    padded input grid and crop the padding: (B, H, W, C). Stride 1: each part padded into place, one
-    fused sum. Stride s: tap offset a * dilation = s * q + r lands on rows r, r + s, ... shifted by q,
-    so the parts are summed per (row, column) phase on an s-times smaller grid and the phases
-    interleaved once (XLA:CPU ran the parts' interior-padded scatters 3x slower)."""
+    padded input grid and crop the padding: (B, H, W, C). Tap offset a * dilation = s * q + r lands on
+    rows r, r + s, ... shifted by q, so the parts are padded into place per (row, column) phase on an
+    s-times smaller grid, summed, and the phases interleaved once (one phase at stride 1; XLA:CPU ran
+    the parts' interior-padded scatters 3x slower)."""
     offsets = [(a * dilation, b * dilation) for a in range(k) for b in range(k)]
     ho, wo = parts[0].shape[1:3]
-    if stride == 1:
-        total = sum(lax.pad(part, jnp.zeros((), part.dtype),
-                            [(0, 0, 0), (a, padded[0] - a - ho, 0), (b, padded[1] - b - wo, 0), (0, 0, 0)])
-                    for (a, b), part in zip(offsets, parts))
-        return total[:, pad:pad + size[0], pad:pad + size[1]]
     grid = tuple(-(-n // stride) for n in padded)  # each phase's rows and columns
     phases = {}
     for (a, b), part in zip(offsets, parts):
@@ -346,11 +341,12 @@ def _batch_norm_train(x, scale, bias, eps: float, impl: str):
 def _batch_norm_train_fwd(x, scale, bias, eps, impl):
     n = x.size // x.shape[-1]
     (total,) = channel_sums([x], impl)
-    centered = x - total / n
+    mean = total / n
+    centered = x - mean
     (squares,) = channel_sums([centered * centered], impl)
     var = squares / n
     inv = lax.rsqrt(var + eps)
-    return (centered * (inv * scale) + bias, total / n, var), (centered, inv, scale)
+    return (centered * (inv * scale) + bias, mean, var), (centered, inv, scale)
 
 
 def _batch_norm_train_bwd(eps, impl, res, cts):
