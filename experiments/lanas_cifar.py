@@ -27,10 +27,11 @@ Work directory (`--workdir`): config.json (the resolved config), search/evaluati
 searched architecture: encoding, description, seed and training key, validation accuracy per epoch,
 params, FLOPs, time), search/checkpoint.npz + run.json (the search state), final.jsonl (one line per
 final training run), best_so_far.png, accuracy_hist.png, summary.md and summary.json (written last: a
-run with a summary is finished), xla_cache/ (compiled programs; $JAX_COMPILATION_CACHE_DIR instead if
-set). Re-running the same command resumes after the last finished search round or final training run
-with the same bits as an uninterrupted run; a finished run prints its summary; other flags on the same
-work directory are refused (use another --workdir).
+run with a summary is finished), xla_cache/ (compiled programs, `nasjax.compile_cache`;
+$JAX_COMPILATION_CACHE_DIR or $NASJAX_COMPILE_CACHE instead if set). Re-running the same command
+resumes after the last finished search round or final training run with the same bits as an
+uninterrupted run; a finished run prints its summary; other flags on the same work directory are
+refused (use another --workdir).
 
 Sizing: the defaults are meant for this project's 2-core CPU and the shared CIFAR-10 subset (5,085
 training / 1,017 test images). The work is the search's `--budget` x `--epochs` passes over
@@ -63,6 +64,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nasjax import metrics, search
+from nasjax.compile_cache import use_compile_cache
 from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
 from nasjax.distributed import local_trainer
@@ -393,15 +395,6 @@ def plot(result, final: list[dict], workdir: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def use_compile_cache(default: pathlib.Path) -> None:
-    """Keep compiled programs on disk ($JAX_COMPILATION_CACHE_DIR, else `default`): a resumed run
-    skips the compiles of the interrupted one, and programs jax re-traces (per-call jits) load
-    instead of compiling again. Compiled programs are the same either way, so are the results."""
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(default))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def trainer_factory(address: str | None, cluster: contextlib.ExitStack):
     """make_trainer(space, data, config) of this run (nasjax.distributed): in this process, or with
     --ray by the cluster's workers, connected until `cluster` closes, sharing our compile cache."""
@@ -437,7 +430,7 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         final_set = final_data(data, args.final_train_images, args.test_images)
         if new:  # only once the flags are known to fit the data: a refused run blocks nothing
             atomic_write_bytes(workdir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-        use_compile_cache(workdir / "xla_cache")
+        use_compile_cache(default=workdir / "xla_cache")
         make_trainer = trainer_factory(args.ray, cluster)
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    cutout=args.cutout)

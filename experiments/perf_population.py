@@ -11,10 +11,12 @@ on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validat
   (c) PyTorch CPU eager doing the same work (networks, batch, epochs, crop+flip augmentation, SGD
       momentum with the cosine schedule, weight decay, clipping, validation per epoch, test at the end),
       when torch imports.
+Every execution evaluates in batches of the training batch size (the layered engine's choice).
 Prints architectures/hour and images/s, ratios to (a), where the time goes (training steps,
 augmentation, evaluation, compilation, host loop and set-up) for the layered engine (from a second,
 warm run with its calls timed) and for PyTorch, and the GFLOP/s of one single-net training step as a
-fraction of a measured f32 matmul peak; writes one JSON line per row to --jsonl.
+fraction of a measured f32 matmul peak; writes one JSON line per row to --jsonl. With
+--compile-cache DIR a second run of the same command loads its programs instead of compiling them.
 
   python experiments/perf_population.py --data-dir ../shared/data --archs 16 --epochs 1 \
       --train-images 1024 --eval-images 500
@@ -47,6 +49,8 @@ def parse_args():
                    help="also time one-by-one training in plain Flax (nn.Conv, nn.max_pool, default XLA "
                         "options; slow on CPU: autodiff's convolutions inside the epoch's scan run 25-250x "
                         "slower than at the top level)")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="keep compiled programs in DIR (nasjax.compile_cache): a second run loads them")
     p.add_argument("--jsonl", default="perf_population.jsonl")
     return p.parse_args()
 
@@ -59,6 +63,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nasjax.compile_cache import use_compile_cache  # noqa: E402
 from nasjax.data import load_cifar10, normalize  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
@@ -254,7 +259,11 @@ def main():
     data = load_cifar10(ARGS.data_dir).take(train=ARGS.train_images, val=ARGS.eval_images,
                                             test=ARGS.eval_images)
     space = ConvNetSpace.motivating()
-    config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size)
+    if ARGS.compile_cache:
+        print(f"compile cache: {use_compile_cache(ARGS.compile_cache)}")
+    # Every execution evaluates in training-sized batches, the layered engine's choice (its forward
+    # programs are the training step's): PyTorch ran 20 % faster per image at 128 than at 500.
+    config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size, eval_batch_size=ARGS.batch_size)
     archs = distinct_archs(space, ARGS.archs, jax.random.fold_in(key, 1))
     images = ARGS.archs * ARGS.epochs * (len(data.train_labels) // config.batch_size) * config.batch_size
     print(f"{len(archs)} distinct archs, depths {np.bincount(archs[:, 0]).tolist()}, {ARGS.epochs} epoch(s) "

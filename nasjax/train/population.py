@@ -150,11 +150,16 @@ def _epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes: int, s
 
 @functools.lru_cache(maxsize=None)
 def _eval_fn(space, config: TrainConfig, program_id: tuple, num_classes: int):
+    """accuracy(state, extra, images, labels) -> scalar. The layered engine evaluates in batches of the
+    training batch size: its forward units are then the training step's programs (no compilation), and
+    the last batch pads fewer images than an `eval_batch_size` one would."""
     if program_id[0] == "layered":
-        return functools.partial(layered.accuracy, layered.plan(space, _encoding(space, program_id)))
+        return functools.partial(layered.accuracy, layered.plan(space, _encoding(space, program_id)),
+                                 batch_size=config.batch_size)
     apply = _apply(space, config, program_id, num_classes)
-    return jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4,
-                   compiler_options=ops.compiler_options())
+    accuracy = jax.jit(functools.partial(steps.accuracy, apply), static_argnums=4,
+                       compiler_options=ops.compiler_options())
+    return lambda state, extra, images, labels: accuracy(state, extra, images, labels, config.eval_batch_size)
 
 
 @functools.lru_cache(maxsize=None)
@@ -297,12 +302,12 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
                     failed[i], reasons[i] = True, f"epoch {epoch}: {reason}"
                     continue
                 states[i] = _to_host(new[j])
-                val_acc[i, epoch] = float(evaluate(states[i], extras[i], *val, config.eval_batch_size))
+                val_acc[i, epoch] = float(evaluate(states[i], extras[i], *val))
                 epochs_done[i] = epoch + 1
             wall[active] += (time.perf_counter() - t) / len(active)
         for i in members:
             if not failed[i] and epochs_done[i] > 0:
-                test_acc[i] = float(evaluate(states[i], extras[i], *test, config.eval_batch_size))
+                test_acc[i] = float(evaluate(states[i], extras[i], *test))
 
     new_state = dataclasses.replace(state, states=tuple(states), epochs_done=epochs_done, val_acc=val_acc,
                                     test_acc=test_acc, failed=failed, reasons=tuple(reasons), wall_time=wall)
