@@ -14,7 +14,6 @@ import os
 import pathlib
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 
 ENV = "NASJAX_COMPILE_CACHE"
 
@@ -22,11 +21,12 @@ ENV = "NASJAX_COMPILE_CACHE"
 def use_compile_cache(default: str | os.PathLike | None = None) -> pathlib.Path:
     """Cache every program compiled from now on, in the first of: JAX's configured folder
     ($JAX_COMPILATION_CACHE_DIR), $NASJAX_COMPILE_CACHE, `default`, ~/.cache/nasjax/xla (under
-    $XDG_CACHE_HOME when set). Returns the folder used."""
+    $XDG_CACHE_HOME when set). Returns the folder used. Call it before the process compiles anything:
+    JAX decides at its first compilation whether the process uses a cache (so a library call made
+    later, e.g. by a script run inside a test process, changes nothing there)."""
     home = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "nasjax" / "xla"
     folder = pathlib.Path(jax.config.jax_compilation_cache_dir or os.environ.get(ENV) or default or home)
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    compilation_cache.reset_cache()  # JAX decides once, at a process's first compile, whether to cache
     return folder
