@@ -152,7 +152,8 @@ def _epoch_fn(space, config: TrainConfig, program_id: tuple, num_classes: int, s
 def _eval_fn(space, config: TrainConfig, program_id: tuple, num_classes: int):
     """accuracy(state, extra, images, labels) -> scalar. The layered engine evaluates in batches of the
     training batch size: its forward units are then the training step's programs (no compilation), and
-    the last batch pads fewer images than an `eval_batch_size` one would."""
+    its last batch pads fewer than batch_size images (3,558 evaluation images: 26 at 128, 942 at the
+    default eval_batch_size 500)."""
     if program_id[0] == "layered":
         return functools.partial(layered.accuracy, layered.plan(space, _encoding(space, program_id)),
                                  batch_size=config.batch_size)
