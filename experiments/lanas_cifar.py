@@ -68,6 +68,7 @@ from nasjax.compile_cache import use_compile_cache
 from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
 from nasjax.distributed import local_trainer
+from nasjax.host_memory import reuse_host_memory
 from nasjax.io import CorruptFileError, atomic_write_bytes, read_jsonl
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key
@@ -476,4 +477,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reuse_host_memory()  # process-wide, so only here: in-process callers (tests) keep their allocator
     sys.exit(main())

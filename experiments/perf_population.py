@@ -11,7 +11,9 @@ on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validat
   (c) PyTorch CPU eager doing the same work (networks, batch, epochs, crop+flip augmentation, SGD
       momentum with the cosine schedule, weight decay, clipping, validation per epoch, test at the end),
       when torch imports.
-Every execution evaluates in batches of the training batch size (the layered engine's choice).
+Every execution evaluates in batches of the training batch size (the layered engine's choice), and
+all run with freed host memory kept for reuse (`nasjax.host_memory`, as lanas_cifar.py runs;
+--malloc default keeps glibc's own policy, which page-faults large buffers in afresh).
 Prints architectures/hour and images/s, ratios to (a), where the time goes (training steps,
 augmentation, evaluation, compilation, host loop and set-up) for the layered engine (from a second,
 warm run with its calls timed) and for PyTorch, and the GFLOP/s of one single-net training step as a
@@ -51,6 +53,9 @@ def parse_args():
                         "slower than at the top level)")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="keep compiled programs in DIR (nasjax.compile_cache): a second run loads them")
+    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                   help="reuse: keep freed host memory for reuse (nasjax.host_memory), as lanas_cifar.py "
+                        "does; default: glibc's own policy")
     p.add_argument("--jsonl", default="perf_population.jsonl")
     return p.parse_args()
 
@@ -65,6 +70,7 @@ import numpy as np  # noqa: E402
 
 from nasjax.compile_cache import use_compile_cache  # noqa: E402
 from nasjax.data import load_cifar10, normalize  # noqa: E402
+from nasjax.host_memory import reuse_host_memory  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
@@ -261,6 +267,8 @@ def main():
     space = ConvNetSpace.motivating()
     if ARGS.compile_cache:
         print(f"compile cache: {use_compile_cache(ARGS.compile_cache)}")
+    if ARGS.malloc == "reuse":  # every execution below, PyTorch's included, runs with it
+        print(f"host memory kept for reuse (nasjax.host_memory): {reuse_host_memory()}")
     # Every execution evaluates in training-sized batches, the layered engine's choice (its forward
     # programs are the training step's): PyTorch ran 20 % faster per image at 128 than at 500.
     config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size, eval_batch_size=ARGS.batch_size)
@@ -298,7 +306,7 @@ def main():
             row = dict(execution=name, seconds=round(sec, 2), archs_per_hour=round(len(archs) * 3600 / sec, 1),
                        images_per_s=round(images / sec, 1), ratio_vs_one_by_one=round(base / sec, 3),
                        archs=len(archs), epochs=ARGS.epochs, train_images=len(data.train_labels),
-                       seed=ARGS.seed, devices=len(jax.devices()))
+                       seed=ARGS.seed, devices=len(jax.devices()), malloc=ARGS.malloc)
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
                   f"{row['ratio_vs_one_by_one']:13.2f}x")

@@ -26,7 +26,7 @@ def test_logits_and_gradients_match_true_module(cifar_batch, layers):
     plan = layered.plan(SPACE, enc)
     y = jnp.arange(8) % 10
 
-    z = layered._forward(params, plan, cifar_batch)[-1]
+    z = layered._forward(params, plan, cifar_batch)[1][-1]
     logits = layered.head_logits(params["head"]["kernel"], params["head"]["bias"], z, pool=plan.pools[-1])
     np.testing.assert_allclose(logits, module.apply({"params": params}, cifar_batch), **TOL)
     chex.assert_shape(logits, (8, 10))
