@@ -1,5 +1,6 @@
 """`reuse_host_memory`: a large buffer freed and allocated again is not page-faulted in again."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -33,5 +34,7 @@ def test_freed_buffers_are_reused_without_page_faults():
     applied, default, reused = out.split()
     assert applied == "True"
     pages = 4 * (64 << 20) // 4096
-    assert int(default) > pages // 2, out  # glibc mmaps each buffer: about a fault per page
-    assert int(reused) < int(default) // 20, out
+    thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not (thp.exists() and "[always]" in thp.read_text()):  # else mmapped buffers fault per 2 MiB page
+        assert int(default) > pages // 2, out  # glibc mmaps each buffer: about a fault per 4 KiB page
+    assert int(reused) < pages // 20, out
