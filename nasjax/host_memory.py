@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_TRIM_BYTES = 2**31 - 1
+# The same two settings as glibc reads them from the environment when a process starts: what a child
+# process (a Ray worker, a subprocess) needs in its environment to keep memory the same way.
+CHILD_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(_TRIM_BYTES)}
 
 
 def reuse_host_memory() -> bool:
-    """Keep freed host memory in this process for reuse, for every allocation from now on, PyTorch's
-    included. Returns whether it applied: False where the C library has no glibc `mallopt` (macOS,
-    musl), which changes nothing."""
+    """Keep freed host memory for reuse, for every allocation from now on, PyTorch's included: in this
+    process, and (through `CHILD_ENV`, set in os.environ) in every process it starts afterwards.
+    Returns whether it applied: False where the C library has no glibc `mallopt` (macOS, musl), which
+    changes nothing."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if not (mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES)):
+        return False
+    os.environ.update(CHILD_ENV)
+    return True

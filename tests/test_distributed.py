@@ -18,6 +18,7 @@ from jax.experimental.compilation_cache import compilation_cache as persistent_c
 from nasjax import search
 from nasjax.distributed import local_trainer, worker_layout
 from nasjax.distributed import ray_cluster
+from nasjax.host_memory import CHILD_ENV
 from nasjax.train import TrainConfig
 
 CONFIG = TrainConfig(epochs=1, batch_size=64, lr=0.05)
@@ -34,6 +35,25 @@ def lc():
 @pytest.fixture(scope="module")
 def data(lc, cifar):
     return lc.search_data(cifar, 128, 128)
+
+
+@pytest.mark.parametrize("policy_set", [True, False])
+def test_connect_gives_workers_this_process_host_memory_policy(monkeypatch, policy_set):
+    """What `reuse_host_memory` put in this process's environment goes to the workers' (a remote
+    cluster's workers do not inherit it); without it, nothing does."""
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    for name, value in CHILD_ENV.items():
+        if policy_set:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name, raising=False)
+    with ray_cluster.connect("auto", env={"EXTRA": "1"}):
+        pass
+    workers = calls[0]["runtime_env"]["env_vars"]
+    assert workers["EXTRA"] == "1"
+    assert {k: workers[k] for k in CHILD_ENV if k in workers} == (CHILD_ENV if policy_set else {})
 
 
 def run_search(lc, data, workdir, make_trainer) -> list[dict]:

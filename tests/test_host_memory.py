@@ -1,4 +1,5 @@
-"""`reuse_host_memory`: a large buffer freed and allocated again is not page-faulted in again."""
+"""`reuse_host_memory`: a large buffer freed and allocated again is not page-faulted in again, in the
+process and in the processes it starts afterwards."""
 
 import pathlib
 import subprocess
@@ -6,11 +7,9 @@ import sys
 
 import pytest
 
-# Minor page faults of allocating, writing and freeing a 64 MiB buffer 4 times, before and after the call
-# (the first pass after it grows the heap once). Run in a fresh process: the setting is process-wide.
-_PROBE = """
+# Minor page faults of allocating, writing and freeing a 64 MiB buffer 4 times.
+_FAULTS = """
 import ctypes, ctypes.util, resource
-from nasjax.host_memory import reuse_host_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -21,20 +20,30 @@ def faults():
         ctypes.memset(p, 1, 64 << 20)
         libc.free(p)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+"""
+# Run in a fresh process (the setting is process-wide): the faults before and after the call (the
+# first pass after it grows the heap once), then those of a child started after it, which never calls it.
+_PROBE = _FAULTS + f"""
+import subprocess, sys
+from nasjax.host_memory import reuse_host_memory
 default = faults()
 applied = reuse_host_memory()
 faults()
-print(applied, default, faults())
+reused = faults()
+child = subprocess.run([sys.executable, "-c", {_FAULTS + "faults(); print(faults())"!r}],
+                       capture_output=True, text=True, check=True).stdout.strip()
+print(applied, default, reused, child)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_buffers_are_reused_without_page_faults():
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True).stdout
-    applied, default, reused = out.split()
+    applied, default, reused, child = out.split()
     assert applied == "True"
     pages = 4 * (64 << 20) // 4096
     thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not (thp.exists() and "[always]" in thp.read_text()):  # else mmapped buffers fault per 2 MiB page
         assert int(default) > pages // 2, out  # glibc mmaps each buffer: about a fault per 4 KiB page
     assert int(reused) < pages // 20, out
+    assert int(child) < pages // 20, out

@@ -9,9 +9,10 @@ trains together on that GPU; on CPUs only, one architecture per task, one task p
 (the CPU engine trains architectures one after another anyway, and single tasks balance networks whose
 costs differ tenfold). Architecture i trains from keys[i] alone, so neither the cut nor the worker
 changes its bits, given the same device and thread layout: `connect` gives the workers this
-process's XLA_FLAGS, and each result records its worker's layout. A worker that dies mid-task (killed,
-node lost) has its task run again on another (Ray retries system failures `max_retries` times);
-finished results are already with this process and are kept.
+process's XLA_FLAGS (and its host-memory policy, `nasjax.host_memory`), and each result records its
+worker's layout. A worker that dies mid-task (killed, node lost) has its task run again on another
+(Ray retries system failures `max_retries` times); finished results are already with this process and
+are kept.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from nasjax.data import Dataset
 from nasjax.distributed.trainer import Trainer, worker_layout
+from nasjax.host_memory import CHILD_ENV
 from nasjax.train import TrainConfig, train_population
 
 
@@ -35,9 +37,11 @@ def connect(address: str, env: dict[str, str] | None = None, **init_kwargs):
     """Connected to a Ray cluster for the duration of the context: "local" starts one on this machine
     (all its CPUs and GPUs; it stops on exit), "auto" joins the cluster this machine runs
     (`ray start`), "host:port" the one with that head. Our workers get this process's XLA_FLAGS (its
-    device layout) and `env`; init_kwargs go to `ray.init`.
+    device layout), its glibc malloc settings (set by `reuse_host_memory`) and `env`; init_kwargs go
+    to `ray.init`.
     Raises ConnectionError naming the address when there is no cluster there or it does not start."""
-    env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **(env or {})}
+    inherited = {name: os.environ[name] for name in CHILD_ENV if name in os.environ}
+    env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **inherited, **(env or {})}
     try:
         ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
     except Exception as e:  # noqa: BLE001 (a local node that fails to start raises a bare Exception)
