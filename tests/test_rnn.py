@@ -155,17 +155,18 @@ def test_same_seed_same_bits(lm_run):
     again, _ = lm_run["step"](lm_run["init"](jax.random.key(0)), lm_run["chunks"][0])
 
     def bits(state):
-        return state.replace(key=jax.random.key_data(state.key))
+        return state.replace(train=state.train.replace(rng=jax.random.key_data(state.train.rng)))
 
     jax.tree_util.tree_map(np.testing.assert_array_equal, bits(again), bits(lm_run["first"]))
 
 
 def test_diverging_model_is_a_recorded_failure(lm_run):
     state = lm_run["first"]
-    poisoned = state.replace(params=jax.tree_util.tree_map(lambda p: p.at[0].set(jnp.inf), state.params))
+    poisoned = state.replace(train=state.train.replace(
+        params=jax.tree_util.tree_map(lambda p: p.at[0].set(jnp.inf), state.train.params)))
     after, losses = lm_run["step"](poisoned, lm_run["chunks"][1])
     assert bool(after.failed) and not np.isfinite(np.asarray(losses)).all()
-    jax.tree_util.tree_map(np.testing.assert_array_equal, after.params, poisoned.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, after.train.params, poisoned.train.params)
     assert np.isnan(lm.perplexity(np.nan))
 
 

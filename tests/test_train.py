@@ -38,7 +38,7 @@ def test_config_rejects_bad_values(bad):
 def test_learning_rate_is_cosine_annealed_over_all_epochs(final_lr):
     """Step t of `epochs * steps_per_epoch` steps T uses final + (lr - final) (1 + cos(pi t / T)) / 2:
     with unit gradients and no momentum, decay or clipping, the update is minus that rate."""
-    from nasjax.train.state import make_optimizer
+    from nasjax.train.optim import make_optimizer
 
     config = TrainConfig(epochs=3, lr=0.1, final_lr=final_lr, momentum=0.0, weight_decay=0.0,
                          grad_clip=0.0)

@@ -7,7 +7,8 @@ from nasjax.train.masked import MaskedConvNet, embed, extract, masked_module, ma
 from nasjax.train.population import (ArchResult, PopulationState, arch_key, load_population, results,
                                      save_population, select, train_population)
 from nasjax.train.protocol import PRESETS, TrainConfig, preset
-from nasjax.train.state import TrainState, create_state, make_optimizer
+from nasjax.train.optim import make_optimizer
+from nasjax.train.state import TrainState, create_state
 from nasjax.train.steps import accuracy, cross_entropy, module_apply, train_epoch, train_step
 
 __all__ = ["ArchResult", "MaskedConvNet", "PRESETS", "PopulationState", "TrainConfig", "TrainState",

@@ -34,7 +34,8 @@ from nasjax.data import augment_batch
 from nasjax.spaces import ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train.protocol import TrainConfig
-from nasjax.train.state import TrainState, make_optimizer
+from nasjax.train.optim import make_optimizer
+from nasjax.train.state import TrainState
 from nasjax.train.steps import cross_entropy, epoch_order
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +31,8 @@ from tqdm.auto import tqdm
 
 from nasjax.data.ptb import batchify, bptt_batches
 from nasjax.spaces.rnn import CellArrays, RNNLanguageModel
+from nasjax.train import optim
+from nasjax.train.state import TrainState, create_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +57,20 @@ class LMConfig:
             raise ValueError(f"need lr > 0, clip > 0, weight_decay >= 0, beta >= 0; got {self}")
 
 
+def optimizer(config: LMConfig) -> optax.GradientTransformation:
+    """SGD with PyTorch's weight decay after PyTorch's gradient clip, under ASGD's iterate average:
+    p <- p - lr (clip(g) + wd p)."""
+    return optim.asgd(optax.chain(optim.clip_by_global_norm_eps(config.clip),
+                                  optax.add_decayed_weights(config.weight_decay), optax.sgd(config.lr)))
+
+
 @struct.dataclass
 class LMState:
-    """params; avg_params (the ASGD average; equal to params until averaging starts); count int32
-    (averaged steps); averaging bool; hidden float32 (B, H) carried between windows; key; failed bool."""
+    """train: the weights, the `optimizer(config)` state (ASGD) and the key (`TrainState.rng`); hidden
+    float32 (B, H) carried between windows; failed bool."""
 
-    params: Any
-    avg_params: Any
-    count: jax.Array
-    averaging: jax.Array
+    train: TrainState
     hidden: jax.Array
-    key: jax.Array
     failed: jax.Array
 
 
@@ -77,10 +80,9 @@ def init_state(model: RNNLanguageModel, config: LMConfig, key: jax.Array) -> LMS
     tokens = jnp.zeros((1, 1), jnp.int32)
     hidden = jnp.zeros((1, model.hidden_size))
     cell = None if model.nodes is not None else _example_cell(model.num_nodes)
-    params = model.init(k_init, tokens, hidden, cell)["params"]
-    return LMState(params=params, avg_params=params, count=jnp.zeros((), jnp.int32),
-                   averaging=jnp.zeros((), bool), hidden=jnp.zeros((config.batch_size, model.hidden_size)),
-                   key=k_train, failed=jnp.zeros((), bool))
+    variables = model.init(k_init, tokens, hidden, cell)
+    return LMState(train=create_state(variables, optimizer(config), k_train),
+                   hidden=jnp.zeros((config.batch_size, model.hidden_size)), failed=jnp.zeros((), bool))
 
 
 def _example_cell(num_nodes: int) -> CellArrays:
@@ -91,12 +93,13 @@ def _example_cell(num_nodes: int) -> CellArrays:
 
 def eval_params(state: LMState):
     """The weights to evaluate: the ASGD average (equal to the weights before averaging starts)."""
-    return state.avg_params
+    return optim.average(state.train.opt_state)
 
 
-def start_averaging(state: LMState) -> LMState:
-    """Switch SGD to ASGD from the next step on (a no-op if already averaging)."""
-    return state.replace(averaging=jnp.ones_like(state.averaging))
+def start_averaging(state: LMState, switch=True) -> LMState:
+    """Switch SGD to ASGD from the next step on where `switch` holds (a no-op if already averaging)."""
+    opt_state = optim.start_averaging(state.train.opt_state, switch)
+    return state.replace(train=state.train.replace(opt_state=opt_state))
 
 
 def _loss(model, config, params, hidden, inputs, targets, cell, key):
@@ -110,31 +113,21 @@ def _loss(model, config, params, hidden, inputs, targets, cell, key):
 def train_step(model: RNNLanguageModel, config: LMConfig, state: LMState, inputs: jax.Array,
                targets: jax.Array, cell: CellArrays | None = None) -> tuple[LMState, jax.Array]:
     """One window: inputs / targets int32 (bptt, B) -> (state, cross-entropy float32 scalar)."""
-    key, k_drop = jax.random.split(state.key)
+    train = state.train
+    key, k_drop = jax.random.split(train.rng)
     grad_fn = jax.value_and_grad(functools.partial(_loss, model, config), has_aux=True)
-    (_, (nll, hidden)), grads = grad_fn(state.params, jax.lax.stop_gradient(state.hidden), inputs, targets,
+    (_, (nll, hidden)), grads = grad_fn(train.params, jax.lax.stop_gradient(state.hidden), inputs, targets,
                                         cell, k_drop)
-    grads = _clip(grads, config.clip)
-    params = jax.tree_util.tree_map(lambda p, g: p - config.lr * (g + config.weight_decay * p),
-                                    state.params, grads)
-    count = state.count + state.averaging.astype(jnp.int32)
-    mu = 1.0 / jnp.maximum(count, 1).astype(jnp.float32)
-    avg = jax.tree_util.tree_map(lambda a, p: jnp.where(state.averaging, a + (p - a) * mu, p),
-                                 state.avg_params, params)
+    updates, opt_state = optimizer(config).update(grads, train.opt_state, train.params)
+    params = optax.apply_updates(train.params, updates)
+    # (A gradient is finite exactly when its clipped value is: a non-finite entry makes the norm so.)
     finite = jnp.isfinite(nll) & jnp.all(jnp.asarray(
         [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
     ok = finite & ~state.failed
     keep = functools.partial(jax.tree_util.tree_map, lambda new, old: jnp.where(ok, new, old))
-    new = LMState(params=keep(params, state.params), avg_params=keep(avg, state.avg_params),
-                  count=jnp.where(ok, count, state.count), averaging=state.averaging,
-                  hidden=jnp.where(ok, hidden, state.hidden), key=key, failed=~ok)
-    return new, nll
-
-
-def _clip(grads, max_norm: float):
-    norm = optax.tree.norm(grads)
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))  # torch clip_grad_norm_'s epsilon
-    return jax.tree_util.tree_map(lambda g: g * scale, grads)
+    train = train.replace(params=keep(params, train.params), opt_state=keep(opt_state, train.opt_state),
+                          step=train.step + 1, rng=key)
+    return LMState(train=train, hidden=jnp.where(ok, hidden, state.hidden), failed=~ok), nll
 
 
 def train_windows(model: RNNLanguageModel, config: LMConfig, state: LMState, inputs: jax.Array,
@@ -223,7 +216,7 @@ def fit(model: RNNLanguageModel, config: LMConfig, key: jax.Array, train: tuple,
             earlier = np.stack(history[:-config.nonmono])
             best_before = np.min(np.where(np.isnan(earlier), np.inf, earlier), axis=0)
             switch = loss > best_before
-            state = state.replace(averaging=state.averaging | jnp.asarray(switch))
+            state = start_averaging(state, switch)
     val_ppl = perplexity(np.stack(history))
     failed = np.asarray(state.failed)
     best = np.where(failed, np.nan, np.nanmin(np.where(np.isnan(val_ppl), np.inf, val_ppl), axis=0))
@@ -237,9 +230,10 @@ def train_supernet(model: RNNLanguageModel, config: LMConfig, space, state: LMSt
     """Weight-sharing training (`000_*`'s random search with weight sharing): every window trains the
     shared weights of `model` (a `space.supernet`) through one cell drawn uniformly from `space`, keys
     split from the state's. Returns (state, cross-entropy float32 (W,)); jittable with `space` static."""
-    key, k_cells = jax.random.split(state.key)
+    key, k_cells = jax.random.split(state.train.rng)
     cells = jax.vmap(space.cell_arrays)(space.sample(k_cells, inputs.shape[0]))
-    return train_windows(model, config, state.replace(key=key), inputs, targets, cells)
+    state = state.replace(train=state.train.replace(rng=key))
+    return train_windows(model, config, state, inputs, targets, cells)
 
 
 def shared_weight_loss(model: RNNLanguageModel, space, params, encodings: jax.Array, inputs: jax.Array,

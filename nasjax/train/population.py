@@ -35,7 +35,8 @@ from nasjax.spaces import cost, ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
-from nasjax.train.state import create_state, make_optimizer
+from nasjax.train.optim import make_optimizer
+from nasjax.train.state import create_state
 
 EXECUTIONS = ("auto", "per_arch", "layered", "loop", "sharded")
 FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""`TrainState` and the optimizer of a `TrainConfig` (SGD momentum, cosine LR, weight decay, clipping)."""
+"""`TrainState`: one network's weights, batch-norm statistics, optimizer state, step and key."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-
-from nasjax.train.protocol import TrainConfig
 
 
 @flax.struct.dataclass
@@ -21,16 +19,6 @@ class TrainState:
     opt_state: Any
     step: jax.Array
     rng: jax.Array
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """clip(global norm) -> + weight_decay * params -> SGD(momentum) with cosine lr over `config.epochs`."""
-    schedule = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch,
-                                           alpha=config.final_lr / config.lr if config.lr else 0.0)
-    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    parts += [optax.add_decayed_weights(config.weight_decay),
-              optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)]
-    return optax.chain(*parts)
 
 
 def create_state(variables, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:

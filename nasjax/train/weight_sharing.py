@@ -28,7 +28,8 @@ from nasjax.spaces import ops
 from nasjax.train import steps
 from nasjax.train.population import trainable
 from nasjax.train.protocol import TrainConfig
-from nasjax.train.state import TrainState, create_state, make_optimizer
+from nasjax.train.optim import make_optimizer
+from nasjax.train.state import TrainState, create_state
 
 
 @functools.lru_cache(maxsize=None)
