@@ -7,7 +7,8 @@ A space object holds only static configuration: it is a frozen, hashable datacla
 
 Conventions (shapes for one architecture; batch with `jax.vmap`):
   encoding          int32 `space.encoding_shape`
-  sample(key, n)    -> int32 (n, *encoding_shape), uniform over valid architectures
+  sample(key, n)    -> int32 (n, *encoding_shape), uniform over valid architectures (n a static int >= 0;
+                       a space implements `_sample`)
   is_valid(enc)     -> bool scalar (jittable)
   validate(enc)     -> None, raises `InvalidEncodingError` naming what is wrong (host side)
   size()            -> int number of valid architectures (None if not finite/known)
@@ -17,8 +18,7 @@ Conventions (shapes for one architecture; batch with `jax.vmap`):
   neighbors(enc)    -> (int32 (M, *encoding_shape), bool (M,)): every one-edit neighbour; rows whose
                        mask is False are padding (M is static, so it jits)
   features(enc)     -> float32 (num_features,), numeric vector for linear models (LaNAS)
-  arch_hash(enc)    -> str, equal for encodings that denote the same network (host side)
-  action_orders(), actions(enc, order) -> hand-designed action spaces for MCTS (host side; optional)
+  arch_hash(enc)    -> str, equal for encodings that denote the same network (host side; validates)
   describe(enc)     -> str, human-readable
 
 Optional views, each a small protocol a space class adds as a base (test with isinstance):

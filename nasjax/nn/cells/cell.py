@@ -12,8 +12,13 @@ path equals its stand-alone network (tests/test_darts.py). Op parameters: each l
 (node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the
 reduction cell's skip_connect from the two cell inputs) stacks 2 per node.
 
-What is DARTS-specific: `CellSpec` fixes which inputs a node may read (i + 2 predecessors, two distinct
-ones) and that the output concatenates every node; the op library is `nasjax.nn.cells.ops`.
+What a cell of another DARTS-family space would change, and where: the node count and op set are
+`CellSpec` fields, the ops themselves `nasjax.nn.cells.ops`; the network picks the cell genotype per
+cell (`genotype[int(reduction)]`, so a shared normal/reduction code is the same array twice). Fixed
+here: a node reads any of its i + 2 predecessors, parameters are per edge (node, j), so two slots of a
+node reading the same input with the same op would share them (DARTS' inputs are distinct), and the
+output concatenates every node (`_static_cell`, `_traced_forward`; a loose-end concatenation changes
+both and the channel count the next cell's preprocessing sees).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def reduction_layers(layers: int) -> tuple[int, int]:
 
 
 class DARTSNetwork(nn.Module):
-    """DARTS' `NetworkCIFAR` over every candidate op (the weight-sharing supernet; see above).
+    """DARTS' `NetworkCIFAR` over every candidate op (the weight-sharing supernet; see `nasjax.nn.cells.cell`).
     x (B, H, W, 3), genotype int (2, num_nodes, 2, 2) -> logits (B, num_classes), or (logits,
     aux_logits) when `auxiliary` and `train`.
 
