@@ -5,7 +5,7 @@ Times one SGD-momentum training step (batch B, 32x32x3, Conv-ReLU SAME, 2x2 max-
 GAP, Dense) for two ConvNets, forward+backward of a single 5x5/96-channel layer, and, to show where
 the time goes, each convolution (fwd, dX, dW) of the costliest layers on its own. DARTS: its ops
 (depthwise 3x3, dilated depthwise 3x3, 3x3 max and avg pool at 32x32x16, batch 64: fwd, fwd+bwd, and
-fwd+bwd inside lax.scan) and a whole DARTS network's training step (DARTS_V2, 5 cells x 16 channels,
+fwd+bwd inside lax.scan) and a whole DARTS network's training step (DARTS_V2_CNN, 5 cells x 16 channels,
 batch 64, the genotype as data as the engine trains it) against the same network in PyTorch eager
 (--darts-only runs just these). All cases run in
 interleaved rounds. Prints ms, conv GFLOP/s (a step counts forward, dW, and dX except for the network
@@ -31,13 +31,14 @@ import numpy as np
 import optax
 
 from nasjax.io import write_csv
-from nasjax.spaces import DARTS_V2, ConvNetSpace, DARTSSpace, ops
+from nasjax.nn import build, ops, supernet
+from nasjax.spaces import DARTS_V2_CNN, ConvNetSpace, DARTSSpace
 from nasjax.spaces.convnet import pool_positions
 
 NETWORKS = {"depth4-32ch-3x3": [(32, 3)] * 4, "depth2-64ch-5x5": [(64, 5)] * 2}
 LAYER = "layer-5x5-96ch"
 OP_LAYERS = [(32, 64, 5), (32, 32, 3), (16, 96, 5)]  # (size, channels, kernel) timed op by op
-DARTS = dict(layers=5, init_channels=16, batch=64)  # the DARTS network step (genotype DARTS_V2)
+DARTS = dict(layers=5, init_channels=16, batch=64)  # the DARTS network step (genotype DARTS_V2_CNN)
 # DARTS' ops at 32x32x16, batch 64: (name, nasjax/XLA fn(x, w, impl), PyTorch fn(x, w))
 TAPS_OPS = ("dw3x3", "dil3x3-d2", "maxpool3x3", "avgpool3x3")
 
@@ -96,7 +97,7 @@ def jax_train_step(layers, batch: int, key, flax_conv: bool):
     """A jitted SGD-momentum step of the ConvNet as nasjax compiles it, or with flax_conv, plain Flax:
     `nn.Conv`, `nn.max_pool` and XLA's default compiler options."""
     space = ConvNetSpace(channels=(32, 64), kernels=(3, 5), max_depth=len(layers))
-    module = space.to_module(space.encode(layers))
+    module = build(space, space.encode(layers))
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch, 32, 32, 3))
     y = jax.random.randint(ky, (batch,), 0, 10)
@@ -250,10 +251,10 @@ def torch_taps_ops(name: str, batch: int) -> dict:
 
 
 def jax_darts_step(key, nasjax: bool):
-    """A jitted SGD-momentum step of DARTS' network (DARTS_V2, `DARTS` size) as the engine trains it:
+    """A jitted SGD-momentum step of DARTS' network (DARTS_V2_CNN, `DARTS` size) as the engine trains it:
     the genotype as data (one program for every genotype). With nasjax=False: XLA's own ops and options."""
     space = DARTSSpace(init_channels=DARTS["init_channels"], layers=DARTS["layers"])
-    module, (genotype,) = space.trainable(space.from_genotype(*DARTS_V2))
+    module, genotype = supernet(space), space.from_genotype(*DARTS_V2_CNN)
     kx, ky, kp = jax.random.split(key, 3)
     x = jax.random.normal(kx, (DARTS["batch"], 32, 32, 3))
     y = jax.random.randint(ky, (DARTS["batch"],), 0, 10)
@@ -283,7 +284,7 @@ def jax_darts_step(key, nasjax: bool):
 
 
 def torch_darts_step(seed: int):
-    """PyTorch eager SGD-momentum step of the same network (DARTS' NetworkCIFAR ops, DARTS_V2, no
+    """PyTorch eager SGD-momentum step of the same network (DARTS' NetworkCIFAR ops, DARTS_V2_CNN, no
     auxiliary head, no drop-path), or None without torch."""
     try:
         import torch
@@ -343,7 +344,7 @@ def torch_darts_step(seed: int):
             for i in range(layers):
                 reduction = i in (layers // 3, 2 * layers // 3)
                 c = 2 * c if reduction else c
-                edges = DARTS_V2.reduce if reduction else DARTS_V2.normal
+                edges = DARTS_V2_CNN.reduce if reduction else DARTS_V2_CNN.normal
                 self.cells.append(Cell(edges, c0, c1, c, reduction, reduction_prev))
                 c0, c1, reduction_prev = c1, 4 * c, reduction
             self.classifier = nn_.Linear(c1, 10)

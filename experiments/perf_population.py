@@ -71,7 +71,9 @@ import numpy as np  # noqa: E402
 from nasjax.compile_cache import use_compile_cache  # noqa: E402
 from nasjax.data import load_cifar10, normalize  # noqa: E402
 from nasjax.host_memory import reuse_host_memory  # noqa: E402
-from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
+import nasjax.nn  # noqa: E402
+from nasjax.nn import ops  # noqa: E402
+from nasjax.spaces import ConvNetSpace  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
 from nasjax.train import layered, population, steps  # noqa: E402
@@ -103,7 +105,7 @@ def _one_by_one(space, archs, data, config, key, options):
     test = (normalize(data.test_images), jnp.asarray(data.test_labels))
     start, accs = time.perf_counter(), []
     for i, enc in enumerate(archs):
-        module = space.to_module(enc)
+        module = nasjax.nn.build(space, enc)
         k_init, k_data = jax.random.split(jax.random.fold_in(key, i))
         variables = module.init(k_init, x[:1])
         state = create_state(variables, tx, k_init)
@@ -248,7 +250,7 @@ def engine_phases(space, archs, data, config, key, cold_seconds) -> PhaseTimer:
 def single_step_gflops(space, data, config, key) -> tuple[float, float]:
     """(GFLOP/s, ms) of one jitted training step of the depth-4/32ch/3x3 net on a batch."""
     enc = space.encode([(32, 3)] * 4)
-    module = space.to_module(enc)
+    module = nasjax.nn.build(space, enc)
     tx = make_optimizer(config, 1)
     x = jnp.asarray(normalize(data.train_images[:config.batch_size]))
     y = jnp.asarray(data.train_labels[:config.batch_size])

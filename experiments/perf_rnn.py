@@ -1,12 +1,12 @@
 """Time one language-model training step, nasjax (jit) vs the same model in PyTorch eager, interleaved.
 
-    python experiments/perf_rnn.py                       # DARTS_V2 cell, 35 steps x batch 64 x 256 units
+    python experiments/perf_rnn.py                       # DARTS_V2_RNN cell, 35 steps x batch 64 x 256 units
     python experiments/perf_rnn.py --hidden 850 --rounds 5
 
-The step: embedding (PTB's 10,000 words, dropout on rows) -> locked dropout -> the DARTS_V2 recurrent
+The step: embedding (PTB's 10,000 words, dropout on rows) -> locked dropout -> the DARTS_V2_RNN recurrent
 cell over `--bptt` steps (input / recurrent dropout masks) -> locked dropout -> decoder tied to the
 embedding -> cross-entropy + DARTS' temporal activation regularisation -> backward -> gradient clipping
--> SGD with weight decay. nasjax: `nasjax.train.lm.train_step` on `RNNCellSpace.to_module` (the cell fixed
+-> SGD with weight decay. nasjax: `nasjax.train.lm.train_step` on `nasjax.nn.build` (the cell fixed
 at trace time: the input half of s_0's projection hoisted out of the scan as one matmul; nodes reading
 the same state share one matmul). PyTorch: DARTS' rnn/model.py cell written out in eager PyTorch (one
 matmul per node per step) with the same input projection hoisted. Rounds alternate between the two;
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from nasjax.spaces import RNNCellSpace
-from nasjax.spaces.rnn import DARTS_V2
+import nasjax.nn
+from nasjax.spaces import DARTS_V2_RNN, RNNCellSpace
 from nasjax.train import lm
 
 VOCAB = 10_000
@@ -97,8 +97,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     space = RNNCellSpace()
-    model = space.to_module(space.from_genotype(*DARTS_V2), num_classes=VOCAB, hidden_size=args.hidden,
-                            **DROPOUT)
+    model = nasjax.nn.build(space, space.from_genotype(*DARTS_V2_RNN), num_classes=VOCAB,
+                            hidden_size=args.hidden, **DROPOUT)
     config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, VOCAB, (args.bptt, args.batch)).astype(np.int32)
@@ -114,7 +114,7 @@ def main(argv=None):
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
-    tmodel = TorchDARTSLM(args.hidden, DARTS_V2)
+    tmodel = TorchDARTSLM(args.hidden, DARTS_V2_RNN)
     opt = torch.optim.SGD(tmodel.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tx, ty = torch.from_numpy(tokens.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))
     hidden = torch_step(tmodel, opt, config, tx, ty, torch.zeros(args.batch, args.hidden))  # warm-up
@@ -133,7 +133,7 @@ def main(argv=None):
             recent = np.median(times[name][-args.steps:]) * 1e3
             print(f"round {r} {name}: {recent:.1f} ms per step", flush=True)
     nj, pt = np.median(times["nasjax"]) * 1e3, np.median(times["pytorch"]) * 1e3
-    print(f"training step, DARTS_V2 cell, bptt {args.bptt} x batch {args.batch} x hidden {args.hidden}, "
+    print(f"training step, DARTS_V2_RNN cell, bptt {args.bptt} x batch {args.batch} x hidden {args.hidden}, "
           f"vocab {VOCAB} ({args.rounds} interleaved rounds x {args.steps} steps, torch threads "
           f"{torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}):")
     print(f"  nasjax  {nj:8.1f} ms (median; min {min(times['nasjax']) * 1e3:.1f})")

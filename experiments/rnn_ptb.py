@@ -54,6 +54,7 @@ from nasjax import search
 from nasjax.data import DataError, load_ptb, unigram_perplexity
 from nasjax.io import write_csv
 from nasjax.search.loop import load_checkpoint, save_checkpoint
+import nasjax.nn
 from nasjax.spaces import RNNCellSpace
 from nasjax.train import lm
 
@@ -131,8 +132,8 @@ class Trainer:
     def __init__(self, args, space: RNNCellSpace, data):
         self.space, self.args = space, args
         rate = args.dropout
-        self.model = space.supernet(num_classes=data.vocab_size, hidden_size=args.hidden, dropout=rate,
-                                    dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
+        self.model = nasjax.nn.supernet(space, num_classes=data.vocab_size, hidden_size=args.hidden,
+                                        dropout=rate, dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
         self.config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt, eval_batch_size=args.batch,
                                   lr=args.lr)
         x, y = lm.windows(data.train, args.batch, args.bptt, args.train_tokens)
@@ -167,7 +168,7 @@ class Trainer:
         for start in range(0, len(encodings), p):
             group = encodings[start:start + p]
             padded = np.concatenate([group, np.repeat(group[-1:], p - len(group), axis=0)])
-            cells = jax.vmap(self.space.cell_arrays)(jnp.asarray(padded))
+            cells = jax.vmap(functools.partial(nasjax.nn.arch_data, self.space))(jnp.asarray(padded))
             per_window = jax.tree_util.tree_map(
                 lambda a: jnp.broadcast_to(a[:, None], (p, self.args.chunk_windows) + a.shape[1:]), cells)
             state = self._init(jax.random.split(jax.random.fold_in(key, start), p))
@@ -278,15 +279,15 @@ def final_evaluation(args, space, data, winners: dict, key, path: pathlib.Path) 
     if path.exists():
         return {r["method"]: r for r in map(json.loads, path.read_text().splitlines())}
     rate = args.dropout
-    model = space.supernet(num_classes=data.vocab_size, hidden_size=args.hidden, dropout=rate,
-                           dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
+    model = nasjax.nn.supernet(space, num_classes=data.vocab_size, hidden_size=args.hidden, dropout=rate,
+                               dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
     config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt, eval_batch_size=args.batch, lr=args.lr)
     train = lm.windows(data.train, args.batch, args.bptt, args.final_train_tokens)
     valid = lm.windows(data.valid, args.batch, args.bptt, args.valid_tokens)
     test = lm.windows(data.test, args.batch, args.bptt, args.test_tokens)
     names = list(winners)
     encs = np.stack([winners[m] for m in names for _ in range(args.final_seeds)])
-    cells = jax.vmap(space.cell_arrays)(jnp.asarray(encs))
+    cells = jax.vmap(functools.partial(nasjax.nn.arch_data, space))(jnp.asarray(encs))
     t0 = time.time()
     fit = lm.fit(model, config, key, train, valid, args.final_epochs, cells=cells, population=len(encs),
                  progress=True)

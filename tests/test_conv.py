@@ -1,4 +1,4 @@
-"""nasjax.spaces.ops: the "canonical" convolution vs `lax.conv_general_dilated`, and `max_pool`.
+"""nasjax.nn.ops: the "canonical" convolution vs `lax.conv_general_dilated`, and `max_pool`.
 
 Tolerance: outputs and gradients agree to rtol 1e-4 with atol 1e-4 * max|reference| (float32 sums of
 up to 7*7*96 = 4704 products, which strided gradients take in a different order); stride-1 results
@@ -17,7 +17,8 @@ import optax
 import pytest
 from jax import lax
 
-from nasjax.spaces import ConvNetSpace, ops
+from nasjax.nn import build, ops
+from nasjax.spaces import ConvNetSpace
 
 RTOL = 1e-4
 
@@ -162,7 +163,7 @@ def test_cifar_training_curve_matches_flax_conv(cifar, random_variables):
 
     images, labels = normalize(cifar.train_images[:24]), jnp.asarray(cifar.train_labels[:24])
     space = ConvNetSpace.motivating()
-    module = space.to_module(space.encode([(32, 5), (64, 3)]))
+    module = build(space, space.encode([(32, 5), (64, 3)]))
     params = random_variables(module, images[:1])
     fast = _loss_curve(module, params, images, labels, steps=5, compiler_options=ops.compiler_options())
     # The reference network: the same module in plain Flax (nn.Conv, nn.max_pool, XLA's defaults).

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax.nn import build
 from nasjax.spaces import ConvNetSpace, InvalidEncodingError
 
 
@@ -40,7 +41,7 @@ def test_encode_layers_round_trip():
         assert np.array_equal(space.encode(space.layers(enc)), enc)
     enc = space.encode([(64, 5), (32, 3)])
     assert space.describe(enc) == "ConvNet depth 2: conv5x5-64, conv3x3-32 (pool every 2)"
-    module = space.to_module(enc)
+    module = build(space, enc)
     assert module.channels == (64, 32) and module.kernels == (5, 3)
 
 
@@ -50,7 +51,7 @@ def test_choices_may_be_any_sequence():
     space = ConvNetSpace(channels=[8, 16], kernels=np.array([3]), max_depth=2)
     assert space == ConvNetSpace(channels=(8, 16), kernels=(3,), max_depth=2)
     assert {space: "cached"}[ConvNetSpace(channels=(8, 16), kernels=(3,), max_depth=2)] == "cached"
-    assert space.to_module(space.encode([(16, 3), (8, 3)])).channels == (16, 8)
+    assert build(space, space.encode([(16, 3), (8, 3)])).channels == (16, 8)
     with pytest.raises(ValueError, match="channels must be a sequence of ints"):
         ConvNetSpace(channels=32)
 
@@ -98,7 +99,7 @@ def test_features_hold_layer_values():
 
 def test_batch_norm_without_pooling_runs_on_real_cifar(cifar_batch, random_variables):
     space = ConvNetSpace(channels=(8, 16), kernels=(1, 3), max_depth=3, pool_every=0, batch_norm=True)
-    module = space.to_module(space.encode([(8, 3), (16, 1), (16, 3)]))
+    module = build(space, space.encode([(8, 3), (16, 1), (16, 3)]))
     variables = random_variables(module, cifar_batch)
     assert set(variables["params"]) == {"conv0", "bn0", "conv1", "bn1", "conv2", "bn2", "head"}
     assert "bias" not in variables["params"]["conv0"]  # BatchNorm's shift replaces the conv bias
@@ -121,7 +122,7 @@ def test_pool_positions_are_the_modules_and_stop_at_one_pixel():
     assert pool_positions(0, 3, 32) == (False, False, False)
     space = ConvNetSpace(channels=(4,), kernels=(3,), max_depth=4, pool_every=1)
     enc = space.encode([(4, 3)] * 4)
-    module = space.to_module(enc)
+    module = build(space, enc)
     x = jnp.zeros((1, 4, 4, 3))
     _, state = jax.eval_shape(lambda: module.init_with_output(
         jax.random.key(0), x, capture_intermediates=True, mutable=["params", "intermediates"]))

@@ -1,4 +1,4 @@
-"""nasjax.spaces.cost: FLOPs = 2 x multiply-adds of convolutions and dense layers, checked against a
+"""nasjax.nn.cost: FLOPs = 2 x multiply-adds of convolutions and dense layers, checked against a
 hand count of each space's network (written from the papers' descriptions, not from the modules),
 for other class counts and input sizes too."""
 
@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space, NASBench201Space, cost
+from nasjax.nn import build, cost
+from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space, NASBench201Space
 from nasjax.train import TrainConfig
 from nasjax.train.population import arch_info
 
@@ -24,7 +25,7 @@ def test_convnet(image_shape, num_classes):
     h = image_shape[0]
     hand = (h * h * 3 * 3 * 3 * 32 + h * h * 5 * 5 * 32 * 64 + (h // 2) ** 2 * 3 * 3 * 64 * 32
             + 32 * num_classes)
-    assert counted(space.to_module(enc, num_classes), image_shape) == hand
+    assert counted(build(space, enc, num_classes=num_classes), image_shape) == hand
     _, flops = arch_info(space, enc, TrainConfig(), num_classes, image_shape)
     assert flops == 2.0 * hand
 
@@ -43,11 +44,11 @@ def test_nasbench201(image_shape, num_classes, c, n):
             hand += hw * 9 * (ch // 2) * ch + hw * 9 * ch * ch + hw * (ch // 2) * ch
         hand += n * hw * ch * ch * (9 + 1 + 9)  # n cells: two 3x3 edges and one 1x1 edge
     hand += 4 * c * num_classes
-    module = space.to_module(enc, num_classes, channels=c, cells_per_stage=n)
+    module = build(space, enc, num_classes=num_classes, channels=c, cells_per_stage=n)
     assert counted(module, image_shape) == hand
     # NAS-Bench-201 reports the cells of no convolution at 7.78M "FLOPs" (multiply-adds) on CIFAR-10.
     empty = space.from_string("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
-    assert counted(space.to_module(empty), (32, 32, 3)) == 7_783_040
+    assert counted(build(space, empty), (32, 32, 3)) == 7_783_040
 
 
 def test_nasbench101():
@@ -65,7 +66,7 @@ def test_nasbench101():
             hand += h * h * (c_in * c + 9 * c * c + c_in * c)
             c_in = c
     hand += 512 * 10
-    assert counted(space.to_module(enc), (32, 32, 3)) == hand
+    assert counted(build(space, enc), (32, 32, 3)) == hand
 
 
 def test_darts():
@@ -102,4 +103,5 @@ def test_darts():
             hand += sep(3, c, h * h) + dil(5, c, h * h) + sep(5, c, h * h) + dil(3, c, h * h)
         c_pp, c_p = c_p, 4 * c  # the cell concatenates its 4 nodes
     hand += c_p * classes
-    assert counted(space.to_module(enc, classes, init_channels=c0, layers=layers), (32, 32, 3)) == hand
+    module = build(space, enc, num_classes=classes, init_channels=c0, layers=layers)
+    assert counted(module, (32, 32, 3)) == hand

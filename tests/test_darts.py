@@ -1,5 +1,5 @@
 """DARTSSpace: validity and its messages, exact size, uniform sampling, neighbours, genotypes both ways,
-and the DARTS evaluation network (parameter count of DARTS_V2, real-image forward, drop-path, aux head)."""
+and the DARTS evaluation network (parameter count of DARTS_V2_CNN, real-image forward, drop-path, aux head)."""
 
 import dataclasses
 import functools
@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.spaces import DARTS_V2, DARTSSpace, InvalidEncodingError, NotEnumerableError
+import nasjax.nn
+from nasjax.spaces import DARTS_V2_CNN, DARTSSpace, InvalidEncodingError, NotEnumerableError
 from nasjax.spaces.darts import OPS
 
 SPACE = DARTSSpace()
-V2 = SPACE.from_genotype(*DARTS_V2)
+V2 = SPACE.from_genotype(*DARTS_V2_CNN)
 # Cells: 0 normal, 1 reduce, 2 reduce (after a reduction); the auxiliary head reads cell 2 (8x8).
 SMALL = dict(init_channels=8, layers=3)
 # One compiled sampler shared by the tests (compiling one costs seconds); they draw 256 and slice.
@@ -134,36 +135,37 @@ def test_features_one_hot_per_edge():
 def test_genotype_round_trip():
     for enc in np.asarray(_sample(jax.random.key(7), 256)[:50]):
         np.testing.assert_array_equal(SPACE.from_genotype(*SPACE.to_genotype(enc)), enc)
-    # DARTS_V2 comes back with each node's two edges in canonical (input-sorted) order.
+    # DARTS_V2_CNN comes back with each node's two edges in canonical (input-sorted) order.
     back = SPACE.to_genotype(V2)
     by_node = lambda edges: [sorted(edges[i:i + 2]) for i in range(0, len(edges), 2)]  # noqa: E731
     for cell in ("normal", "reduce"):
-        assert by_node(getattr(back, cell)) == by_node(getattr(DARTS_V2, cell))
+        assert by_node(getattr(back, cell)) == by_node(getattr(DARTS_V2_CNN, cell))
     assert back.normal_concat == back.reduce_concat == [2, 3, 4, 5]
     assert SPACE.describe(V2).startswith("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1),")
 
 
 def test_genotype_strings_flat_and_nested():
     """The string DARTS repositories print (concat as range) and the per-node nested form."""
-    text = repr(DARTS_V2).replace("[2, 3, 4, 5]", "range(2, 6)")
+    text = repr(DARTS_V2_CNN).replace("[2, 3, 4, 5]", "range(2, 6)")
     assert "normal_concat=range(2, 6)" in text
     np.testing.assert_array_equal(SPACE.from_genotype(text), V2)
-    np.testing.assert_array_equal(SPACE.from_genotype(DARTS_V2), V2)
-    nested = DARTS_V2._replace(normal=[DARTS_V2.normal[i:i + 2] for i in range(0, 8, 2)],
-                               reduce=[list(DARTS_V2.reduce[i:i + 2]) for i in range(0, 8, 2)])
+    np.testing.assert_array_equal(SPACE.from_genotype(DARTS_V2_CNN), V2)
+    nested = DARTS_V2_CNN._replace(normal=[DARTS_V2_CNN.normal[i:i + 2] for i in range(0, 8, 2)],
+                               reduce=[list(DARTS_V2_CNN.reduce[i:i + 2]) for i in range(0, 8, 2)])
     np.testing.assert_array_equal(SPACE.from_genotype(*nested), V2)
     np.testing.assert_array_equal(SPACE.from_genotype(repr(nested)), V2)
 
 
 @pytest.mark.parametrize("text, message", [
-    (repr(DARTS_V2).replace("sep_conv_3x3", "sep_conv_9x9", 1), "unknown op 'sep_conv_9x9'"),
-    (repr(DARTS_V2._replace(normal=[DARTS_V2.normal[:3]] + [DARTS_V2.normal[i:i + 2] for i in (3, 5)])),
+    (repr(DARTS_V2_CNN).replace("sep_conv_3x3", "sep_conv_9x9", 1), "unknown op 'sep_conv_9x9'"),
+    (repr(DARTS_V2_CNN._replace(normal=[DARTS_V2_CNN.normal[:3]] + [DARTS_V2_CNN.normal[i:i + 2] for i in (3, 5)])),
      "normal cell node 0 has 3 edges, expected 2"),
     ("Genotype(normal=__import__('os'), normal_concat=[], reduce=[], reduce_concat=[])", "not a literal"),
     ("Genotype(normal=[], reduce=[])", "missing fields"),
     ("Genotype(normal=[", "not a Python expression"),
     ("Cell(normal=[])", "expected 'Genotype"),
-    (repr(DARTS_V2).replace("('sep_conv_3x3', 0)", "('sep_conv_3x3',)", 1), "not an \\(op name, input index\\) pair"),
+    (repr(DARTS_V2_CNN).replace("('sep_conv_3x3', 0)", "('sep_conv_3x3',)", 1),
+     "not an \\(op name, input index\\) pair"),
 ])
 def test_genotype_strings_errors_name_the_problem(text, message):
     with pytest.raises(InvalidEncodingError, match=message):
@@ -171,14 +173,14 @@ def test_genotype_strings_errors_name_the_problem(text, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(normal=[("sep_conv_7x7", 0)] + DARTS_V2.normal[1:]), "unknown op 'sep_conv_7x7'"),
-    (dict(reduce=DARTS_V2.reduce[:6]), "reduce cell has 6 edges, expected 2 per node"),
+    (dict(normal=[("sep_conv_7x7", 0)] + DARTS_V2_CNN.normal[1:]), "unknown op 'sep_conv_7x7'"),
+    (dict(reduce=DARTS_V2_CNN.reduce[:6]), "reduce cell has 6 edges, expected 2 per node"),
     (dict(normal_concat=[4, 5]), r"normal concat \[4, 5\]"),
-    (dict(reduce=DARTS_V2.reduce[:7] + [("max_pool_3x3", 5)]), "input index 5 not available"),
+    (dict(reduce=DARTS_V2_CNN.reduce[:7] + [("max_pool_3x3", 5)]), "input index 5 not available"),
 ])
 def test_from_genotype_rejects_what_the_space_cannot_express(change, message):
     with pytest.raises(InvalidEncodingError, match=message):
-        SPACE.from_genotype(*DARTS_V2._replace(**change))
+        SPACE.from_genotype(*DARTS_V2_CNN._replace(**change))
 
 
 # --- the network ----------------------------------------------------------------------------------
@@ -191,24 +193,24 @@ def _param_shapes(net) -> dict:
 def test_darts_v2_parameter_count():
     """Main network (no auxiliary head), 20 cells, 36 channels: DARTS' train.py logs 3.349342 MB for
     the same count (PyTorch parameters: conv/linear weights and biases, BN weight and bias). The module
-    holds every candidate op's parameters; `param_count` counts the chosen ones."""
-    shapes = _param_shapes(SPACE.to_module(V2))
-    count = SPACE.param_count(V2, shapes)
+    holds every candidate op's parameters; `nasjax.nn.param_count` counts the chosen ones."""
+    shapes = _param_shapes(nasjax.nn.build(SPACE, V2))
+    count = nasjax.nn.param_count(SPACE, V2, shapes)
     assert abs(count - 3.3e6) / 3.3e6 < 0.02
     assert count == 3_349_342
     assert _param_count(shapes) > 5 * count  # the supernet's
-    # Another genotype, same tree: its own count (DARTS_V2's reduction cell has no convolutions).
+    # Another genotype, same tree: its own count (DARTS_V2_CNN's reduction cell has no convolutions).
     other = V2.copy()
     other[1, :, :, 1] = OPS.index("sep_conv_5x5")
-    assert SPACE.param_count(other, shapes) > count
+    assert nasjax.nn.param_count(SPACE, other, shapes) > count
 
 
 def test_auxiliary_head_adds_only_its_own_parameters():
-    main = _param_shapes(SPACE.to_module(V2, **SMALL))
-    with_aux = dict(_param_shapes(SPACE.to_module(V2, auxiliary=True, **SMALL)))
+    main = _param_shapes(nasjax.nn.build(SPACE, V2, **SMALL))
+    with_aux = dict(_param_shapes(nasjax.nn.build(SPACE, V2, auxiliary=True, **SMALL)))
     assert "auxiliary_head" not in main
     aux = _param_count(with_aux["auxiliary_head"])
-    assert aux > 0 and SPACE.param_count(V2, with_aux) == SPACE.param_count(V2, main) + aux
+    assert aux > 0 and nasjax.nn.param_count(SPACE, V2, with_aux) == nasjax.nn.param_count(SPACE, V2, main) + aux
     with_aux.pop("auxiliary_head")
     chex.assert_trees_all_equal_shapes(with_aux, dict(main))
 
@@ -226,7 +228,7 @@ def small_net(cifar_batch, random_variables):
     """The all-ops network with the auxiliary head and drop-path 0.2: (module, variables, jitted eval
     forward (variables, rate) -> logits, jitted train forward (key, rate) -> ((logits, aux), updates))."""
     space, enc = _all_ops_encoding()
-    net = space.to_module(enc, auxiliary=True, drop_path_rate=0.2, **SMALL)
+    net = nasjax.nn.build(space, enc, auxiliary=True, drop_path_rate=0.2, **SMALL)
     variables = random_variables(net, cifar_batch[:1])
     # Images and variables are arguments, not closed-over constants: XLA would spend seconds
     # constant-folding the network on them.
@@ -266,20 +268,22 @@ def test_drop_path_only_in_training_and_deterministic(small_net):
 @pytest.mark.parametrize("kwargs, message", [(dict(init_channels=7), "even"),
                                              (dict(drop_path_rate=1.0), "drop_path_rate"),
                                              (dict(layers=0), "layers")])
-def test_to_module_rejects_bad_flags(kwargs, message):
+def test_build_rejects_bad_flags(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SPACE.to_module(V2, **kwargs)
+        nasjax.nn.build(SPACE, V2, **kwargs)
 
 
 # --- the genotype as data (the weight-sharing supernet) ---------------------------------------------
 def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variables):
-    """`trainable` (genotype traced: a scan over the edges, lax.switch per edge, hand-written backward)
-    against `to_module` (genotype built in, ops chosen in Python, autodiff) on the same weights: training-mode logits,
-    auxiliary logits, updated batch statistics and every gradient, with drop-path, for the all-ops
-    genotype (every op, stride 1 and 2) and a second genotype through the same compiled program."""
+    """`nasjax.nn.supernet` (genotype traced: a scan over the edges, lax.switch per edge, hand-written
+    backward) against `nasjax.nn.build` (genotype built in, ops chosen in Python, autodiff) on the same
+    weights: training-mode logits, auxiliary logits, updated batch statistics and every gradient, with
+    drop-path, for the all-ops genotype (every op, stride 1 and 2) and a second genotype through the same
+    compiled program."""
     space, enc = _all_ops_encoding()
     space = dataclasses.replace(space, init_channels=4, layers=3)
-    supernet, (genotype,) = space.trainable(enc, auxiliary=True, drop_path_rate=0.2)
+    supernet = nasjax.nn.supernet(space, auxiliary=True, drop_path_rate=0.2)
+    genotype = nasjax.nn.arch_data(space, enc)
     x = cifar_batch[:4]
     variables = random_variables(supernet, x[:1], genotype)
 
@@ -292,7 +296,7 @@ def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variabl
     traced = jax.jit(jax.value_and_grad(functools.partial(loss, supernet), has_aux=True))
     second = np.asarray(space.sample(jax.random.key(8), 1)[0])
     for arch in (enc, second):
-        static = space.to_module(arch, auxiliary=True, drop_path_rate=0.2)
+        static = nasjax.nn.build(space, arch, auxiliary=True, drop_path_rate=0.2)
         expected = jax.jit(jax.value_and_grad(functools.partial(loss, static), has_aux=True))(
             variables["params"], jax.random.key(1))
         actual = traced(variables["params"], jax.random.key(1), jnp.asarray(arch))
@@ -305,4 +309,4 @@ def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variabl
         # Only the chosen ops' parameters get gradients.
         grads = actual[1]
         touched = sum(int(np.count_nonzero(g)) for g in jax.tree.leaves(grads))
-        assert 0.9 * space.param_count(arch, grads) <= touched <= space.param_count(arch, grads)
+        assert 0.9 * nasjax.nn.param_count(space, arch, grads) <= touched <= nasjax.nn.param_count(space, arch, grads)

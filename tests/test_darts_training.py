@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+import nasjax.nn
 from nasjax.spaces import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, train_population
 from nasjax.train import population
@@ -67,7 +68,7 @@ def test_second_genotype_compiles_nothing(trained):
     _, first, ((results, state), compilations) = trained
     assert not first[0].failed and not results[0].failed
     assert compilations == 0
-    assert results[0].params == SPACE.param_count(ARCHS[1], state.states[0].params) != first[0].params
+    assert results[0].params == nasjax.nn.param_count(SPACE, ARCHS[1], state.states[0].params) != first[0].params
 
 
 def test_second_genotype_matches_a_fresh_process(trained):

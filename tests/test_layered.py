@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.spaces import ops
+from nasjax.nn import build, ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train import TrainConfig, layered, train_population
 from nasjax.train.steps import cross_entropy
@@ -21,7 +21,7 @@ KEY = jax.random.PRNGKey(3)
 @pytest.mark.parametrize("layers", [[(8, 3), (4, 5), (8, 3)], [(4, 5)], [(8, 5), (4, 3)]])
 def test_logits_and_gradients_match_true_module(cifar_batch, layers):
     enc = SPACE.encode(layers)
-    module = SPACE.to_module(enc)
+    module = build(SPACE, enc)
     params = layered.init_params(SPACE, enc, jax.random.PRNGKey(1))
     plan = layered.plan(SPACE, enc)
     y = jnp.arange(8) % 10
@@ -53,7 +53,7 @@ def test_init_params_draw_from_the_modules_initializer_distribution():
     space = ConvNetSpace.motivating()
     enc = space.encode([(64, 5), (64, 5)])
     ours = layered.init_params(space, enc, jax.random.PRNGKey(0))
-    flax_init = jax.eval_shape(lambda: space.to_module(enc).init(jax.random.PRNGKey(0),
+    flax_init = jax.eval_shape(lambda: build(space, enc).init(jax.random.PRNGKey(0),
                                                                   jnp.zeros((1, 32, 32, 3))))
     chex.assert_trees_all_equal_shapes_and_dtypes(ours, flax_init["params"])
     kernel = ours["conv1"]["kernel"]  # 5 x 5 x 64 x 64

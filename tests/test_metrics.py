@@ -24,7 +24,7 @@ class ChainSpace(Space):
     encoding_shape = (1,)
     num_features = 1
 
-    def sample(self, key, n):
+    def _sample(self, key, n):
         return jax.random.randint(key, (n, 1), 0, self.n)
 
     def is_valid(self, enc):
@@ -44,9 +44,6 @@ class ChainSpace(Space):
 
     def describe(self, enc):
         return f"node {int(enc[0])}"
-
-    def to_module(self, enc, num_classes=10, **kwargs):
-        raise NotImplementedError("a toy space has no network")
 
     def size(self):
         return self.n

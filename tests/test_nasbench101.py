@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax.nn import build
+from nasjax.nn.nasbench101 import vertex_channels
 from nasjax.spaces import InvalidEncodingError, NotEnumerableError
-from nasjax.spaces.nasbench101 import NASBench101Space, hash_module, vertex_channels
+from nasjax.spaces.nasbench101 import NASBench101Space, hash_module
 
 SPACE = NASBench101Space()
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -316,12 +318,12 @@ def test_vertex_channels_split_the_output_and_never_grow():
 
 @pytest.mark.parametrize("cell, expected", [(KEY_CELL, KEY_PARAMS), (INCEPTION, INCEPTION_PARAMS)])
 def test_full_network_parameter_count_matches_the_official_figure(cell, expected):
-    assert param_count(SPACE.to_module(SPACE.encode(*cell))) == expected
+    assert param_count(build(SPACE, SPACE.encode(*cell))) == expected
 
 
 def test_sampled_network_trains_on_real_cifar(samples, cifar_batch, random_variables):
     """Training mode updates every BatchNorm (the eval forward of every space: test_spaces.py)."""
-    module = SPACE.to_module(samples[1][3, 0], num_classes=10, stem_channels=8, cells_per_stack=1)
+    module = build(SPACE, samples[1][3, 0], num_classes=10, stem_channels=8, cells_per_stack=1)
     variables = random_variables(module, cifar_batch)
     logits, updates = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]))(
         variables, cifar_batch)
@@ -334,7 +336,7 @@ def test_sampled_network_trains_on_real_cifar(samples, cifar_batch, random_varia
 
 def test_input_to_output_only_cell_is_a_projection(cifar_batch, random_variables):
     enc = SPACE.encode(np.array([[0, 1], [0, 0]]), ["input", "output"])
-    module = SPACE.to_module(enc, stem_channels=8, num_stacks=2, cells_per_stack=1)
+    module = build(SPACE, enc, stem_channels=8, num_stacks=2, cells_per_stack=1)
     variables = random_variables(module, cifar_batch)
     assert set(variables["params"]["stack1_cell0"]) == {"proj_out"}
     chex.assert_shape(jax.jit(module.apply)(variables, cifar_batch), (cifar_batch.shape[0], 10))

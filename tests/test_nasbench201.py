@@ -11,7 +11,9 @@ import pytest
 from nasjax import benchmarks
 from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, nasbench201
 from nasjax.spaces import InvalidEncodingError, NASBench201Space
-from nasjax.spaces.nasbench201 import EDGES, OPS, NB201Cell
+from nasjax.nn import build
+from nasjax.nn.nasbench201 import NB201Cell
+from nasjax.spaces.nasbench201 import EDGES, OPS
 
 SPACE = NASBench201Space()
 BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -123,7 +125,7 @@ def test_sample_and_features():
     ("|none~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|none~1|none~2|", False),  # output node is zero
 ])
 def test_forward_on_real_cifar(cifar_batch, random_variables, string, connected):
-    module = SPACE.to_module(SPACE.from_string(string), num_classes=10, channels=4, cells_per_stage=1)
+    module = build(SPACE, SPACE.from_string(string), num_classes=10, channels=4, cells_per_stage=1)
     variables = random_variables(module, cifar_batch)
     logits, updates = module.apply(variables, cifar_batch, train=True, mutable=["batch_stats"])
     chex.assert_shape(logits, (cifar_batch.shape[0], 10))
@@ -138,7 +140,7 @@ def test_forward_on_real_cifar(cifar_batch, random_variables, string, connected)
 @pytest.mark.parametrize("op, millions", [("nor_conv_3x3", 1.53), ("none", 0.07)])
 def test_parameter_count_matches_the_benchmark(op, millions):
     """NAS-Bench-201's CIFAR-10 networks range from 0.07 M (no conv) to 1.53 M (all conv3x3) parameters."""
-    module = SPACE.to_module(np.full(6, OPS.index(op), np.int32))
+    module = build(SPACE, np.full(6, OPS.index(op), np.int32))
     shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     assert round(sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"])) / 1e6, 2) == millions
 
@@ -172,7 +174,7 @@ def _conv_reference(x, w, stride, pad):
 def test_reduction_block_pads_like_the_reference(random_variables):
     """NB-201's ResNet block pads its stride-2 3x3 conv by 1 on every side, as PyTorch does
     (`padding=1`): "SAME" would pad (0, 1) and shift every output by a pixel. BN at identity."""
-    from nasjax.spaces.nasbench201 import ResNetBasicBlock
+    from nasjax.nn.nasbench201 import ResNetBasicBlock
 
     x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
     block = ResNetBasicBlock(4)

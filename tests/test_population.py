@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
+from nasjax.nn import build
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.spaces.darts import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, load_population, save_population, select, train_population
@@ -48,7 +49,7 @@ def test_results_shape(population, archs):
         np.testing.assert_array_equal(r.arch, a)
         assert len(r.val_acc) == CONFIG.epochs and not r.failed and r.reason == ""
         assert 0.0 <= r.test_acc <= 1.0 and r.params > 0 and r.flops > 0 and r.wall_time > 0
-    true = SPACE.to_module(archs[0]).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    true = build(SPACE, archs[0]).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert results[0].params == sum(int(np.prod(v.shape)) for v in jax.tree.leaves(true))
 
 

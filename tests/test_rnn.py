@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import nasjax.nn
 from nasjax.data import DataError, batchify, bptt_batches, load_ptb, unigram_perplexity
 from nasjax.spaces import InvalidEncodingError, RNNCellSpace, RNNDAGSpace
-from nasjax.spaces.rnn import DARTS_V1, DARTS_V2, ENAS
+from nasjax.spaces.rnn import DARTS_V1_RNN, DARTS_V2_RNN, ENAS_RNN
 from nasjax.train import lm
 
 # DARTS_V2 exactly as quark0/darts rnn/genotypes.py prints it.
@@ -24,14 +25,14 @@ def test_published_darts_cell_parses_and_round_trips():
     enc = SPACE.parse(DARTS_V2_TEXT)
     assert enc.tolist() == [[0, 2], [1, 1], [1, 1], [1, 3], [2, 0], [5, 2], [3, 0], [5, 1]]
     assert SPACE.describe(enc) == DARTS_V2_TEXT
-    assert SPACE.to_genotype(enc) == DARTS_V2
-    v1 = SPACE.from_genotype(*DARTS_V1)
+    assert SPACE.to_genotype(enc) == DARTS_V2_RNN
+    v1 = SPACE.from_genotype(*DARTS_V1_RNN)
     assert SPACE.parse(SPACE.describe(v1)).tolist() == v1.tolist()
     # ENAS averages the loose ends: its cell belongs to the loose-ends space of 11 nodes only.
     enas_space = RNNCellSpace(num_nodes=11, output="loose_ends")
-    assert enas_space.concat(enas_space.from_genotype(*ENAS)) == tuple(ENAS.concat)
+    assert enas_space.concat(enas_space.from_genotype(*ENAS_RNN)) == tuple(ENAS_RNN.concat)
     with pytest.raises(InvalidEncodingError, match="averages states"):
-        RNNCellSpace(num_nodes=11).from_genotype(*ENAS)
+        RNNCellSpace(num_nodes=11).from_genotype(*ENAS_RNN)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -75,16 +76,16 @@ def test_validation_errors_name_the_problem():
         dag.validate(enc)
 
 
-def test_cell_arrays_describe_the_cell():
-    cell = SPACE.cell_arrays(SPACE.from_genotype(*DARTS_V2))
+def test_arch_data_describes_the_cell():
+    cell = nasjax.nn.arch_data(SPACE, SPACE.from_genotype(*DARTS_V2_RNN))
     np.testing.assert_allclose(np.asarray(cell.inputs).sum(1), 1.0)
-    assert np.asarray(cell.inputs).argmax(1).tolist() == [p for _, p in DARTS_V2.recurrent]
+    assert np.asarray(cell.inputs).argmax(1).tolist() == [p for _, p in DARTS_V2_RNN.recurrent]
     np.testing.assert_allclose(cell.output, np.full(8, 1 / 8))
     dag = RNNDAGSpace()
     enc = np.zeros(dag.encoding_shape, np.int32)
     enc[:, 0] = 1
     enc[3:, 1:4] = np.eye(3)  # nodes 4-6 also read states 1-3: 9 edges; loose ends 4, 5, 6
-    cell = dag.cell_arrays(enc)
+    cell = nasjax.nn.arch_data(dag, enc)
     assert dag.concat(enc) == tuple(np.flatnonzero(cell.output) + 1) == (4, 5, 6)
     np.testing.assert_allclose(np.asarray(cell.output).sum(), 1.0, rtol=1e-6)
 
@@ -102,12 +103,12 @@ CONFIG = lm.LMConfig(batch_size=16, bptt=10, eval_batch_size=16, lr=20.0, clip=1
 
 def test_supernet_with_one_cell_equals_the_standalone_cell(ptb):
     enc = SPACE.parse(DARTS_V2_TEXT)
-    standalone = SPACE.to_module(enc, num_classes=ptb.vocab_size, hidden_size=16)
-    supernet = SPACE.supernet(num_classes=ptb.vocab_size, hidden_size=16)
+    standalone = nasjax.nn.build(SPACE, enc, num_classes=ptb.vocab_size, hidden_size=16)
+    supernet = nasjax.nn.supernet(SPACE, num_classes=ptb.vocab_size, hidden_size=16)
     tokens = jnp.asarray(batchify(ptb.valid[:200], 4)[:12])  # real text (12, 4)
     hidden = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16)), jnp.float32)
     params = standalone.init(jax.random.key(0), tokens, hidden)
-    cell = SPACE.cell_arrays(enc)
+    cell = nasjax.nn.arch_data(SPACE, enc)
     rngs = {"dropout": jax.random.key(1)}  # same dropout masks in both (DARTS' default rates)
     a = jax.jit(functools.partial(standalone.apply, train=True))(params, tokens, hidden, rngs=rngs)
     b = jax.jit(functools.partial(supernet.apply, train=True))(params, tokens, hidden, cell, rngs=rngs)
@@ -121,11 +122,11 @@ def test_supernet_with_one_cell_equals_the_standalone_cell(ptb):
 def lm_run(ptb):
     """DARTS_V2 (cell as data) trained on the first 72,000 training tokens, one pass in 3 chunks of
     the same shape (one compiled program); the step, the chunks, the state after chunk 0 and at the end."""
-    model = SPACE.supernet(num_classes=ptb.vocab_size, **SMALL)
+    model = nasjax.nn.supernet(SPACE, num_classes=ptb.vocab_size, **SMALL)
     x, y = lm.windows(ptb.train, 16, 10, tokens=72_016)  # 450 windows
     chunks = [(x[i * 150:(i + 1) * 150], y[i * 150:(i + 1) * 150]) for i in range(3)]
     valid = lm.windows(ptb.valid, 16, 10, tokens=8_000)
-    cell = SPACE.cell_arrays(SPACE.parse(DARTS_V2_TEXT))
+    cell = nasjax.nn.arch_data(SPACE, SPACE.parse(DARTS_V2_TEXT))
     cells = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (150,) + a.shape), cell)
     # Data and cells are arguments (constants would be folded into the program at compile time).
     compiled = jax.jit(functools.partial(lm.train_windows, model, CONFIG))

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import nasjax.nn
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, InvalidEncodingError, NASBench101Space,
-                           NASBench201Space, RNNCellSpace, RNNDAGSpace)
+                           NASBench201Space, RNNCellSpace, RNNDAGSpace, TokenView)
 
-# name -> (space, to_module kwargs that keep the forward-pass test small). ConvNet module options
+# name -> (space, nasjax.nn.build options that keep the forward-pass test small). ConvNet module options
 # (BatchNorm, no pooling) are tested in test_convnet_space.py.
 SPACES = {
     "convnet-motivating": (ConvNetSpace.motivating(), {}),
@@ -23,7 +24,7 @@ SPACES = {
     "rnn-darts": (RNNCellSpace(), None),
     "rnn-lstm10k": (RNNDAGSpace(), None),
 }
-SMALL = dict(SPACES.values())  # space -> its small to_module kwargs
+SMALL = dict(SPACES.values())  # space -> its small network options
 N = 64  # every test draws this many: one compiled sampler per space
 
 
@@ -97,6 +98,21 @@ def test_validate_names_the_space_for_a_ragged_list(space):
         space.validate([row, row[:-1]])
 
 
+@pytest.mark.parametrize("n", [-1, 2.0, True, "3"])
+def test_sample_rejects_a_count_that_is_not_a_non_negative_int(space, n):
+    with pytest.raises(ValueError, match="n must be a non-negative int"):
+        space.sample(jax.random.key(0), n)
+
+
+def test_arch_hash_rejects_an_invalid_encoding(space, jitted):
+    enc = np.asarray(jitted.sample(jax.random.key(12), N)[0])
+    assert space.arch_hash(enc) == space.arch_hash(enc.tolist())
+    with pytest.raises(InvalidEncodingError, match=type(space).__name__):
+        space.arch_hash(np.full_like(enc, 99))
+    with pytest.raises(InvalidEncodingError, match="shape"):
+        space.arch_hash(enc[..., :1])
+
+
 def test_validate_rejects_floats(space, jitted):
     enc = np.asarray(jitted.sample(jax.random.key(0), N)[0], np.float32)
     with pytest.raises(InvalidEncodingError, match="dtype"):
@@ -107,7 +123,7 @@ def test_forward_pass_on_real_cifar(space, jitted, cifar_batch, random_variables
     if SMALL[space] is None:
         pytest.skip("not an image network")
     enc = jitted.sample(jax.random.key(11), N)[0]
-    module = space.to_module(enc, num_classes=10, **SMALL[space])
+    module = nasjax.nn.build(space, enc, num_classes=10, **SMALL[space])
     logits = jax.jit(module.apply)(random_variables(module, cifar_batch), cifar_batch)
     chex.assert_shape(logits, (cifar_batch.shape[0], 10))
     chex.assert_tree_all_finite(logits)
@@ -128,9 +144,7 @@ def random_masked_tokens(space, key):
 
 
 def test_token_view_round_trips_and_masks_decode_valid(space, jitted):
-    try:
-        space.token_vocab
-    except NotImplementedError:
+    if not isinstance(space, TokenView):
         pytest.skip(f"{type(space).__name__} defines no token view (NAO and RNAS do not search it)")
     encs = jitted.sample(jax.random.key(4), N)
 

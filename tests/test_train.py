@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nasjax.data import normalize
+from nasjax.nn import build
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train import (PRESETS, TrainConfig, create_state, embed, extract, make_optimizer, masked_module,
                           masks, module_apply, preset, train_epoch, train_population)
@@ -67,7 +68,7 @@ def test_masked_matches_true_module(cifar_batch, layers, batch_norm):
     """Logits (train and eval mode) and gradients of the masked program equal the true-size module's."""
     space = SPACE.__class__(**{**SPACE.__dict__, "batch_norm": batch_norm})
     enc = space.encode(layers)
-    true = space.to_module(enc)
+    true = build(space, enc)
     variables = true.init(jax.random.PRNGKey(1), cifar_batch)
     big = masked_module(space, len(layers))
     big_vars = embed(space, enc, variables)

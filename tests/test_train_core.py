@@ -11,8 +11,10 @@ import numpy as np
 import optax
 import pytest
 
+import nasjax.nn
+
 from nasjax.spaces import DARTSSpace, RNNCellSpace
-from nasjax.spaces.darts import _drop_mask
+from nasjax.nn.cells.cell import _drop_mask
 from nasjax.train import TrainConfig, lm, optim
 from nasjax.train import weight_sharing as ws
 
@@ -70,8 +72,8 @@ def test_tied_decoder_reads_the_embedding_before_embedding_dropout():
     """With only embedding dropout on, training-mode logits are outputs @ embedding.T + bias, the
     embedding untouched: dropping a word's row drops its input, not its output logit."""
     space = RNNCellSpace(num_nodes=2)
-    model = space.to_module(np.asarray([[0, 0], [1, 1]]), num_classes=30, hidden_size=8, dropout=0.0,
-                            dropout_h=0.0, dropout_x=0.0, dropout_i=0.0, dropout_e=0.5)
+    model = nasjax.nn.build(space, np.asarray([[0, 0], [1, 1]]), num_classes=30, hidden_size=8,
+                            dropout=0.0, dropout_h=0.0, dropout_x=0.0, dropout_i=0.0, dropout_e=0.5)
     tokens = jnp.asarray(np.arange(24).reshape(6, 4) % 30, jnp.int32)
     hidden = jnp.zeros((4, 8))
     params = model.init(jax.random.key(0), tokens, hidden)

@@ -1,5 +1,5 @@
 """MCTS over a fixed, hand-designed action space (`002_*` §2, the motivating example). The space
-supplies the action sequences (`Space.action_orders`, `Space.actions`); two orders build the same
+supplies the action sequences (`ActionOrders.action_orders`, `.actions`); two orders build the same
 architectures along different trees, e.g. for `ConvNetSpace`:
 
 * ``sequential``: per layer, add a layer or stop, then its kernel, then its channels;
@@ -31,16 +31,16 @@ from flax import struct
 
 from nasjax.search.base import History, Strategy, catalogue, enumerable, register
 from nasjax.search.tree import exploration, node_values, ucb
-from nasjax.spaces.base import Space
+from nasjax.spaces.base import ActionOrders, Space
 
 ORDERS = ("sequential", "global")
 
 
 def refusal(space: Space, order: str, max_catalogue: int) -> str | None:
     """Why MCTS in `order` cannot search `space` (None when it can): the space must offer the
-    action order (`Space.action_orders`) and be enumerable within `max_catalogue`."""
-    if order not in space.action_orders():
-        offered = space.action_orders()
+    action order (`ActionOrders.action_orders`) and be enumerable within `max_catalogue`."""
+    offered = space.action_orders() if isinstance(space, ActionOrders) else ()
+    if order not in offered:
         return (f"{type(space).__name__} has no {order!r} action space"
                 + (f" (it has {', '.join(offered)})" if offered else ""))
     if not enumerable(space, max_catalogue):

@@ -43,6 +43,7 @@ from flax import struct
 
 from nasjax.search.base import (History, Strategy, first_occurrence, match, register, sample_unseen,
                                 uniform_cond)
+from nasjax.spaces.base import TokenView
 
 NEG = -1e9  # logit of a masked token (finite: keeps log-softmax and its gradient NaN-free)
 
@@ -128,11 +129,20 @@ class EmbeddingSearch(Strategy):
     trade_off: float = 0.5
 
     def __post_init__(self):
+        why = self.unsupported(self.space)
+        if why:
+            raise ValueError(why)
         if not 0 <= self.trade_off <= 1:
             raise ValueError(f"trade_off must be in [0, 1], got {self.trade_off}")
         for name in ("n_parents", "hidden", "features", "train_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def unsupported(cls, space) -> str | None:
+        if not isinstance(space, TokenView):
+            return f"{type(space).__name__} has no token view (token_vocab, to_tokens, from_tokens)"
+        return None
 
     # --- the model -------------------------------------------------------------------------------
     @property

@@ -1,17 +1,16 @@
-"""Search spaces: fixed-shape integer encodings <-> pure Flax modules."""
+"""Search spaces: fixed-shape integer encodings only (their networks: `nasjax.nn`)."""
 
-from nasjax.spaces import cost
-from nasjax.spaces.base import InvalidEncodingError, NotEnumerableError, Space
-from nasjax.spaces.convnet import ConvNet, ConvNetSpace
-from nasjax.spaces.darts import DARTS_V2, DARTSNetwork, DARTSSpace, Genotype
-from nasjax.spaces.nasbench101 import NASBench101Space, NB101Network
-from nasjax.spaces.nasbench201 import NASBench201Space, NB201Network
-from nasjax.spaces.rnn import (CellArrays, RecurrentGenotype, RNNCellSpace, RNNDAGSpace, RNNLanguageModel,
-                               parse_genotype)
+from nasjax.spaces.base import ActionOrders, InvalidEncodingError, NotEnumerableError, Space, TokenView
+from nasjax.spaces.convnet import ConvNetSpace
+from nasjax.spaces.darts import DARTS_V2_CNN, CNNGenotype, DARTSSpace, parse_cnn_genotype
+from nasjax.spaces.nasbench101 import NASBench101Space
+from nasjax.spaces.nasbench201 import NASBench201Space
+from nasjax.spaces.rnn import (DARTS_V1_RNN, DARTS_V2_RNN, ENAS_RNN, RNNCellSpace, RNNDAGSpace, RNNGenotype,
+                               parse_rnn_genotype)
 
 __all__ = [
-    "cost", "ConvNet", "ConvNetSpace", "DARTS_V2", "DARTSNetwork", "DARTSSpace", "Genotype",
-    "InvalidEncodingError", "NASBench101Space", "NASBench201Space", "NB101Network", "NB201Network",
-    "NotEnumerableError", "RNNCellSpace", "RNNDAGSpace", "RNNLanguageModel", "RecurrentGenotype",
-    "CellArrays", "Space", "parse_genotype",
+    "ActionOrders", "CNNGenotype", "ConvNetSpace", "DARTS_V1_RNN", "DARTS_V2_CNN", "DARTS_V2_RNN", "DARTSSpace",
+    "ENAS_RNN", "InvalidEncodingError", "NASBench101Space", "NASBench201Space", "NotEnumerableError",
+    "RNNCellSpace", "RNNDAGSpace", "RNNGenotype", "Space", "TokenView", "parse_cnn_genotype",
+    "parse_rnn_genotype",
 ]

@@ -1,13 +1,14 @@
-"""The search-space protocol every space implements.
+"""The search-space protocol every space implements, and the optional views some spaces add.
 
 An architecture is a fixed-shape integer array (its *encoding*), so that sampling, mutation, validity
 checks and features can be `jit`-ed and `vmap`-ed, and a strategy can keep a fixed-capacity history.
 A space object holds only static configuration: it is a frozen, hashable dataclass usable as a
-`static_argnames` argument.
+`static_argnames` argument. A space knows encodings only; its networks are built by `nasjax.nn`.
 
 Conventions (shapes for one architecture; batch with `jax.vmap`):
   encoding          int32 `space.encoding_shape`
-  sample(key, n)    -> int32 (n, *encoding_shape), uniform over valid architectures
+  sample(key, n)    -> int32 (n, *encoding_shape), uniform over valid architectures (n a static int >= 0;
+                       a space implements `_sample`)
   is_valid(enc)     -> bool scalar (jittable)
   validate(enc)     -> None, raises `InvalidEncodingError` naming what is wrong (host side)
   size()            -> int number of valid architectures (None if not finite/known)
@@ -17,15 +18,13 @@ Conventions (shapes for one architecture; batch with `jax.vmap`):
   neighbors(enc)    -> (int32 (M, *encoding_shape), bool (M,)): every one-edit neighbour; rows whose
                        mask is False are padding (M is static, so it jits)
   features(enc)     -> float32 (num_features,), numeric vector for linear models (LaNAS)
-  arch_hash(enc)    -> str, equal for encodings that denote the same network (host side)
-  action_orders(), actions(enc, order) -> hand-designed action spaces for MCTS (host side; optional)
+  arch_hash(enc)    -> str, equal for encodings that denote the same network (host side; validates)
   describe(enc)     -> str, human-readable
-  to_module(enc, num_classes, ...) -> a pure Flax Linen module
-  trainable(enc, num_classes, auxiliary, drop_path_rate) -> (module, extra): what the training engine
-                       trains, called as module(x, *extra, train=...); equal modules share one program
-  param_count(enc, params) -> int parameters of the network `enc` denotes among its module's `params`
 
-Token view, for sequence models (NAO / RNAS encoder-decoders), where a space defines it:
+Optional views, each a small protocol a space class adds as a base (test with isinstance):
+`ActionOrders`, hand-designed action spaces for MCTS (host side):
+  action_orders()   -> names of the orders;  actions(enc, order) -> the decisions building `enc`
+`TokenView`, for sequence models (NAO / RNAS encoder-decoders):
   token_vocab       -> tuple (L,) of vocabulary sizes, one per token position
   to_tokens(enc)    -> int32 (L,), token t in [0, token_vocab[t]) (jittable)
   from_tokens(tok)  -> the encoding (jittable); valid when every token passed `token_mask`, except in
@@ -39,7 +38,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-import math
+import numbers
 from typing import Any
 
 import jax
@@ -75,9 +74,17 @@ class Space(abc.ABC):
         """Length of `features(enc)`."""
 
     # --- pure, jittable -------------------------------------------------------------------------
-    @abc.abstractmethod
     def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """`n` architectures drawn uniformly from the valid ones: int32 (n, *encoding_shape)."""
+        """`n` architectures drawn uniformly from the valid ones: int32 (n, *encoding_shape). `n` is a
+        static non-negative int (a ValueError otherwise)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"{type(self).__name__}.sample: n must be a non-negative int (a static "
+                             f"count), got {n!r}")
+        return self._sample(key, int(n))
+
+    @abc.abstractmethod
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
+        """`sample` for a checked count n >= 0."""
 
     @abc.abstractmethod
     def is_valid(self, enc: jax.Array) -> jax.Array:
@@ -106,26 +113,6 @@ class Space(abc.ABC):
     def describe(self, enc: Any) -> str:
         """Human-readable one-line description."""
 
-    @abc.abstractmethod
-    def to_module(self, enc: Any, num_classes: int = 10, **kwargs):
-        """A Flax Linen module computing the network `enc` denotes."""
-
-    def trainable(self, enc: Any, num_classes: int = 10, auxiliary: bool = False,
-                  drop_path_rate: float = 0.0) -> tuple[Any, tuple]:
-        """(module, extra arrays) the training engine trains for `enc`, calling module(x, *extra,
-        train=...). Architectures whose modules are equal share one compiled program: a space that
-        passes the architecture as data in `extra` compiles once for all of them. Default: `to_module`
-        with no extra (one program per architecture), no auxiliary head or drop-path."""
-        if auxiliary or drop_path_rate:
-            raise ValueError(f"{type(self).__name__}'s networks have no auxiliary head or drop-path "
-                             f"(auxiliary={auxiliary}, drop_path_rate={drop_path_rate})")
-        return self.to_module(enc, num_classes), ()
-
-    def param_count(self, enc: Any, params: Any) -> int:
-        """Parameters of the network `enc` denotes among `params`, the tree of its `trainable` module
-        (default: all of them; a weight-sharing module holds more than one network's)."""
-        return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
-
     def size(self) -> int | None:
         """Number of valid architectures, or None when not finite/known."""
         return None
@@ -138,46 +125,10 @@ class Space(abc.ABC):
         """int32 position of `enc` in `enumerate()` (jittable)."""
         raise NotEnumerableError(f"{type(self).__name__} cannot be enumerated")
 
-    def action_orders(self) -> tuple[str, ...]:
-        """Names of the hand-designed action spaces that build an architecture one decision at a time
-        (`actions`), for MCTS over a fixed action space (`002_*` §2); () when the space has none."""
-        return ()
-
-    def actions(self, enc: np.ndarray, order: str) -> list[int]:
-        """The decisions (small non-negative ints) building `enc` in `order`, one of
-        `action_orders()`. Distinct architectures have distinct sequences, none a prefix of another,
-        so the sequences of a space form a tree whose leaves are its architectures (host side)."""
-        raise ValueError(f"{type(self).__name__} has no action order {order!r}; it has "
-                         f"{list(self.action_orders())}")
-
     def arch_hash(self, enc: Any) -> str:
-        """Identity of the network `enc` denotes (default: its bytes)."""
-        return hashlib.sha256(np.asarray(enc, np.int32).tobytes()).hexdigest()[:32]
-
-    # --- token view (sequence models) -------------------------------------------------------------
-    @property
-    def token_vocab(self) -> tuple[int, ...]:
-        """Vocabulary size of each token position of `to_tokens`."""
-        raise NotImplementedError(f"{type(self).__name__} defines no token view (token_vocab, "
-                                  "to_tokens, from_tokens)")
-
-    def to_tokens(self, enc: jax.Array) -> jax.Array:
-        """int32 (len(token_vocab),) token sequence of an encoding (jittable)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no token view")
-
-    def from_tokens(self, tokens: jax.Array) -> jax.Array:
-        """The encoding of a token sequence (jittable; inverse of `to_tokens`)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no token view")
-
-    # Whether every token sequence that passes `token_mask` is a valid encoding (then a decoder needs
-    # no repair step).
-    tokens_always_valid = False  # a class attribute, not a dataclass field
-
-    def token_mask(self, tokens: jax.Array, position: jax.Array) -> jax.Array:
-        """bool (max(token_vocab),): the tokens allowed at `position` (traced int) given the earlier
-        tokens `tokens[:position]` (later entries are ignored). Default: the position's vocabulary."""
-        vocab = self.token_vocab
-        return jnp.arange(max(vocab)) < jnp.asarray(vocab)[position]
+        """Identity of the network `enc` denotes (default: its bytes); `InvalidEncodingError` naming
+        the problem when `enc` is not one architecture of the space."""
+        return hashlib.sha256(self.checked(enc).tobytes()).hexdigest()[:32]
 
     # --- shared behaviour -------------------------------------------------------------------------
     def validate(self, enc: Any) -> None:
@@ -212,3 +163,52 @@ class Space(abc.ABC):
         """`enc` as an int32 numpy array after `validate` (for host-side builders)."""
         self.validate(enc)
         return np.asarray(enc, np.int32)
+
+
+class ActionOrders(abc.ABC):
+    """Optional view: hand-designed action spaces that build an architecture one decision at a time,
+    for MCTS over a fixed action space (`002_*` §2)."""
+
+    @abc.abstractmethod
+    def action_orders(self) -> tuple[str, ...]:
+        """Names of the action orders `actions` accepts."""
+
+    @abc.abstractmethod
+    def actions(self, enc: np.ndarray, order: str) -> list[int]:
+        """The decisions (small non-negative ints) building `enc` in `order`, one of
+        `action_orders()`. Distinct architectures have distinct sequences, none a prefix of another,
+        so the sequences of a space form a tree whose leaves are its architectures (host side)."""
+
+    def check_order(self, order: str) -> None:
+        """ValueError unless `order` is one of `action_orders()`."""
+        if order not in self.action_orders():
+            raise ValueError(f"{type(self).__name__} has no action order {order!r}; it has "
+                             f"{list(self.action_orders())}")
+
+
+class TokenView(abc.ABC):
+    """Optional view: an architecture as a token sequence with per-position vocabularies, for sequence
+    models (NAO / RNAS encoder-decoders)."""
+
+    @property
+    @abc.abstractmethod
+    def token_vocab(self) -> tuple[int, ...]:
+        """Vocabulary size of each token position of `to_tokens`."""
+
+    @abc.abstractmethod
+    def to_tokens(self, enc: jax.Array) -> jax.Array:
+        """int32 (len(token_vocab),) token sequence of an encoding (jittable)."""
+
+    @abc.abstractmethod
+    def from_tokens(self, tokens: jax.Array) -> jax.Array:
+        """The encoding of a token sequence (jittable; inverse of `to_tokens`)."""
+
+    # Whether every token sequence that passes `token_mask` is a valid encoding (then a decoder needs
+    # no repair step).
+    tokens_always_valid = False  # a class attribute, not a dataclass field
+
+    def token_mask(self, tokens: jax.Array, position: jax.Array) -> jax.Array:
+        """bool (max(token_vocab),): the tokens allowed at `position` (traced int) given the earlier
+        tokens `tokens[:position]` (later entries are ignored). Default: the position's vocabulary."""
+        vocab = self.token_vocab
+        return jnp.arange(max(vocab)) < jnp.asarray(vocab)[position]

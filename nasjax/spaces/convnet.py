@@ -5,8 +5,8 @@ Encoding, int32 (1 + 2 * max_depth,):
 indices into `channels` / `kernels`; entries of layers at or beyond `depth` are -1 (padding), so every
 network has exactly one encoding.
 
-Network: for each layer Conv(k x k, c, SAME) [-> BN] -> ReLU, a 2x2 max-pool after every
-`pool_every` layers (0: never), global average pooling, Dense(num_classes).
+Network (`nasjax.nn.build`, `nasjax.nn.convnet`): for each layer Conv(k x k, c, SAME) [-> BN] -> ReLU, a
+2x2 max-pool after every `pool_every` layers (0: never), global average pooling, Dense(num_classes).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces import ops
-from nasjax.spaces.base import MAX_ENUMERATE, NotEnumerableError, Space
+from nasjax.spaces.base import MAX_ENUMERATE, ActionOrders, NotEnumerableError, Space, TokenView
 
 PAD = -1
 
@@ -37,32 +35,8 @@ def pool_positions(pool_every: int, depth: int, image_size: int) -> tuple[bool, 
     return tuple(out)
 
 
-class ConvNet(nn.Module):
-    """A plain ConvNet: `channels[i]` filters of size `kernels[i]` x `kernels[i]` in layer i."""
-
-    channels: tuple[int, ...]
-    kernels: tuple[int, ...]
-    num_classes: int = 10
-    pool_every: int = 2
-    batch_norm: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """x (B, H, W, C) float -> logits (B, num_classes)."""
-        pools = pool_positions(self.pool_every, len(self.channels), x.shape[1])
-        for i, (c, k) in enumerate(zip(self.channels, self.kernels)):
-            x = ops.Conv(c, (k, k), use_bias=not self.batch_norm, name=f"conv{i}")(x)
-            if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
-            x = nn.relu(x)
-            if pools[i]:
-                x = ops.max_pool(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, name="head")(x)
-
-
 @dataclasses.dataclass(frozen=True)
-class ConvNetSpace(Space):
+class ConvNetSpace(Space, TokenView, ActionOrders):
     """Depth in [min_depth, max_depth]; each layer independently picks a channel count and kernel."""
 
     channels: tuple[int, ...] = (32, 64)
@@ -128,7 +102,7 @@ class ConvNetSpace(Space):
                                 jnp.where(mask, kn, PAD).astype(jnp.int32)])
 
     # --- pure, jittable ---------------------------------------------------------------------------
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
         k_depth, k_ch, k_kn = jax.random.split(key, 3)
         depths = jnp.arange(self.min_depth, self.max_depth + 1)
         # P(depth = L) is proportional to the number of networks of depth L: uniform over networks.
@@ -260,8 +234,7 @@ class ConvNetSpace(Space):
         return ("sequential", "global")
 
     def actions(self, enc: np.ndarray, order: str) -> list[int]:
-        if order not in self.action_orders():
-            return super().actions(enc, order)
+        self.check_order(order)
         depth, ch, kn = self.split(np.asarray(enc))
         depth = int(depth)
         if order == "global":
@@ -281,12 +254,6 @@ class ConvNetSpace(Space):
         layers = ", ".join(f"conv{k}x{k}-{c}" for c, k in self.layers(enc))
         pool = f"pool every {self.pool_every}" if self.pool_every else "no pooling"
         return f"ConvNet depth {len(self.layers(enc))}: {layers} ({pool})"
-
-    def to_module(self, enc, num_classes: int = 10, **kwargs) -> ConvNet:
-        layers = self.layers(enc)
-        return ConvNet(channels=tuple(c for c, _ in layers), kernels=tuple(k for _, k in layers),
-                       num_classes=num_classes, pool_every=self.pool_every,
-                       batch_norm=self.batch_norm, **kwargs)
 
     def encode(self, layers: list[tuple[int, int]]) -> np.ndarray:
         """Encoding of [(channels, kernel size)] per layer, e.g. [(32, 3), (64, 5)]."""

@@ -29,12 +29,12 @@ Neighbours: flip one adjacency bit (21) or change one op to another (5 x 2), mas
 rows. Op changes are always valid, so every valid cell has at least 10 neighbours. A neighbour is a
 different encoding; an edit on a pruned vertex can leave the network unchanged (same `arch_hash`).
 
-The network (`to_module`, nasbench/lib/model_builder.py): stem conv3x3-BN-ReLU (128), `num_stacks`
-stacks of `cells_per_stack` cells, 2x2 max-pool and doubled channels before every stack but the first,
-global average pooling, dense. Inside a cell the output's channels are split over the vertices that
-feed it (`vertex_channels`); inner vertices sum their inputs (other vertices truncated to their width,
-the cell input through a 1x1 conv-BN-ReLU projection); the output concatenates its inputs and adds a
-projection of the cell input when that edge exists.
+The network (`nasjax.nn.build`, `nasjax.nn.nasbench101`; nasbench/lib/model_builder.py): stem
+conv3x3-BN-ReLU (128), `num_stacks` stacks of `cells_per_stack` cells, 2x2 max-pool and doubled channels
+before every stack but the first, global average pooling, dense. Inside a cell the output's channels are
+split over the vertices that feed it (`vertex_channels`); inner vertices sum their inputs (other vertices
+truncated to their width, the cell input through a 1x1 conv-BN-ReLU projection); the output concatenates
+its inputs and adds a projection of the cell input when that edge exists.
 """
 
 from __future__ import annotations
@@ -44,20 +44,16 @@ import functools
 import hashlib
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces import ops as _ops
-from nasjax.spaces.base import InvalidEncodingError, Space
+from nasjax.spaces.base import InvalidEncodingError, Space, TokenView
 
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 INPUT, OUTPUT = "input", "output"
 # Distinct networks (isomorphism classes of valid pruned cells) in the official dataset.
 NUM_NETWORKS = 423_624
-# Official BatchNorm constants (nasbench/lib/base_ops.py).
-BN_MOMENTUM, BN_EPSILON = 0.997, 1e-5
 # Rejection sampling draws at most this many candidates per cell; about 3 in 4 raw draws are valid,
 # so running out (then a fixed valid cell is returned) has probability below 1e-100.
 MAX_SAMPLE_TRIES = 256
@@ -103,112 +99,9 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
-def vertex_channels(in_channels: int, out_channels: int, matrix: np.ndarray) -> list[int]:
-    """Channels of every vertex of a pruned cell (model_builder.py `compute_vertex_channels`).
-
-    The output's channels are split evenly over the inner vertices that feed it (the first
-    `out % fan_in` of them get one more); every other inner vertex takes the largest width among the
-    inner vertices it feeds, so widths never grow along an edge.
-    """
-    matrix = np.asarray(matrix)
-    v = matrix.shape[0]
-    channels = [0] * v
-    channels[0], channels[v - 1] = in_channels, out_channels
-    if v == 2:
-        return channels
-    fan_in = int(matrix[1:, v - 1].sum())
-    base, extra = divmod(out_channels, fan_in)
-    for t in range(1, v - 1):
-        if matrix[t, v - 1]:
-            channels[t] = base + (1 if extra > 0 else 0)
-            extra -= 1
-    for t in range(v - 3, 0, -1):
-        if not matrix[t, v - 1]:
-            channels[t] = max([channels[t]] + [channels[d] for d in range(t + 1, v - 1) if matrix[t, d]])
-    return channels
-
-
-# --- the network skeleton ---------------------------------------------------------------------------
-class ConvBNReLU(nn.Module):
-    """k x k conv (no bias, SAME) -> BN -> ReLU: (B, H, W, C) -> (B, H, W, features)."""
-
-    features: int
-    kernel: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = _ops.Conv(self.features, (self.kernel, self.kernel), use_bias=False, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                         name="bn")(x)
-        return nn.relu(x)
-
-
-class NB101Cell(nn.Module):
-    """One pruned cell: (B, H, W, C_in) -> (B, H, W, channels).
-
-    matrix: the pruned (V', V') adjacency as nested tuples; ops: names of its V'-2 inner vertices.
-    """
-
-    matrix: tuple[tuple[int, ...], ...]
-    ops: tuple[str, ...]
-    channels: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        m = np.asarray(self.matrix)
-        v = m.shape[0]
-        width = vertex_channels(x.shape[-1], self.channels, m)
-        tensors, to_output = [x], []
-        for t in range(1, v - 1):
-            # Inner inputs are truncated to this vertex's width (they are at most one channel wider).
-            inputs = [tensors[s][..., :width[t]] for s in range(1, t) if m[s, t]]
-            if m[0, t]:
-                inputs.append(ConvBNReLU(width[t], 1, name=f"proj{t}")(x, train))
-            h = sum(inputs[1:], inputs[0])
-            op = self.ops[t - 1]
-            if op == "maxpool3x3":
-                h = nn.max_pool(h, (3, 3), strides=(1, 1), padding="SAME")
-            else:
-                h = ConvBNReLU(width[t], 3 if op == "conv3x3-bn-relu" else 1, name=f"vertex{t}")(h, train)
-            tensors.append(h)
-            if m[t, v - 1]:
-                to_output.append(h)
-        if not to_output:  # the input feeds the output directly and nothing else does
-            return ConvBNReLU(self.channels, 1, name="proj_out")(x, train)
-        out = jnp.concatenate(to_output, axis=-1)
-        if m[0, v - 1]:
-            out = out + ConvBNReLU(self.channels, 1, name="proj_out")(x, train)
-        return out
-
-
-class NB101Network(nn.Module):
-    """The NAS-Bench-101 network around one pruned cell: (B, H, W, 3) -> logits (B, num_classes)."""
-
-    matrix: tuple[tuple[int, ...], ...]
-    ops: tuple[str, ...]
-    num_classes: int = 10
-    stem_channels: int = 128
-    num_stacks: int = 3
-    cells_per_stack: int = 3
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ConvBNReLU(self.stem_channels, 3, name="stem")(x, train)
-        for s in range(self.num_stacks):
-            channels = x.shape[-1]
-            if s > 0:
-                x = _ops.max_pool(x, padding="SAME")
-                channels *= 2
-            for c in range(self.cells_per_stack):
-                x = NB101Cell(self.matrix, self.ops, channels, name=f"stack{s}_cell{c}")(x, train)
-        x = jnp.mean(x, axis=(1, 2))
-        # tf.layers.dense's default initializer.
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_uniform(), name="head")(x)
-
-
 # --- the space --------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class NASBench101Space(Space):
+class NASBench101Space(Space, TokenView):
     """NAS-Bench-101 cells: V vertices, at most `max_edges` edges after pruning, inner ops from `ops`."""
 
     num_vertices: int = 7
@@ -319,7 +212,7 @@ class NASBench101Space(Space):
         _, _, enc = jax.lax.while_loop(undecided, draw, start)
         return jnp.where(self.is_valid(enc), enc, self._fallback())
 
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` cells uniform over valid encodings (rejection sampling): int32 (n, E + V - 2)."""
         return jax.vmap(self._sample_one)(jax.random.split(key, n))
 
@@ -440,11 +333,3 @@ class NASBench101Space(Space):
         inner = ", ".join(f"{i}:{n}" for i, n in enumerate(names[1:-1], start=1))
         return (f"NB101 cell, {len(names)} vertices, {int(matrix.sum())} edges [{edges}]; "
                 f"ops [{inner or 'none'}]")
-
-    def to_module(self, enc, num_classes: int = 10, stem_channels: int = 128, num_stacks: int = 3,
-                  cells_per_stack: int = 3) -> NB101Network:
-        """The NAS-Bench-101 network (defaults: the benchmark's) built around the pruned cell."""
-        matrix, names = self.spec(enc)
-        return NB101Network(matrix=tuple(map(tuple, matrix.tolist())), ops=tuple(names[1:-1]),
-                            num_classes=num_classes, stem_channels=stem_channels,
-                            num_stacks=num_stacks, cells_per_stack=cells_per_stack)

@@ -23,88 +23,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces import ops
-from nasjax.spaces.base import InvalidEncodingError, Space
+from nasjax.spaces.base import ActionOrders, InvalidEncodingError, Space, TokenView
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to node j, from node i)
 NUM_NODES = 4
 NUM_EDGES = len(EDGES)
 NUM_OPS = len(OPS)
-
-
-# --- the network skeleton ----------------------------------------------------------------------
-class ResNetBasicBlock(nn.Module):
-    """The reduction block between stages: two ReLU-Conv3x3-BN (first with stride 2) plus a
-    shortcut of 2x2 average pooling and a 1x1 conv: (B, H, W, C) -> (B, H/2, W/2, features)."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = ops.ReLUConvBN(self.features, 3, stride=2, name="conv_a")(x, train)
-        y = ops.ReLUConvBN(self.features, 3, name="conv_b")(y, train)
-        shortcut = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        shortcut = ops.Conv(self.features, (1, 1), use_bias=False, name="downsample")(shortcut)
-        return shortcut + y
-
-
-class NB201Cell(nn.Module):
-    """One cell: `ops[e]` is the op name on edge `EDGES[e]`; (B, H, W, C) -> (B, H, W, C)."""
-
-    ops: tuple[str, ...]
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        channels = x.shape[-1]
-        nodes = [x]
-        for j in range(1, NUM_NODES):
-            total = jnp.zeros_like(x)
-            for e, (to, i) in enumerate(EDGES):
-                if to != j:
-                    continue
-                op, h = self.ops[e], nodes[i]
-                if op == "skip_connect":
-                    total = total + h
-                elif op == "nor_conv_1x1":
-                    total = total + ops.ReLUConvBN(channels, 1, name=f"edge{j}_{i}")(h, train)
-                elif op == "nor_conv_3x3":
-                    total = total + ops.ReLUConvBN(channels, 3, name=f"edge{j}_{i}")(h, train)
-                elif op == "avg_pool_3x3":
-                    total = total + nn.avg_pool(h, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                                                count_include_pad=False)
-                # "none" adds zeros.
-            nodes.append(total)
-        return nodes[-1]
-
-
-class NB201Network(nn.Module):
-    """The NAS-Bench-201 macro skeleton: stem (conv3x3 + BN), three stages of `cells_per_stage` cells with
-    `channels`, 2x, 4x filters joined by `ResNetBasicBlock` reductions, BN-ReLU, global average pooling
-    and a linear classifier. x (B, H, W, 3) -> logits (B, num_classes)."""
-
-    ops: tuple[str, ...]
-    num_classes: int = 10
-    channels: int = 16
-    cells_per_stage: int = 5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ops.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
-        x = ops.batch_norm(train, "stem_bn")(x)
-        for stage in range(3):
-            if stage:
-                x = ResNetBasicBlock(self.channels * 2 ** stage, name=f"reduce{stage}")(x, train)
-            for c in range(self.cells_per_stage):
-                x = NB201Cell(self.ops, name=f"stage{stage}_cell{c}")(x, train)
-        x = nn.relu(ops.batch_norm(train, "lastact_bn")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, name="classifier")(x)
 
 
 # --- the space ---------------------------------------------------------------------------------
@@ -130,7 +59,7 @@ def _unique_string(op_names: list[str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class NASBench201Space(Space):
+class NASBench201Space(Space, TokenView, ActionOrders):
     """The 15,625 cells of NAS-Bench-201 (no configuration: the space is the benchmark's)."""
 
     @property
@@ -142,7 +71,7 @@ class NASBench201Space(Space):
         return NUM_EDGES * NUM_OPS
 
     # --- pure, jittable ---------------------------------------------------------------------------
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
         return jax.random.randint(key, (n, NUM_EDGES), 0, NUM_OPS, dtype=jnp.int32)
 
     def is_valid(self, enc: jax.Array) -> jax.Array:
@@ -198,8 +127,7 @@ class NASBench201Space(Space):
         return ("sequential", "global")
 
     def actions(self, enc: np.ndarray, order: str) -> list[int]:
-        if order not in self.action_orders():
-            return super().actions(enc, order)
+        self.check_order(order)
         ops_ = np.asarray(enc).tolist()
         if order == "sequential":
             return ops_
@@ -264,9 +192,3 @@ class NASBench201Space(Space):
 
     def describe(self, enc) -> str:
         return f"NB-201 cell {self.to_string(enc)}"
-
-    def to_module(self, enc, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5,
-                  **kwargs) -> NB201Network:
-        """The benchmark's network (defaults C=16, N=5 as in NAS-Bench-201)."""
-        return NB201Network(ops=tuple(self.op_names(enc)), num_classes=num_classes, channels=channels,
-                            cells_per_stage=cells_per_stage, **kwargs)

@@ -8,8 +8,8 @@ one activation f_i from {tanh, relu, sigmoid, identity} in a highway step
 The new hidden state is the mean of the output nodes. Which nodes: DARTS averages *all* intermediate
 nodes (`concat=range(1, N + 1)` in every DARTS genotype, and its continuous relaxation mixes all of
 them), ENAS the *loose ends* (nodes no other node reads). `output="all"` (the default, DARTS: the space
-whose published cells DARTS_V1/V2 are, and the one the weight-sharing papers search) or
-`output="loose_ends"` (ENAS; its published cell `ENAS` parses there).
+whose published cells DARTS_V1_RNN / DARTS_V2_RNN are, and the one the weight-sharing papers search) or
+`output="loose_ends"` (ENAS; its published cell `ENAS_RNN` parses there).
 
 `RNNCellSpace` encoding, int32 (num_nodes, 2): row i-1 = (predecessor p in 0..i-1, activation id into
 `activations`). Every such array is a distinct cell, so the space has N! * k^N members (DARTS' N = 8,
@@ -22,11 +22,9 @@ one-input node is exactly the cell above) and the activations are {relu, identit
 (num_nodes, num_nodes + 1): row i-1 = adjacency to states 0..i-1 (columns i..N-1 zero), then the
 activation id in the last column.
 
-Both spaces describe a cell for the layers above with the same data (`cell_arrays`): input weights
-(N, N + 1), activation ids into `ACTIVATIONS` (N,) and output weights (N,), so one compiled program
-trains any cell of a configuration (the cell is an argument, not a constant) and the same program is
-the weight-sharing supernet. `to_module` builds the language model around a cell fixed at trace time
-(`RNNLanguageModel`): embedding -> cell unrolled with `lax.scan` -> softmax tied to the embedding.
+Both spaces describe a cell the same way (`inputs_and_activations`, `nodes`, `concat`), from which
+`nasjax.nn.rnn` builds the language model around it: embedding -> cell unrolled with `lax.scan` ->
+softmax tied to the embedding, with the cell fixed or as data (one program for every cell).
 """
 
 from __future__ import annotations
@@ -34,23 +32,20 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from nasjax.spaces.base import MAX_ENUMERATE, InvalidEncodingError, NotEnumerableError, Space
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUTS = ("all", "loose_ends")
 PRED, ACT = 0, 1  # fields of an RNNCellSpace encoding row
-INIT_RANGE = 0.04  # DARTS rnn/model.py INITRANGE for W_0 and W_i
 
 
-class RecurrentGenotype(NamedTuple):
+class RNNGenotype(NamedTuple):
     """DARTS' recurrent genotype (rnn/genotypes.py `Genotype(recurrent, concat)`): per node
     (activation name, predecessor state index), and the averaged states (1-based)."""
 
@@ -67,21 +62,21 @@ class RecurrentGenotype(NamedTuple):
 
 
 # The published cells, quark0/darts rnn/genotypes.py.
-DARTS_V1 = RecurrentGenotype(
+DARTS_V1_RNN = RNNGenotype(
     recurrent=[("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3), ("relu", 4), ("identity", 1),
                ("relu", 5), ("relu", 1)],
     concat=list(range(1, 9)))
-DARTS_V2 = RecurrentGenotype(
+DARTS_V2_RNN = RNNGenotype(
     recurrent=[("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2), ("sigmoid", 5),
                ("tanh", 3), ("relu", 5)],
     concat=list(range(1, 9)))
-ENAS = RecurrentGenotype(
+ENAS_RNN = RNNGenotype(
     recurrent=[("tanh", 0), ("tanh", 1), ("relu", 1), ("tanh", 3), ("tanh", 3), ("relu", 3), ("relu", 4),
                ("relu", 7), ("relu", 8), ("relu", 8), ("relu", 8)],
     concat=[2, 5, 6, 9, 10, 11])
 
 
-def parse_genotype(text: str) -> RecurrentGenotype:
+def parse_rnn_genotype(text: str) -> RNNGenotype:
     """A DARTS recurrent genotype string, e.g. "Genotype(recurrent=[('sigmoid', 0), ('relu', 1)],
     concat=range(1, 3))" (`concat` a list or range(a, b)). Evaluates nothing: `InvalidEncodingError`
     naming what is malformed."""
@@ -121,19 +116,7 @@ def parse_genotype(text: str) -> RecurrentGenotype:
             fail("concat must be a list of ints or range(a, b)")
         if not isinstance(concat, (list, tuple)) or not all(isinstance(c, int) for c in concat):
             fail("concat must be a list of ints or range(a, b)")
-    return RecurrentGenotype([tuple(e) for e in recurrent], list(concat))
-
-
-# --- the cell as data ---------------------------------------------------------------------------------
-@struct.dataclass
-class CellArrays:
-    """A recurrent cell as arrays (batch with a leading axis): inputs float32 (N, N + 1), node i's
-    weights over states 0..N (rows sum to 1, zero at and after i + 1); activation int32 (N,) ids into
-    `ACTIVATIONS`; output float32 (N,) weights of the intermediate nodes in the new hidden state (sum 1)."""
-
-    inputs: jax.Array
-    activation: jax.Array
-    output: jax.Array
+    return RNNGenotype([tuple(e) for e in recurrent], list(concat))
 
 
 def loose_ends(inputs, xp=jnp):
@@ -142,162 +125,19 @@ def loose_ends(inputs, xp=jnp):
     return ~xp.any(inputs[:, 1:] > 0, axis=0)
 
 
-def _output_weights(inputs, output: str, xp=jnp):
+def output_weights(inputs, output: str, xp=jnp):
+    """float32 (N,): weight of each intermediate node in the new hidden state (`output` rule: the mean of
+    all nodes or of the loose ends), from input weights (N, N + 1)."""
     n = inputs.shape[0]
     mask = loose_ends(inputs, xp) if output == "loose_ends" else xp.ones((n,), bool)
     return mask.astype(xp.float32) / xp.sum(mask)
 
 
-# --- the language model -------------------------------------------------------------------------------
-def _activate(ids: jax.Array, g: jax.Array) -> jax.Array:
-    """ACTIVATIONS[ids](g) for a traced id (a select, exact: no blending of values)."""
-    return jnp.where(ids == 0, jnp.tanh(g), jnp.where(ids == 1, jax.nn.relu(g),
-                     jnp.where(ids == 2, jax.nn.sigmoid(g), g)))
-
-
-_STATIC_ACT = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "identity": lambda g: g}
-
-
-def _uniform(scale: float):
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -scale, scale)
-
-
-def _locked_mask(key, rate: float, shape, dtype=jnp.float32):
-    """Variational dropout: one Bernoulli mask scaled by 1 / keep, reused over every time step."""
-    keep = 1.0 - rate
-    return jax.random.bernoulli(key, keep, shape).astype(dtype) / keep
-
-
-class RNNLanguageModel(nn.Module):
-    """DARTS' RNN language model (rnn/model.py): embedding dropout -> locked dropout -> recurrent cell
-    over the sequence (lax.scan) -> locked dropout -> linear decoder tied to the embedding (+ bias).
-
-    `nodes` fixes the cell at trace time: per node (activation name, predecessor state indices), and
-    `concat` the averaged states (1-based). With `nodes=None` the cell is an argument (`CellArrays`), so
-    one compiled program serves every cell of `num_nodes` nodes: the weight-sharing supernet. Both modes
-    have the same parameters: embedding (V, H), W0 (2H, 2H), Ws (N, H, 2H), decoder_bias (V,).
-
-    __call__(tokens int32 (T, B), hidden float32 (B, H), cell=None, train=False) ->
-      (logits float32 (T, B, V), new hidden (B, H), cell outputs before dropout (T, B, H)).
-    Training draws from the rng stream 'dropout'. Dropout rates: `dropout` on the cell outputs,
-    `dropout_h` / `dropout_x` on the recurrent / input connections inside the cell, `dropout_i` on the
-    embedded inputs (all locked over time), `dropout_e` on whole embedding rows (words).
-    """
-
-    vocab_size: int
-    num_nodes: int
-    hidden_size: int = 850
-    nodes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
-    concat: tuple[int, ...] | None = None
-    dropout: float = 0.75
-    dropout_h: float = 0.25
-    dropout_x: float = 0.75
-    dropout_i: float = 0.2
-    dropout_e: float = 0.1
-
-    @nn.compact
-    def __call__(self, tokens: jax.Array, hidden: jax.Array, cell: CellArrays | None = None,
-                 train: bool = False):
-        if (cell is None) == (self.nodes is None):
-            raise ValueError("give the cell either as the module's `nodes` (fixed) or as `cell` (data), "
-                             "exactly one of them")
-        h_size, n = self.hidden_size, self.num_nodes
-        embedding = self.param("embedding", _uniform(0.1), (self.vocab_size, h_size))
-        w0 = self.param("W0", _uniform(INIT_RANGE), (2 * h_size, 2 * h_size))
-        ws = self.param("Ws", _uniform(INIT_RANGE), (n, h_size, 2 * h_size))
-        bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
-        steps, batch = tokens.shape
-
-        x_mask = h_mask = None
-        table = embedding
-        if train:
-            k_e, k_i, k_x, k_h, k_o = jax.random.split(self.make_rng("dropout"), 5)
-            if self.dropout_e:
-                table = embedding * _locked_mask(k_e, self.dropout_e, (self.vocab_size, 1))
-        x = table[tokens]  # (T, B, H)
-        if train:
-            x = x * _locked_mask(k_i, self.dropout_i, (1, batch, h_size)) if self.dropout_i else x
-            x_mask = _locked_mask(k_x, self.dropout_x, (batch, h_size)) if self.dropout_x else None
-            h_mask = _locked_mask(k_h, self.dropout_h, (batch, h_size)) if self.dropout_h else None
-        if x_mask is not None:
-            x = x * x_mask
-        # The input half of s_0's projection for every step at once: one (T B, H) x (H, 2H) matmul
-        # outside the scan instead of T small ones inside it.
-        x_proj = (x.reshape(steps * batch, h_size) @ w0[:h_size]).reshape(steps, batch, 2 * h_size)
-        w0h = w0[h_size:]
-
-        def masked(s):
-            return s if h_mask is None else s * h_mask
-
-        def highway(s, proj, act):
-            c, g = jnp.split(proj, 2, axis=-1)
-            return s + jax.nn.sigmoid(c) * (act(g) - s)
-
-        if self.nodes is not None:
-            step = self._fixed_step(ws, w0h, masked, highway)
-        else:
-            step = self._data_step(cell, ws, w0h, masked, highway)
-        hidden, outputs = jax.lax.scan(step, hidden, x_proj)
-        out = outputs
-        if train and self.dropout:
-            out = out * _locked_mask(k_o, self.dropout, (1, batch, h_size))
-        logits = out @ embedding.T + bias
-        return logits, hidden, outputs
-
-    def _fixed_step(self, ws, w0h, masked, highway):
-        """One time step of the cell in `nodes`. Nodes reading the same states share one matmul
-        against their W_i side by side (DARTS_V2: 8 nodes, 5 matmuls)."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, preds) in enumerate(self.nodes):
-            groups.setdefault(tuple(preds), []).append(i)
-        # A group can run once its last input exists; states are produced in index order.
-        order = sorted(groups, key=max)
-        w_groups = {p: jnp.concatenate([ws[i] for i in groups[p]], axis=-1) for p in order}
-        n_states = len(self.nodes) + 1
-
-        def step(h, xp):
-            states: list[Any] = [highway(h, xp + masked(h) @ w0h, jnp.tanh)] + [None] * (n_states - 1)
-            pending = list(order)
-            while pending:  # trace-time schedule: a group whose inputs are all computed
-                preds = next(p for p in pending if all(states[j] is not None for j in p))
-                pending.remove(preds)
-                s = states[preds[0]] if len(preds) == 1 else sum(states[j] for j in preds) / len(preds)
-                proj = masked(s) @ w_groups[preds]
-                for k, i in enumerate(groups[preds]):
-                    part = proj[:, 2 * k * self.hidden_size:2 * (k + 1) * self.hidden_size]
-                    states[i + 1] = highway(s, part, _STATIC_ACT[self.nodes[i][0]])
-            out = jnp.mean(jnp.stack([states[j] for j in self.concat]), axis=0)
-            return out, out
-
-        return step
-
-    def _data_step(self, cell: CellArrays, ws, w0h, masked, highway):
-        """One time step of the cell given as arrays: every node weighs all states (zero for those it
-        does not read) and selects its activation, so any cell of N nodes runs in the same program."""
-        n = self.num_nodes
-
-        def node(states, i):
-            s = jnp.einsum("j,jbh->bh", cell.inputs[i], states)
-            new = highway(s, masked(s) @ ws[i], lambda g: _activate(cell.activation[i], g))
-            return states.at[i + 1].set(new), None
-
-        def step(h, xp):
-            states = jnp.zeros((n + 1,) + h.shape, h.dtype).at[0].set(
-                highway(h, xp + masked(h) @ w0h, jnp.tanh))
-            # A loop over the nodes, not N unrolled copies: the program (and its compile time) stays
-            # small, and the supernet is vmapped over cells and differentiated.
-            states, _ = jax.lax.scan(node, states, jnp.arange(n))
-            out = jnp.einsum("j,jbh->bh", cell.output, states[1:])
-            return out, out
-
-        return step
-
-
 # --- the spaces ---------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _RecurrentSpace(Space):
-    """What both recurrent spaces share: the cell as (activation, predecessors) per node -> arrays,
-    genotype, description and the language model."""
+class RecurrentSpace(Space):
+    """What both recurrent spaces share: the cell as (activation, predecessors) per node and as
+    adjacency + activation arrays, genotype and description (networks: `nasjax.nn.rnn`)."""
 
     num_nodes: int = 8
     activations: tuple[str, ...] = ACTIVATIONS
@@ -312,43 +152,25 @@ class _RecurrentSpace(Space):
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
 
-    def _inputs_and_acts(self, enc, xp=jnp):
+    def inputs_and_activations(self, enc, xp=jnp):
         """(0/1 float32 (N, N + 1) adjacency to states, activation ids into `self.activations` (N,));
         `xp`: jax.numpy (jittable) or numpy (host side, no dispatch)."""
         raise NotImplementedError
 
-    def cell_arrays(self, enc: jax.Array) -> CellArrays:
-        """The cell as data for `RNNLanguageModel(nodes=None)` (jittable)."""
-        adjacency, acts = self._inputs_and_acts(jnp.asarray(enc, jnp.int32))
-        inputs = adjacency / jnp.sum(adjacency, axis=1, keepdims=True)
-        global_ids = jnp.asarray([ACTIVATIONS.index(a) for a in self.activations], jnp.int32)[acts]
-        return CellArrays(inputs, global_ids, _output_weights(adjacency, self.output))
-
     def nodes(self, enc) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Per node (activation name, predecessor state indices) of a valid encoding."""
-        adjacency, acts = self._inputs_and_acts(self.checked(enc), np)
+        adjacency, acts = self.inputs_and_activations(self.checked(enc), np)
         return tuple((self.activations[a], tuple(int(j) for j in np.flatnonzero(row)))
                      for row, a in zip(adjacency, acts))
 
     def concat(self, enc) -> tuple[int, ...]:
         """The averaged states (1-based), DARTS' `concat`."""
-        weights = _output_weights(self._inputs_and_acts(self.checked(enc), np)[0], self.output, np)
+        weights = output_weights(self.inputs_and_activations(self.checked(enc), np)[0], self.output, np)
         return tuple(int(i) + 1 for i in np.flatnonzero(weights))
-
-    def to_module(self, enc, num_classes: int = 10000, hidden_size: int = 850, **kwargs) -> RNNLanguageModel:
-        """The language model with this cell fixed (`num_classes` = vocabulary size; dropout rates as
-        keyword arguments, see `RNNLanguageModel`; defaults: DARTS' evaluation, 850 units)."""
-        return RNNLanguageModel(vocab_size=num_classes, num_nodes=self.num_nodes, hidden_size=hidden_size,
-                                nodes=self.nodes(enc), concat=self.concat(enc), **kwargs)
-
-    def supernet(self, num_classes: int = 10000, hidden_size: int = 850, **kwargs) -> RNNLanguageModel:
-        """The same language model with the cell as an argument (`cell_arrays`): weight sharing."""
-        return RNNLanguageModel(vocab_size=num_classes, num_nodes=self.num_nodes, hidden_size=hidden_size,
-                                **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNCellSpace(_RecurrentSpace):
+class RNNCellSpace(RecurrentSpace):
     """DARTS' recurrent cell space (default 8 nodes, 4 activations, output = mean of all nodes); see the
     module docstring."""
 
@@ -365,7 +187,7 @@ class RNNCellSpace(_RecurrentSpace):
         return (np.arange(self.num_nodes) + 1) * len(self.activations)
 
     # --- pure, jittable ---------------------------------------------------------------------------
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
         k_pred, k_act = jax.random.split(key)
         pred = jax.random.randint(k_pred, (n, self.num_nodes), 0, np.arange(1, self.num_nodes + 1))
         act = jax.random.randint(k_act, (n, self.num_nodes), 0, len(self.activations))
@@ -401,7 +223,7 @@ class RNNCellSpace(_RecurrentSpace):
         act = jax.nn.one_hot(enc[:, ACT], len(self.activations), dtype=jnp.float32)
         return jnp.concatenate([pred, act], axis=-1).reshape(-1)
 
-    def _inputs_and_acts(self, enc, xp=jnp):
+    def inputs_and_activations(self, enc, xp=jnp):
         return xp.eye(self.num_nodes + 1, dtype=xp.float32)[enc[:, PRED]], enc[:, ACT]
 
     def index(self, enc: jax.Array) -> jax.Array:
@@ -442,12 +264,12 @@ class RNNCellSpace(_RecurrentSpace):
         k = len(self.activations)
         return np.stack([digits // k, digits % k], axis=-1).astype(np.int32)
 
-    def to_genotype(self, enc) -> RecurrentGenotype:
+    def to_genotype(self, enc) -> RNNGenotype:
         """DARTS' recurrent genotype of a valid encoding."""
-        return RecurrentGenotype([(a, p[0]) for a, p in self.nodes(enc)], list(self.concat(enc)))
+        return RNNGenotype([(a, p[0]) for a, p in self.nodes(enc)], list(self.concat(enc)))
 
     def from_genotype(self, recurrent: Sequence, concat: Sequence) -> np.ndarray:
-        """int32 (N, 2) encoding of a DARTS recurrent genotype (e.g. `from_genotype(*DARTS_V2)`);
+        """int32 (N, 2) encoding of a DARTS recurrent genotype (e.g. `from_genotype(*DARTS_V2_RNN)`);
         `InvalidEncodingError` naming what this space cannot express."""
         if len(recurrent) != self.num_nodes:
             raise InvalidEncodingError(f"genotype has {len(recurrent)} nodes, this space {self.num_nodes}")
@@ -466,8 +288,8 @@ class RNNCellSpace(_RecurrentSpace):
         return enc.astype(np.int32)
 
     def parse(self, text: str) -> np.ndarray:
-        """Encoding of a DARTS genotype string (see `parse_genotype`)."""
-        return self.from_genotype(*parse_genotype(text))
+        """Encoding of a DARTS genotype string (see `parse_rnn_genotype`)."""
+        return self.from_genotype(*parse_rnn_genotype(text))
 
     def describe(self, enc) -> str:
         """The genotype in DARTS notation: Genotype(recurrent=[('sigmoid', 0), ...], concat=range(1, 9))."""
@@ -475,7 +297,7 @@ class RNNCellSpace(_RecurrentSpace):
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNDAGSpace(_RecurrentSpace):
+class RNNDAGSpace(RecurrentSpace):
     """`002_*`'s LSTM-10K-style space (defaults: 6 nodes, exactly 9 edges, {relu, identity}, output =
     mean of the loose ends as in ENAS, whose cell definition LSTM-10K follows); see the module docstring.
     `num_edges=None` allows any number of edges (every node needs at least one input)."""
@@ -504,7 +326,7 @@ class RNNDAGSpace(_RecurrentSpace):
         """bool (N, N): the adjacency entries a node may set (node i reads states 0..i-1)."""
         return np.tril(np.ones((self.num_nodes, self.num_nodes), bool))
 
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
+    def _sample(self, key: jax.Array, n: int) -> jax.Array:
         """Uniform over valid cells: uniform edge subsets of the right size until every node has an
         input (rejection; accepts about 1 in 5 draws at the defaults), uniform activations."""
         slots = self._slots()
@@ -575,7 +397,7 @@ class RNNDAGSpace(_RecurrentSpace):
         act = jax.nn.one_hot(enc[:, -1], len(self.activations), dtype=jnp.float32)
         return jnp.concatenate([enc[:, :-1].astype(jnp.float32), act], axis=-1).reshape(-1)
 
-    def _inputs_and_acts(self, enc, xp=jnp):
+    def inputs_and_activations(self, enc, xp=jnp):
         adj = enc[:, :-1].astype(xp.float32)
         return xp.concatenate([adj, xp.zeros((self.num_nodes, 1), xp.float32)], axis=1), enc[:, -1]
 

@@ -31,7 +31,8 @@ import numpy as np
 import optax
 
 from nasjax.data import augment_batch
-from nasjax.spaces import ops
+from nasjax.nn.init import lecun_std
+from nasjax.nn import ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train.protocol import TrainConfig
 from nasjax.train.optim import make_optimizer
@@ -136,12 +137,6 @@ def _truncated_normals(key: jax.Array, count: int, size: int) -> jax.Array:
         jax.random.split(key, count))
 
 
-# Standard deviation of N(0, 1) truncated to [-2, 2]: Flax's truncated-normal initialisers divide by it
-# so that the kept draws have the requested variance (flax.linen.initializers.variance_scaling).
-_TRUNCATED_STD = math.sqrt(1.0 - 2.0 * 2.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi)  # 1 - 2 a phi(a)
-                           / math.erf(2.0 / math.sqrt(2.0)))  # / (Phi(a) - Phi(-a)), a = 2
-
-
 def init_params(space: ConvNetSpace, enc, key: jax.Array, num_classes: int = 10) -> dict:
     """`ConvNet` parameters (float32 numpy) {"conv{i}": {kernel, bias}, "head": {kernel, bias}} drawn
     from the distribution of Flax's defaults: lecun-normal kernels (N(0, 1) truncated to [-2, 2],
@@ -150,7 +145,7 @@ def init_params(space: ConvNetSpace, enc, key: jax.Array, num_classes: int = 10)
     Kernel i is the start of row i of one (max_depth + 1, largest kernel size) draw, so one program per
     space serves every architecture: whole-module `init` compiles a program per architecture, and
     threefry makes each cost seconds on CPU. The draws are therefore not the bits that
-    `space.to_module(enc).init(key, x)` gives for the same key (Flax draws each parameter with a key
+    `nasjax.nn.build(space, enc).init(key, x)` gives for the same key (Flax draws each parameter with a key
     derived from its name), only the same distribution (tests/test_layered.py compares them).
     """
     c_max = max(space.channels)
@@ -158,7 +153,7 @@ def init_params(space: ConvNetSpace, enc, key: jax.Array, num_classes: int = 10)
     draws = np.asarray(_truncated_normals(key, space.max_depth + 1, size))  # host slicing: no per-shape ops
 
     def lecun_normal(row: int, shape: tuple[int, ...]) -> np.ndarray:
-        std = np.float32(math.sqrt(1.0 / math.prod(shape[:-1])) / _TRUNCATED_STD)
+        std = np.float32(lecun_std(math.prod(shape[:-1])))
         return draws[row, :math.prod(shape)].reshape(shape) * std
 
     params, cin = {}, 3

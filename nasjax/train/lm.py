@@ -13,7 +13,7 @@ the fixed length `bptt` (static shapes: one compiled program).
 A step whose loss or gradient is not finite leaves the weights unchanged and sets `failed`; a failed
 model stays failed (its perplexity is reported as NaN): a diverging cell is a recorded failure.
 
-The cell is either fixed in the module (`space.to_module`) or data (`space.supernet`, `cells` given
+The cell is either fixed in the module (`nasjax.nn.build`) or data (`nasjax.nn.supernet`, `cells` given
 per window, leading axis W): then one program trains any cell of the configuration, a population of
 cells is `jax.vmap` over (state, cells), and a different cell per window is weight-sharing training.
 """
@@ -30,7 +30,8 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from nasjax.data.ptb import batchify, bptt_batches
-from nasjax.spaces.rnn import CellArrays, RNNLanguageModel
+from nasjax.nn.api import arch_data
+from nasjax.nn.rnn import CellArrays, RNNLanguageModel
 from nasjax.train import optim
 from nasjax.train.state import TrainState, create_state
 
@@ -231,7 +232,7 @@ def train_supernet(model: RNNLanguageModel, config: LMConfig, space, state: LMSt
     shared weights of `model` (a `space.supernet`) through one cell drawn uniformly from `space`, keys
     split from the state's. Returns (state, cross-entropy float32 (W,)); jittable with `space` static."""
     key, k_cells = jax.random.split(state.train.rng)
-    cells = jax.vmap(space.cell_arrays)(space.sample(k_cells, inputs.shape[0]))
+    cells = jax.vmap(functools.partial(arch_data, space))(space.sample(k_cells, inputs.shape[0]))
     state = state.replace(train=state.train.replace(rng=key))
     return train_windows(model, config, state, inputs, targets, cells)
 
@@ -240,5 +241,5 @@ def shared_weight_loss(model: RNNLanguageModel, space, params, encodings: jax.Ar
                        targets: jax.Array) -> jax.Array:
     """Validation cross-entropy float32 (n,) of each cell int32 (n, *enc) with the supernet's shared
     weights: the ranking of random search with weight sharing (lower is better). Jittable."""
-    cells = jax.vmap(space.cell_arrays)(encodings)
+    cells = jax.vmap(functools.partial(arch_data, space))(encodings)
     return jax.lax.map(lambda cell: evaluate(model, params, inputs, targets, cell), cells)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces import ops
+from nasjax.nn import ops
 from nasjax.spaces.convnet import ConvNetSpace, pool_positions
 
 

@@ -31,7 +31,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nasjax.data import normalize
 from nasjax.io import atomic_write
-from nasjax.spaces import cost, ops
+import nasjax.nn
+from nasjax.nn import cost, ops
 from nasjax.spaces.convnet import ConvNetSpace
 from nasjax.train import layered, masked, steps
 from nasjax.train.protocol import TrainConfig
@@ -51,7 +52,7 @@ class ArchResult:
     final_val_acc: float
     test_acc: float
     params: int
-    flops: float  # 2 x multiply-adds of one image's forward pass (`nasjax.spaces.cost`)
+    flops: float  # 2 x multiply-adds of one image's forward pass (`nasjax.nn.cost`)
     wall_time: float  # seconds, this arch's share of all calls so far
     failed: bool
     reason: str
@@ -81,9 +82,16 @@ def arch_key(key: jax.Array, position: int) -> jax.Array:
 
 # --- networks -------------------------------------------------------------------------------------
 def trainable(space, enc, config: TrainConfig, num_classes: int):
-    """(module, extra) the space supplies for training `enc` under `config`'s protocol."""
-    return space.trainable(enc, num_classes, auxiliary=config.auxiliary_weight > 0,
-                           drop_path_rate=config.drop_path)
+    """(module, extra) that trains `enc` under `config`'s protocol, called as module(x, *extra, train=...):
+    the space's supernet with the architecture as data where it has one (every architecture then shares
+    one module and one compiled program), else its network. Protocol switches that are off are not
+    passed (networks without an auxiliary head or drop-path take no such option)."""
+    protocol = {name: value for name, value in (("auxiliary", config.auxiliary_weight > 0),
+                                                 ("drop_path_rate", config.drop_path)) if value}
+    if nasjax.nn.has_supernet(space):
+        return (nasjax.nn.supernet(space, num_classes=num_classes, **protocol),
+                (nasjax.nn.arch_data(space, space.checked(enc)),))
+    return nasjax.nn.build(space, enc, num_classes=num_classes, **protocol), ()
 
 
 def _program_id(space, enc, config: TrainConfig, num_classes: int, execution: str) -> tuple:
@@ -334,14 +342,14 @@ def _sharded_epoch(space, config, pid, num_classes, spe, mesh, states, extras, d
 def arch_info(space, enc, config: TrainConfig, num_classes: int = 10,
               image_shape: tuple[int, int, int] = (32, 32, 3)) -> tuple[int, float]:
     """(parameter count of the network `enc` denotes, forward FLOPs of one image of `image_shape`, see
-    `nasjax.spaces.cost`), from shapes only."""
+    `nasjax.nn.cost`), from shapes only."""
     module, extra = trainable(space, enc, config, num_classes)
     zero = jax.random.PRNGKey(0)
     x = jnp.zeros((1, *image_shape))
     shapes = jax.eval_shape(lambda: module.init({"params": zero, "dropout": zero}, x, *extra))
     # FLOPs of the network `enc` alone: its own module, the choices built in.
-    network = space.to_module(enc, num_classes)
-    return space.param_count(enc, shapes["params"]), cost.forward_flops(
+    network = nasjax.nn.build(space, enc, num_classes=num_classes)
+    return nasjax.nn.param_count(space, enc, shapes["params"]), cost.forward_flops(
         network, jax.eval_shape(lambda: network.init(zero, x)), image_shape)
 
 

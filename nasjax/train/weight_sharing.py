@@ -1,9 +1,9 @@
 """Random search with weight sharing (RS-WS, `000_*`): train one supernet whose every training batch runs a
 uniformly sampled architecture, then score candidates with the inherited weights.
 
-The space supplies the supernet: `space.trainable(enc)` returns a module that takes the architecture as
-data, `module(x, enc, train=...)`, holding every candidate op's parameters and running only the ops
-`enc` chooses (the DARTS network, `nasjax.spaces.darts`). So one compiled program serves every path:
+The space's supernet (`nasjax.nn.supernet`) is a module that takes the architecture as data,
+`module(x, enc, train=...)`, holding every candidate op's parameters and running only the ops `enc`
+chooses (the DARTS network, `nasjax.nn.cells`). So one compiled program serves every path:
 a training step draws enc = space.sample(fold_in(arch_key, step), 1)[0] and updates only the sampled
 path's parameters by gradient. The others get zero gradients, but weight decay and momentum still
 move them: PyTorch's SGD, which `000_*`'s code uses, skips parameters without a gradient, so this
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.data import Dataset, normalize
-from nasjax.spaces import ops
+from nasjax.nn import ops
 from nasjax.train import steps
 from nasjax.train.population import trainable
 from nasjax.train.protocol import TrainConfig

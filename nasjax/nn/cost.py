@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nasjax.spaces import ops
+from nasjax.nn import ops
 
 CONVS = (ops.Conv, nn.Conv)
 

@@ -1,4 +1,5 @@
-"""Primitive layers shared by every space's Flax modules.
+"""Primitive layers and CPU kernels shared by every network (`nasjax.nn`), and the XLA compiler
+options of nasjax's programs.
 
 `Conv` has the parameter layout of `flax.linen.Conv` (kernel HWIO, bias) and computes through
 `conv2d`, which picks the convolution implementation that is fast on the backend in use:

@@ -1,0 +1,383 @@
+"""The DARTS-family cell: two inputs, `num_nodes` nodes each summing two (input, op) edges, output the
+concatenation of the nodes.
+
+Every cell holds the parameters of every candidate op on every edge (node i, predecessor j): the
+weight-sharing supernet. The genotype chooses one (j, op) per slot and only that op runs. Given as a
+numpy array (a network built for one architecture, `nasjax.nn.build`) the choice is made in Python
+(`_static_cell`); given as a traced int array (`nasjax.nn.supernet`) the cell is a `lax.scan` over its
+2 * num_nodes chosen edges, each a `lax.switch` over the ops (`_traced_cell`, with a hand-written
+backward), so one compiled program serves every genotype of a configuration and each op is compiled
+once per cell, not once per edge. Both read the same parameters with the same op code, so a supernet
+path equals its stand-alone network (tests/test_darts.py). Op parameters: each leaf stacks every edge
+(node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the
+reduction cell's skip_connect from the two cell inputs) stacks 2 per node.
+
+What a cell of another DARTS-family space would change, and where: the node count and op set are
+`CellSpec` fields, the ops themselves `nasjax.nn.cells.ops`; the network picks the cell genotype per
+cell (`genotype[int(reduction)]`, so a shared normal/reduction code is the same array twice). Fixed
+here: a node reads any of its i + 2 predecessors, parameters are per edge (node, j), so two slots of a
+node reading the same input with the same op would share them (DARTS' inputs are distinct), and the
+output concatenates every node (`_static_cell`, `_traced_forward`; a loose-end concatenation changes
+both and the channel count the next cell's preprocessing sees).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nasjax.nn.cells.ops import apply_op, factorized_reduce, is_stat, nest, op_shapes, relu_conv_bn
+from nasjax.nn.init import lecun_normal
+from nasjax.spaces.darts import INPUT, OP
+
+
+def _kernels(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
+    """Flax's default conv-kernel init for kernels (E, k, k, C) depthwise (fan_in k * k) or (E, Cin, Cout)
+    pointwise (fan_in Cin), E stacked edges, from one draw (`nasjax.nn.init.lecun_normal`)."""
+    return lecun_normal(key, shapes, [shape[1] * shape[2] if len(shape) == 4 else shape[1] for shape in shapes])
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`."""
+
+    ops: tuple[str, ...]
+    num_nodes: int
+    features: int
+    reduction: bool
+
+    def _inputs_per_node(self, op: str) -> list[int]:
+        """Stacked edges of `op` per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
+        return [2 if self.reduction and op == "skip_connect" else i + 2 for i in range(self.num_nodes)]
+
+    def edge_index(self, op: str, node, j):
+        """Axis-0 index of edge (node, input j) in `op`'s stacked leaves; node and j may be traced (a
+        reduction's FactorizedReduce then clamps j to the cell inputs, where it has parameters)."""
+        offsets = np.concatenate([[0], np.cumsum(self._inputs_per_node(op))[:-1]])
+        if isinstance(node, int):
+            return int(offsets[node]) + j
+        if self.reduction and op == "skip_connect":
+            j = jnp.minimum(j, 1)
+        return jnp.asarray(offsets, jnp.int32)[node] + j
+
+    def stride(self, index) -> int:
+        return 2 if self.reduction and index < 2 else 1
+
+    def shapes(self, stats: bool) -> dict:
+        """{op: {leaf path: stacked shape}} of the edge parameters (or batch statistics)."""
+        out = {}
+        for op in self.ops:
+            stride = 2 if self.reduction and op == "skip_connect" else 1
+            leaves = {path: (sum(self._inputs_per_node(op)), *shape)
+                      for path, shape in op_shapes(op, self.features, stride).items() if is_stat(path) == stats}
+            if leaves:
+                out[op] = leaves
+        return out
+
+    def init_params(self, key: jax.Array) -> dict:
+        """Kernels as Flax's default (lecun_normal: truncated normal, variance 1 / fan_in, per edge), BN
+        scale 1 and bias 0; all kernels from one draw (a sampler per leaf costs seconds to compile)."""
+        flat = {(op, path): shape for op, leaves in self.shapes(stats=False).items() for path, shape in leaves.items()}
+        kernels = [k for k in flat if not k[1].endswith(("/scale", "/bias"))]
+        draw = _kernels(key, [flat[k] for k in kernels])
+        out: dict = {}
+        for k, shape in flat.items():
+            op, path = k
+            kind = path.rsplit("/", 1)[-1]
+            value = draw.pop(0) if k in kernels else (jnp.ones if kind == "scale" else jnp.zeros)(shape)
+            out.setdefault(op, {})[path] = value
+        return {op: nest(leaves) for op, leaves in out.items()}
+
+    def init_stats(self) -> dict:
+        return {op: nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
+                           for path, shape in leaves.items()}) for op, leaves in self.shapes(stats=True).items()}
+
+    def path_param_count(self, genotype: np.ndarray) -> int:
+        """Parameters of the ops the cell genotype (num_nodes, 2, 2) chooses."""
+        total = 0
+        for i in range(self.num_nodes):
+            for index, op_id in genotype[i]:
+                total += sum(math.prod(shape) for path, shape in
+                             op_shapes(self.ops[op_id], self.features, self.stride(index)).items()
+                             if not is_stat(path))
+        return total
+
+
+def _has_params(params: dict, op: str, stride: int) -> bool:
+    """Whether `op` at `stride` has parameters (and batch statistics) in a cell's edge trees."""
+    return op in params and not (op == "skip_connect" and stride == 1)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def _put(tree, index, value):
+    return jax.tree.map(lambda leaf, v: leaf.at[index].set(v), tree, value)
+
+
+def _drop_mask(key, batch: int, rate, dtype) -> jax.Array:
+    """(B, 1, 1, 1) drop-path factor: 0 with probability `rate`, else 1 / (1 - rate)."""
+    keep = 1.0 - rate
+    return jnp.where(jax.random.bernoulli(key, keep, (batch, 1, 1, 1)), 1.0 / keep, 0.0).astype(dtype)
+
+
+def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, train: bool, rate, key):
+    """The cell for a concrete genotype: ops chosen in Python, autodiff as usual. -> (out, stats)."""
+    states = [s0, s1]
+    keys = jax.random.split(key, 2 * spec.num_nodes) if key is not None else None
+    for i in range(spec.num_nodes):
+        total = 0.0
+        for slot in range(2):
+            j, op_id = (int(v) for v in genotype[i, slot])
+            op, stride = spec.ops[op_id], spec.stride(j)
+            if _has_params(params, op, stride):
+                index = spec.edge_index(op, i, j)
+                h, new = apply_op(op, _take(params[op], index), _take(stats[op], index), states[j], stride, train)
+                stats = {**stats, op: _put(stats[op], index, new)}
+            else:
+                h, _ = apply_op(op, {}, {}, states[j], stride, train)
+            if keys is not None and not (op == "skip_connect" and stride == 1):
+                h = h * _drop_mask(keys[2 * i + slot], h.shape[0], rate, h.dtype)
+            total = total + h
+        states.append(total)
+    return jnp.concatenate(states[2:], axis=-1), stats
+
+
+def _branches(spec: CellSpec, train: bool):
+    """The edge branches of a traced genotype: branch b = op + len(ops) * (stride-2 edge). Each maps
+    (edge params, edge stats, x_in, x_mid) -> (h, new edge stats), the trees holding every op's slice
+    for the edge; x_in is a cell input (the reduction's stride-2 edges read it), x_mid the state at j."""
+    strides = (1, 2) if spec.reduction else (1,)
+    out = []
+    for stride in strides:
+        for op in spec.ops:
+            def branch(p, s, x_in, x_mid, op=op, stride=stride):
+                x = x_in if stride == 2 else x_mid
+                if not _has_params(p, op, stride):
+                    return apply_op(op, {}, {}, x, stride, train)[0], s
+                h, new = apply_op(op, p[op], s[op], x, stride, train)
+                return h, {**s, op: new}
+            out.append(branch)
+    return out
+
+
+class _Edges(NamedTuple):
+    """A traced cell's 2 * num_nodes chosen edges in order (node, slot), the `lax.scan` axis."""
+
+    node: jax.Array  # int (2N,)
+    input: jax.Array  # int (2N,): j
+    branch: jax.Array  # int (2N,): the `_branches` index
+    identity: jax.Array  # bool (2N,): a stride-1 skip_connect, which drop-path leaves alone
+    key: jax.Array | None  # (2N, ...) drop-path key data, or None (no drop-path)
+
+
+def _edges(spec: CellSpec, genotype, key) -> _Edges:
+    n = spec.num_nodes
+    j, op = genotype[:, :, INPUT].reshape(-1), genotype[:, :, OP].reshape(-1)
+    wide = (j < 2) if spec.reduction else jnp.zeros_like(j, bool)
+    skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
+    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, op + len(spec.ops) * wide, (op == skip) & ~wide,
+                  None if key is None else jax.random.split(key, 2 * n))
+
+
+def _edge_indices(spec: CellSpec, params: dict, node, j) -> dict:
+    """{op: axis-0 index of edge (node, j)} for every op with parameters (and statistics) in the cell."""
+    return {op: spec.edge_index(op, node, j) for op in params}
+
+
+def _slices(tree: dict, index: dict) -> dict:
+    """{op: that op's leaves at its edge index} of a cell's stacked edge parameters (or statistics)."""
+    return {op: _take(tree[op], i) for op, i in index.items()}
+
+
+def _edge_inputs(spec: CellSpec, buf, j):
+    """(x_in, x_mid) an edge reading state j gets from the state buffer(s)."""
+    if spec.reduction:
+        inputs, mids = buf
+        return (lax.dynamic_index_in_dim(inputs, jnp.minimum(j, 1), keepdims=False),
+                lax.dynamic_index_in_dim(mids, jnp.maximum(j - 2, 0), keepdims=False))
+    x = lax.dynamic_index_in_dim(buf, j, keepdims=False)
+    return x, x
+
+
+def _node_state(spec: CellSpec, buf, node):
+    return lax.dynamic_index_in_dim(buf[1] if spec.reduction else buf, node + (0 if spec.reduction else 2),
+                                    keepdims=False)
+
+
+def _add_to_node(spec: CellSpec, buf, node, h):
+    if spec.reduction:
+        return buf[0], buf[1].at[node].add(h)
+    return buf.at[node + 2].add(h)
+
+
+def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
+    """-> (out, new stats, buffer of every state): the dynamic cell's forward pass, a scan over edges."""
+    b, h, w, c = s1.shape
+    n = spec.num_nodes
+    if spec.reduction:
+        buf = (jnp.stack([s0, s1]), jnp.zeros((n, b, h // 2, w // 2, c), s1.dtype))
+    else:
+        buf = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((n, b, h, w, c), s1.dtype)])
+    branches = _branches(spec, train)
+
+    def step(carry, edge: _Edges):
+        buf, stats = carry
+        x_in, x_mid = _edge_inputs(spec, buf, edge.input)
+        index = _edge_indices(spec, params, edge.node, edge.input)
+        hh, new = lax.switch(edge.branch, branches, _slices(params, index), _slices(stats, index), x_in, x_mid)
+        stats = {op: _put(stats[op], i, new[op]) for op, i in index.items()}
+        if edge.key is not None:
+            hh = jnp.where(edge.identity, hh, hh * _drop_mask(edge.key, b, rate, hh.dtype))
+        return (_add_to_node(spec, buf, edge.node, hh), stats), None
+
+    (buf, stats), _ = lax.scan(step, (buf, stats), _edges(spec, genotype, key))
+    mids = buf[1] if spec.reduction else buf[2:]
+    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], n * c)
+    return out, stats, buf
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _traced_cell(spec, train, params, stats, s0, s1, genotype, rate, key):
+    out, stats, _ = _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key)
+    return out, stats
+
+
+def _traced_cell_fwd(spec, train, params, stats, s0, s1, genotype, rate, key):
+    out, new_stats, buf = _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key)
+    return (out, new_stats), (params, stats, buf, genotype, rate, key)
+
+
+def _traced_cell_bwd(spec, train, res, cts):
+    """Backward through the chosen ops only: a reverse scan over the edges, each edge's op re-run under
+    `jax.vjp` inside the same switch (its residuals would otherwise be kept for every branch), its
+    parameter and input gradients added in place into the stacked parameter and state-buffer gradients."""
+    params, stats, buf, genotype, rate, key = res
+    dout = cts[0]
+    n, c = spec.num_nodes, dout.shape[-1] // spec.num_nodes
+    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], n, c), 3, 0)
+    if spec.reduction:
+        dbuf = (jnp.zeros_like(buf[0]), dmids)
+    else:
+        dbuf = jnp.concatenate([jnp.zeros_like(buf[:2]), dmids])
+
+    def vjp_branch(branch):
+        def run(p, s, x_in, x_mid, dh):
+            if not spec.reduction:  # one input (x_in is x_mid): no zero cotangent to make and add
+                return jax.vjp(lambda p, x: branch(p, s, x, x)[0], p, x_mid)[1](dh)
+            return jax.vjp(lambda p, x_in, x_mid: branch(p, s, x_in, x_mid)[0], p, x_in, x_mid)[1](dh)
+        return run
+
+    grads = [vjp_branch(branch) for branch in _branches(spec, train)]
+
+    def step(carry, edge: _Edges):
+        dbuf, dparams = carry
+        dh = _node_state(spec, dbuf, edge.node)
+        if edge.key is not None:
+            dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
+        x_in, x_mid = _edge_inputs(spec, buf, edge.input)
+        index = _edge_indices(spec, params, edge.node, edge.input)
+        dp, *dx = lax.switch(edge.branch, grads, _slices(params, index), _slices(stats, index), x_in, x_mid, dh)
+        dparams = {op: jax.tree.map(lambda g, d: g.at[i].add(d), dparams[op], dp[op]) for op, i in index.items()}
+        j = edge.input
+        if spec.reduction:
+            dbuf = (dbuf[0].at[jnp.minimum(j, 1)].add(dx[0]), dbuf[1].at[jnp.maximum(j - 2, 0)].add(dx[1]))
+        else:
+            dbuf = dbuf.at[j].add(dx[0])
+        return (dbuf, dparams), None
+
+    (dbuf, dparams), _ = lax.scan(step, (dbuf, jax.tree.map(jnp.zeros_like, params)),
+                                  _edges(spec, genotype, key), reverse=True)
+    ds0, ds1 = (dbuf[0][0], dbuf[0][1]) if spec.reduction else (dbuf[0], dbuf[1])
+    zero = lambda x: np.zeros(np.shape(x), jax.dtypes.float0) if not jnp.issubdtype(  # noqa: E731
+        jnp.result_type(x), jnp.floating) else jnp.zeros_like(x)
+    return (dparams, jax.tree.map(zero, stats), ds0, ds1, zero(genotype), zero(rate),
+            None if key is None else zero(key))
+
+
+_traced_cell.defvjp(_traced_cell_fwd, _traced_cell_bwd)
+
+
+class DARTSCell(nn.Module):
+    """One cell over every candidate op: preprocessing of (s0, s1) to `features` channels, then the nodes
+    of `genotype` (num_nodes, 2, 2) [node, slot, (input, op)], numpy (chosen in Python) or traced
+    (a `lax.scan` over the chosen edges, a `lax.switch` per edge).
+    (s0, s1) -> (B, H', W', num_nodes * features)."""
+
+    ops: tuple[str, ...]
+    num_nodes: int
+    features: int
+    reduction: bool = False
+    reduction_prev: bool = False
+
+    @nn.compact
+    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0):
+        c = self.features
+        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction)
+        pre_shapes = {"preprocess0": ({"conv_1": (s0.shape[-1], c // 2), "conv_2": (s0.shape[-1], c // 2)}
+                                      if self.reduction_prev else {"pointwise": (s0.shape[-1], c)}),
+                      "preprocess1": {"pointwise": (s1.shape[-1], c)}}
+
+        def init_pre(key):
+            names = [(name, leaf) for name, leaves in pre_shapes.items() for leaf in leaves]
+            draw = _kernels(key, [(1, *pre_shapes[name][leaf]) for name, leaf in names])
+            out = {name: {"bn": {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}} for name in pre_shapes}
+            for (name, leaf), value in zip(names, draw):
+                out[name][leaf] = value[0]
+            return out
+
+        pre = self.param("preprocess", init_pre)
+        pre_stats = self.variable("batch_stats", "preprocess", lambda: {
+            name: {"bn": {"mean": jnp.zeros((c,)), "var": jnp.ones((c,))}} for name in pre_shapes})
+        params = self.param("edges", spec.init_params)
+        stats = self.variable("batch_stats", "edges", spec.init_stats)
+
+        prep0 = factorized_reduce if self.reduction_prev else relu_conv_bn
+        s0, st0 = prep0(pre["preprocess0"], pre_stats.value["preprocess0"], s0, train)
+        s1, st1 = relu_conv_bn(pre["preprocess1"], pre_stats.value["preprocess1"], s1, train)
+        # A Python 0 skips drop-path statically; anything else (a float or a traced schedule) applies it.
+        dropping = train and not (isinstance(drop_path_rate, (int, float)) and drop_path_rate == 0)
+        key = jax.random.key_data(self.make_rng("dropout")) if dropping else None
+        if self.is_initializing():  # the parameters are made; skip compiling the cell into init
+            b, h, w, _ = s1.shape
+            h, w = (h // 2, w // 2) if self.reduction else (h, w)
+            return jnp.zeros((b, h, w, self.num_nodes * c), s1.dtype)
+        if isinstance(genotype, np.ndarray):
+            out, new_stats = _static_cell(spec, params, stats.value, s0, s1, genotype, train, drop_path_rate,
+                                          key)
+        else:
+            out, new_stats = _traced_cell(spec, train, params, stats.value, s0, s1, genotype,
+                                          jnp.asarray(drop_path_rate, s1.dtype), key)
+        if train:
+            pre_stats.value = {"preprocess0": st0, "preprocess1": st1}
+            stats.value = new_stats
+        return out
+
+    def multiply_adds(self, s0, s1, genotype, *_, **__) -> int:
+        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2), given
+        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.nn.cost` asks
+        for them, as they are not Flax layers. The preprocessing is a 1x1 conv to `features` channels at
+        s1's resolution (after a reduction, FactorizedReduce's two stride-2 halves to features / 2 each:
+        the same count); an edge from a cell input of a reduction cell runs at stride 2; pools,
+        identities and 'none' cost nothing."""
+        c, (h, w) = self.features, s1.shape[1:3]
+        total = h * w * (s0.shape[-1] + s1.shape[-1]) * c
+        hw = (h // 2) * (w // 2) if self.reduction else h * w  # every node's resolution
+        for j, op_id in np.asarray(genotype).reshape(-1, 2):
+            op = self.ops[op_id]
+            stride = 2 if self.reduction and j < 2 else 1
+            if op.startswith(("sep_conv", "dil_conv")):
+                halves = 2 if op.startswith("sep_conv") else 1  # SepConv is two (depthwise, pointwise)
+                total += halves * (int(op[-1]) ** 2 * c + c * c) * hw
+            elif op == "skip_connect" and stride == 2:
+                total += c * c * hw  # FactorizedReduce: two 1x1 convs c -> c / 2
+        return total
