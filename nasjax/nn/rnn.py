@@ -33,8 +33,6 @@ class CellArrays:
     output: jax.Array
 
 
-
-
 def _activate(ids: jax.Array, g: jax.Array) -> jax.Array:
     """ACTIVATIONS[ids](g) for a traced id (a select, exact: no blending of values)."""
     return jnp.where(ids == 0, jnp.tanh(g), jnp.where(ids == 1, jax.nn.relu(g),
