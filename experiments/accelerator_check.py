@@ -68,7 +68,8 @@ def layout(space, archs, data, config, key) -> dict:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     from nasjax.data import normalize
-    from nasjax.train import population
+    from nasjax.nn.convnet import masked
+    from nasjax.train import executions, population
 
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), ("pop",))
@@ -77,11 +78,12 @@ def layout(space, archs, data, config, key) -> dict:
     take = [bucket[i % len(bucket)] for i in range(len(devices))]  # one architecture per device
     spe = len(data.train_labels) // config.batch_size
     keys = [population.arch_key(jax.random.key_data(key), i) for i in range(len(take))]
-    state, _ = population.init_population(space, take, config, keys, spe, shared=True)
+    engine = executions.choose("sharded", space, mesh)
+    state, _ = population.init_population(space, take, config, keys, spe, engine)
     shard = NamedSharding(mesh, P("pop"))
     stack = lambda xs: jax.device_put(jax.tree.map(lambda *l: np.stack(l), *xs), shard)  # noqa: E731
-    extras = [population._extra(space, a, config, 10, True) for a in take]
-    epoch = population._sharded_epoch_fn(space, config, ("depth", depth), 10, spe, mesh)
+    extras = [engine.extra(space, a, config, 10) for a in take]
+    epoch = executions._sharded_epoch_fn(masked(space, depth, 10), config, spe, mesh)
     images = jax.device_put(normalize(data.train_images))
     labels = jax.device_put(np.asarray(data.train_labels, np.int32))
     new, _ = epoch(stack(state.states), stack(extras), stack(list(state.data_keys)), 0, images, labels)

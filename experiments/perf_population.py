@@ -76,7 +76,7 @@ from nasjax.nn import ops  # noqa: E402
 from nasjax.spaces import ConvNetSpace  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
-from nasjax.train import layered, population, steps  # noqa: E402
+from nasjax.train import layered, steps  # noqa: E402
 from nasjax.train.population import arch_info  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -228,8 +228,6 @@ def engine_phases(space, archs, data, config, key, cold_seconds) -> PhaseTimer:
     layered._gradients = timed("forward+backward", originals["_gradients"])
     layered._update_fn = lambda *a: timed("update", originals["_update_fn"](*a))
     layered.accuracy = timed("evaluation", originals["accuracy"])
-    population._epoch_fn.cache_clear()
-    population._eval_fn.cache_clear()  # their partials bound the unwrapped functions
     try:
         start = time.perf_counter()
         train_population(space, archs, data, config, key, execution="layered")
@@ -237,8 +235,6 @@ def engine_phases(space, archs, data, config, key, cold_seconds) -> PhaseTimer:
     finally:
         for name, fn in originals.items():
             setattr(layered, name, fn)
-        population._epoch_fn.cache_clear()
-        population._eval_fn.cache_clear()
     timer.seconds.pop("epoch")  # holds the three timed phases and their host loop
     timer.seconds["training steps"] = timer.seconds.pop("forward+backward") + timer.seconds.pop("update")
     timer.seconds["compilation"] = cold_seconds - warm

@@ -14,7 +14,7 @@ import pytest
 import nasjax.nn
 from nasjax.spaces import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, train_population
-from nasjax.train import population
+from nasjax.train import executions, population
 
 # Cells: normal, reduce, reduce; four ops (fewer switch branches to compile, each kind of op present).
 SPACE = DARTSSpace(num_nodes=2, ops=("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"),
@@ -86,13 +86,14 @@ def test_tiny_darts_network_loss_falls(trained):
     """Four epochs of the engine's own compiled epoch on 64 real images: the mean loss falls."""
     data, _, _ = trained
     spe = IMAGES["train"] // CONFIG.batch_size
-    state, _ = population.init_population(SPACE, ARCHS[1:], CONFIG, [arch_key(KEY, 0)], spe, shared=False)
-    program = population._program_id(SPACE, ARCHS[1], CONFIG, 10, "per_arch")
-    epoch = population._epoch_fn(SPACE, CONFIG, program, 10, spe)
-    extra = population._extra(SPACE, ARCHS[1], CONFIG, 10, shared=False)
+    engine = executions.PerArch()
+    state, _ = population.init_population(SPACE, ARCHS[1:], CONFIG, [arch_key(KEY, 0)], spe, engine)
+    group = engine.group(SPACE, ARCHS[1], CONFIG, 10)
+    extra = engine.extra(SPACE, ARCHS[1], CONFIG, 10)
     images, labels = population.normalize(data.train_images), data.train_labels.astype(np.int32)
     train_state, losses = state.states[0], []
     for e in range(CONFIG.epochs):
-        train_state, loss = epoch(train_state, extra, state.data_keys[0], e, images, labels)
+        [train_state], [loss] = engine.epoch(SPACE, CONFIG, group, 10, spe, [train_state], [extra],
+                                             state.data_keys[:1], e, images, labels)
         losses.append(float(np.mean(loss)))
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses

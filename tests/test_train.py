@@ -11,9 +11,10 @@ import pytest
 
 from nasjax.data import normalize
 from nasjax.nn import build
+from nasjax.nn.convnet import masked, masks
 from nasjax.spaces.convnet import ConvNetSpace
-from nasjax.train import (PRESETS, TrainConfig, create_state, embed, extract, make_optimizer, masked_module,
-                          masks, module_apply, preset, train_epoch, train_population)
+from nasjax.train import (PRESETS, TrainConfig, create_state, embed, extract, make_optimizer, module_apply,
+                          preset, train_epoch, train_population)
 
 SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), max_depth=3)
 MASK_TOL = dict(rtol=1e-5, atol=1e-5)  # same math, different conv shapes -> summation order only
@@ -70,7 +71,7 @@ def test_masked_matches_true_module(cifar_batch, layers, batch_norm):
     enc = space.encode(layers)
     true = build(space, enc)
     variables = true.init(jax.random.PRNGKey(1), cifar_batch)
-    big = masked_module(space, len(layers))
+    big = masked(space, len(layers))
     big_vars = embed(space, enc, variables)
     extra = masks(space, enc)
     x, y = cifar_batch, jnp.arange(8) % 10

@@ -387,11 +387,14 @@ class Conv(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, kernel_mask: jax.Array | None = None) -> jax.Array:
+        """kernel_mask (kh, kw), optional: multiplies the kernel (a masked ConvNet, `nasjax.nn.convnet`)."""
         in_features = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init,
                             (*self.kernel_size, in_features // self.feature_group_count, self.features),
                             jnp.float32)
+        if kernel_mask is not None:
+            kernel = kernel * kernel_mask[:, :, None, None]
         y = conv2d(x, kernel.astype(x.dtype), self.strides, self.padding, self.kernel_dilation,
                    self.feature_group_count)
         if self.use_bias:

@@ -26,7 +26,7 @@ import numpy as np
 from nasjax.data import Dataset, normalize
 from nasjax.nn import ops
 from nasjax.train import steps
-from nasjax.train.population import trainable
+from nasjax.train.executions import trainable
 from nasjax.train.protocol import TrainConfig
 from nasjax.train.optim import make_optimizer
 from nasjax.train.state import TrainState, create_state
