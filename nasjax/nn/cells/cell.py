@@ -1,5 +1,5 @@
 """The DARTS-family cell: two inputs, `num_nodes` nodes each summing two (input, op) edges, output the
-concatenation of the nodes.
+concatenation of the nodes (DARTS) or of the loose ends, the states no node reads (the NASNet space).
 
 Every cell holds the parameters of every candidate op on every edge (node i, predecessor j): the
 weight-sharing supernet. The genotype chooses one (j, op) per slot and only that op runs. Given as a
@@ -12,13 +12,14 @@ path equals its stand-alone network (tests/test_darts.py). Op parameters: each l
 (node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the
 reduction cell's skip_connect from the two cell inputs) stacks 2 per node.
 
-What a cell of another DARTS-family space would change, and where: the node count and op set are
-`CellSpec` fields, the ops themselves `nasjax.nn.cells.ops`; the network picks the cell genotype per
-cell (`genotype[int(reduction)]`, so a shared normal/reduction code is the same array twice). Fixed
-here: a node reads any of its i + 2 predecessors, parameters are per edge (node, j), so two slots of a
-node reading the same input with the same op would share them (DARTS' inputs are distinct), and the
-output concatenates every node (`_static_cell`, `_traced_forward`; a loose-end concatenation changes
-both and the channel count the next cell's preprocessing sees).
+`CellSpec` fixes which inputs a node may read (any of its i + 2 predecessors) and what the output
+holds: every node, or with `loose_ends` every state a loose end may be (a normal cell's inputs and nodes,
+a reduction cell's nodes), all of them, so its width does not depend on the genotype. Which of those
+states are concatenated is then a mask (`nasjax.spaces.nasnet.loose_ends`) the readers of the output
+apply (`restrict`): the next cells' preprocessing, the classifier and the auxiliary head read only the
+rows of their kernels that face a loose end, so the network computes and counts exactly the network
+of the concatenated states, while every genotype has the same parameter shapes. The op library is
+`nasjax.nn.cells.ops`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,23 @@ def _kernels(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`."""
+    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`, and
+    whether the output is the loose ends (`loose_ends`) or the nodes."""
 
     ops: tuple[str, ...]
     num_nodes: int
     features: int
     reduction: bool
+    loose_ends: bool = False
+
+    @property
+    def first_output(self) -> int:
+        """The first state in the output: 0 when the cell inputs are in it, else 2 (the first node)."""
+        return 0 if self.loose_ends and not self.reduction else 2
+
+    @property
+    def output_states(self) -> int:
+        return self.num_nodes + 2 - self.first_output
 
     def _inputs_per_node(self, op: str) -> list[int]:
         """Stacked edges of `op` per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
@@ -149,7 +161,7 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
                 h = h * _drop_mask(keys[2 * i + slot], h.shape[0], rate, h.dtype)
             total = total + h
         states.append(total)
-    return jnp.concatenate(states[2:], axis=-1), stats
+    return jnp.concatenate(states[spec.first_output:], axis=-1), stats
 
 
 def _branches(spec: CellSpec, train: bool):
@@ -241,8 +253,8 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
         return (_add_to_node(spec, buf, edge.node, hh), stats), None
 
     (buf, stats), _ = lax.scan(step, (buf, stats), _edges(spec, genotype, key))
-    mids = buf[1] if spec.reduction else buf[2:]
-    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], n * c)
+    mids = buf[1] if spec.reduction else buf[spec.first_output:]
+    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], spec.output_states * c)
     return out, stats, buf
 
 
@@ -263,12 +275,12 @@ def _traced_cell_bwd(spec, train, res, cts):
     parameter and input gradients added in place into the stacked parameter and state-buffer gradients."""
     params, stats, buf, genotype, rate, key = res
     dout = cts[0]
-    n, c = spec.num_nodes, dout.shape[-1] // spec.num_nodes
-    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], n, c), 3, 0)
+    m = spec.output_states
+    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], m, dout.shape[-1] // m), 3, 0)
     if spec.reduction:
         dbuf = (jnp.zeros_like(buf[0]), dmids)
     else:
-        dbuf = jnp.concatenate([jnp.zeros_like(buf[:2]), dmids])
+        dbuf = jnp.concatenate([jnp.zeros_like(buf[:spec.first_output]), dmids])
 
     def vjp_branch(branch):
         def run(p, s, x_in, x_mid, dh):
@@ -307,22 +319,50 @@ def _traced_cell_bwd(spec, train, res, cts):
 _traced_cell.defvjp(_traced_cell_fwd, _traced_cell_bwd)
 
 
+def restrict(x: jax.Array, mask, *kernels: jax.Array) -> tuple:
+    """(x, *kernels) reading only the states of a loose-end cell's output x (B, ..., S * C) that `mask`
+    bool (S,) marks concatenated; kernels (S * C, ...) read x's channels. A numpy mask (a genotype built
+    in) selects those channels and kernel rows; a traced one zeroes the other kernel rows (same values
+    and gradients). mask None: x and kernels as they are."""
+    if mask is None:
+        return (x, *kernels)
+    if isinstance(mask, np.ndarray):
+        rows = np.flatnonzero(np.repeat(mask, x.shape[-1] // mask.shape[0]))
+        return (x[..., rows], *(k[rows] for k in kernels))
+    rows = jnp.repeat(mask, x.shape[-1] // mask.shape[0])
+    return (x, *(k * rows.reshape(-1, *([1] * (k.ndim - 1))).astype(k.dtype) for k in kernels))
+
+
+def read_width(x, mask) -> int:
+    """Channels of x a reader restricted to `mask` (numpy or None) reads."""
+    return x.shape[-1] if mask is None else x.shape[-1] * int(np.sum(mask)) // len(mask)
+
+
+def _preprocess(fn, p, s, x, mask, train):
+    """A preprocessing op (relu_conv_bn, factorized_reduce) reading the states of x `mask` marks."""
+    names = [name for name in p if name != "bn"]
+    x, *kernels = restrict(x, mask, *(p[name] for name in names))
+    return fn({**p, **dict(zip(names, kernels))}, s, x, train)
+
+
 class DARTSCell(nn.Module):
     """One cell over every candidate op: preprocessing of (s0, s1) to `features` channels, then the nodes
     of `genotype` (num_nodes, 2, 2) [node, slot, (input, op)], numpy (chosen in Python) or traced
-    (a `lax.scan` over the chosen edges, a `lax.switch` per edge).
-    (s0, s1) -> (B, H', W', num_nodes * features)."""
+    (a `lax.scan` over the chosen edges, a `lax.switch` per edge). `masks`: for s0 and s1 when a
+    loose-end cell made them, the states of theirs to read (`restrict`), else None.
+    (s0, s1) -> (B, H', W', output_states * features) (`CellSpec`)."""
 
     ops: tuple[str, ...]
     num_nodes: int
     features: int
     reduction: bool = False
     reduction_prev: bool = False
+    loose_ends: bool = False
 
     @nn.compact
-    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0):
+    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0, masks=(None, None)):
         c = self.features
-        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction)
+        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction, self.loose_ends)
         pre_shapes = {"preprocess0": ({"conv_1": (s0.shape[-1], c // 2), "conv_2": (s0.shape[-1], c // 2)}
                                       if self.reduction_prev else {"pointwise": (s0.shape[-1], c)}),
                       "preprocess1": {"pointwise": (s1.shape[-1], c)}}
@@ -342,15 +382,15 @@ class DARTSCell(nn.Module):
         stats = self.variable("batch_stats", "edges", spec.init_stats)
 
         prep0 = factorized_reduce if self.reduction_prev else relu_conv_bn
-        s0, st0 = prep0(pre["preprocess0"], pre_stats.value["preprocess0"], s0, train)
-        s1, st1 = relu_conv_bn(pre["preprocess1"], pre_stats.value["preprocess1"], s1, train)
+        s0, st0 = _preprocess(prep0, pre["preprocess0"], pre_stats.value["preprocess0"], s0, masks[0], train)
+        s1, st1 = _preprocess(relu_conv_bn, pre["preprocess1"], pre_stats.value["preprocess1"], s1, masks[1], train)
         # A Python 0 skips drop-path statically; anything else (a float or a traced schedule) applies it.
         dropping = train and not (isinstance(drop_path_rate, (int, float)) and drop_path_rate == 0)
         key = jax.random.key_data(self.make_rng("dropout")) if dropping else None
         if self.is_initializing():  # the parameters are made; skip compiling the cell into init
             b, h, w, _ = s1.shape
             h, w = (h // 2, w // 2) if self.reduction else (h, w)
-            return jnp.zeros((b, h, w, self.num_nodes * c), s1.dtype)
+            return jnp.zeros((b, h, w, spec.output_states * c), s1.dtype)
         if isinstance(genotype, np.ndarray):
             out, new_stats = _static_cell(spec, params, stats.value, s0, s1, genotype, train, drop_path_rate,
                                           key)
@@ -362,15 +402,15 @@ class DARTSCell(nn.Module):
             stats.value = new_stats
         return out
 
-    def multiply_adds(self, s0, s1, genotype, *_, **__) -> int:
-        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2), given
-        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.nn.cost` asks
-        for them, as they are not Flax layers. The preprocessing is a 1x1 conv to `features` channels at
-        s1's resolution (after a reduction, FactorizedReduce's two stride-2 halves to features / 2 each:
-        the same count); an edge from a cell input of a reduction cell runs at stride 2; pools,
-        identities and 'none' cost nothing."""
+    def multiply_adds(self, s0, s1, genotype, train=False, drop_path_rate=0.0, masks=(None, None)) -> int:
+        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2) and
+        `masks`, given its inputs' shapes (nodes at half s1's resolution in a reduction cell):
+        `nasjax.nn.cost` asks for them, as they are not Flax layers. The preprocessing is a 1x1 conv of
+        the channels it reads to `features` channels at s1's resolution (after a reduction,
+        FactorizedReduce's two stride-2 halves to features / 2 each: the same count); an edge from a
+        cell input of a reduction cell runs at stride 2; pools, identities and 'none' cost nothing."""
         c, (h, w) = self.features, s1.shape[1:3]
-        total = h * w * (s0.shape[-1] + s1.shape[-1]) * c
+        total = h * w * (read_width(s0, masks[0]) + read_width(s1, masks[1])) * c
         hw = (h // 2) * (w // 2) if self.reduction else h * w  # every node's resolution
         for j, op_id in np.asarray(genotype).reshape(-1, 2):
             op = self.ops[op_id]
@@ -380,4 +420,6 @@ class DARTSCell(nn.Module):
                 total += halves * (int(op[-1]) ** 2 * c + c * c) * hw
             elif op == "skip_connect" and stride == 2:
                 total += c * c * hw  # FactorizedReduce: two 1x1 convs c -> c / 2
+            elif op == "conv_1x1":
+                total += c * c * hw
         return total
