@@ -119,11 +119,12 @@ def test_paper_ops_configuration():
 
 
 # --- the concatenation rule ----------------------------------------------------------------------------
-# Two nodes, hand-made: node 0 = sep_conv_3x3(c_{k-1}) + skip_connect(c_{k-1}); node 1 = max_pool_3x3(node 0)
-# + skip_connect(c_{k-1}). No node reads c_{k-2}: the normal cell concatenates [c_{k-2}, node 1], the
-# reduction cell (whose inputs are at twice its resolution) [node 1].
+# Two nodes, hand-made: node 0 = sep_conv_3x3(c_{k-1}) + sep_conv_3x3(c_{k-1}) (one pair twice: two
+# separate convolutions); node 1 = max_pool_3x3(node 0) + skip_connect(c_{k-1}). No node reads c_{k-2}:
+# the normal cell concatenates [c_{k-2}, node 1], the reduction cell (whose inputs are at twice its
+# resolution) [node 1].
 SMALL = NASNetSpace(num_nodes=2, init_channels=4, layers=3)
-HAND = SMALL.from_list([0, 2, 1, 2, 1, 1, 2, 1])
+HAND = SMALL.from_list([0, 0, 1, 2, 1, 1, 2, 1])
 
 
 def test_concatenation_rule_on_a_hand_made_cell():
@@ -134,10 +135,11 @@ def test_concatenation_rule_on_a_hand_made_cell():
     assert (g.normal_concat, g.reduce_concat) == ([0, 3], [3])
 
 
-def test_the_network_reads_the_unused_cell_input(cifar_batch):
+def test_the_network_reads_the_unused_cell_input_and_twins_are_two_ops(cifar_batch):
     """The first cell (normal) has no node reading c_{k-2}, its preprocessed stem: the concatenation
     alone carries it, so the loss has a gradient for that preprocessing (it would have none if unused
-    cell inputs were not concatenated)."""
+    cell inputs were not concatenated). Node 0's two sep_conv_3x3 of c_{k-1} have weights of their own
+    (the same weights twice would get the same gradient)."""
     net = nasjax.nn.build(SMALL, HAND)
     x = cifar_batch[:2]
     variables = net.init(jax.random.key(0), x)
@@ -148,6 +150,11 @@ def test_the_network_reads_the_unused_cell_input(cifar_batch):
 
     grads = jax.grad(loss)(variables["params"])
     assert np.abs(np.asarray(grads["cell0"]["preprocess"]["preprocess0"]["pointwise"])).max() > 0
+    spec = nasjax.nn.cells.CellSpec(SMALL.ops, 2, 4, reduction=False, loose_ends=True, twins=True)
+    first, second = (spec.edge_index("sep_conv_3x3", 0, 1, twin) for twin in (0, 1))
+    kernel = np.asarray(grads["cell0"]["edges"]["sep_conv_3x3"]["sep1"]["depthwise"])
+    assert first != second and np.abs(kernel[first]).max() > 0 and np.abs(kernel[second]).max() > 0
+    assert not np.allclose(kernel[first], kernel[second])
 
 
 @pytest.mark.parametrize("space", [SMALL, NASNetSpace(ops=PAPER_OPS, num_nodes=3)])
@@ -179,12 +186,13 @@ def test_supernet_path_equals_its_standalone_network_and_compiles_once(cifar_bat
     """`nasjax.nn.supernet` (the scan cell, genotype traced) against `nasjax.nn.build` (genotype built in)
     on the same weights: training-mode logits, auxiliary logits, batch statistics and every gradient,
     with drop-path, for a cell running every paper op at stride 1 and 2 and a cell whose c_{k-2} is a
-    loose end; the second cell runs the first one's compiled program."""
+    loose end and a node with one pair twice; the second cell runs the first one's compiled program."""
     space = NASNetSpace(ops=PAPER_OPS, num_nodes=8, init_channels=4, layers=3)
     first = _every_op_cell(space)
     second = np.array(first)
     second[:, :, 0] = np.maximum(second[:, :, 0], 1)  # nothing reads c_{k-2}: a loose end
     second[3, 1, 1] = 0  # and another op mix
+    second[5] = [[3, 3], [3, 3]]  # node 5 takes sep_conv_3x3 of node 1 twice: two sets of weights
     assert loose_ends(second, False)[0] and not loose_ends(first, False)[0]
     supernet = nasjax.nn.supernet(space, auxiliary=True, drop_path_rate=0.2)
     x = cifar_batch[:4]

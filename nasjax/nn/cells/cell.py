@@ -48,14 +48,17 @@ def _kernels(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`, and
-    whether the output is the loose ends (`loose_ends`) or the nodes."""
+    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`,
+    whether the output is the loose ends (`loose_ends`) or the nodes, and whether a node may take the
+    same (input, op) pair twice (`twins`: the second then has parameters of its own, a second copy of
+    every edge, as two modules of the reference networks; without, a node's inputs are distinct)."""
 
     ops: tuple[str, ...]
     num_nodes: int
     features: int
     reduction: bool
     loose_ends: bool = False
+    twins: bool = False
 
     @property
     def first_output(self) -> int:
@@ -67,18 +70,32 @@ class CellSpec:
         return self.num_nodes + 2 - self.first_output
 
     def _inputs_per_node(self, op: str) -> list[int]:
-        """Stacked edges of `op` per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
+        """Inputs of `op`'s edges per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
         return [2 if self.reduction and op == "skip_connect" else i + 2 for i in range(self.num_nodes)]
 
-    def edge_index(self, op: str, node, j):
-        """Axis-0 index of edge (node, input j) in `op`'s stacked leaves; node and j may be traced (a
-        reduction's FactorizedReduce then clamps j to the cell inputs, where it has parameters)."""
-        offsets = np.concatenate([[0], np.cumsum(self._inputs_per_node(op))[:-1]])
+    def _edges_per_node(self, op: str) -> list[int]:
+        """Stacked edges of `op` per node: its inputs, twice with `twins` (copy 0, then copy 1)."""
+        return [(2 if self.twins else 1) * m for m in self._inputs_per_node(op)]
+
+    def edge_index(self, op: str, node, j, twin=0):
+        """Axis-0 index of edge (node, input j, copy `twin`) in `op`'s stacked leaves; node, j and twin
+        may be traced (a reduction's FactorizedReduce then clamps j to the cell inputs, where it has
+        parameters)."""
+        offsets = np.concatenate([[0], np.cumsum(self._edges_per_node(op))[:-1]])
+        inputs = self._inputs_per_node(op)
         if isinstance(node, int):
-            return int(offsets[node]) + j
+            return int(offsets[node]) + twin * inputs[node] + j
         if self.reduction and op == "skip_connect":
             j = jnp.minimum(j, 1)
-        return jnp.asarray(offsets, jnp.int32)[node] + j
+        return jnp.asarray(offsets, jnp.int32)[node] + twin * jnp.asarray(inputs, jnp.int32)[node] + j
+
+    def twin(self, genotype, node, slot):
+        """1 for the second slot of a node whose two (input, op) pairs are equal (with `twins`), else 0;
+        numpy (ints) or traced."""
+        if not self.twins or slot == 0:
+            return 0
+        same = genotype[node, 0] == genotype[node, 1]
+        return int(same.all()) if isinstance(genotype, np.ndarray) else same.all().astype(jnp.int32)
 
     def stride(self, index) -> int:
         return 2 if self.reduction and index < 2 else 1
@@ -88,7 +105,7 @@ class CellSpec:
         out = {}
         for op in self.ops:
             stride = 2 if self.reduction and op == "skip_connect" else 1
-            leaves = {path: (sum(self._inputs_per_node(op)), *shape)
+            leaves = {path: (sum(self._edges_per_node(op)), *shape)
                       for path, shape in op_shapes(op, self.features, stride).items() if is_stat(path) == stats}
             if leaves:
                 out[op] = leaves
@@ -152,7 +169,7 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
             j, op_id = (int(v) for v in genotype[i, slot])
             op, stride = spec.ops[op_id], spec.stride(j)
             if _has_params(params, op, stride):
-                index = spec.edge_index(op, i, j)
+                index = spec.edge_index(op, i, j, spec.twin(genotype, i, slot))
                 h, new = apply_op(op, _take(params[op], index), _take(stats[op], index), states[j], stride, train)
                 stats = {**stats, op: _put(stats[op], index, new)}
             else:
@@ -187,6 +204,7 @@ class _Edges(NamedTuple):
 
     node: jax.Array  # int (2N,)
     input: jax.Array  # int (2N,): j
+    twin: jax.Array  # int (2N,): the copy of the edge's parameters (`CellSpec.twin`)
     branch: jax.Array  # int (2N,): the `_branches` index
     identity: jax.Array  # bool (2N,): a stride-1 skip_connect, which drop-path leaves alone
     key: jax.Array | None  # (2N, ...) drop-path key data, or None (no drop-path)
@@ -197,13 +215,15 @@ def _edges(spec: CellSpec, genotype, key) -> _Edges:
     j, op = genotype[:, :, INPUT].reshape(-1), genotype[:, :, OP].reshape(-1)
     wide = (j < 2) if spec.reduction else jnp.zeros_like(j, bool)
     skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
-    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, op + len(spec.ops) * wide, (op == skip) & ~wide,
+    twin = jnp.stack([jnp.stack([spec.twin(genotype, i, 0), spec.twin(genotype, i, 1)]) for i in range(n)])
+    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, twin.reshape(-1).astype(j.dtype),
+                  op + len(spec.ops) * wide, (op == skip) & ~wide,
                   None if key is None else jax.random.split(key, 2 * n))
 
 
-def _edge_indices(spec: CellSpec, params: dict, node, j) -> dict:
-    """{op: axis-0 index of edge (node, j)} for every op with parameters (and statistics) in the cell."""
-    return {op: spec.edge_index(op, node, j) for op in params}
+def _edge_indices(spec: CellSpec, params: dict, edge: _Edges) -> dict:
+    """{op: axis-0 index of the edge} for every op with parameters (and statistics) in the cell."""
+    return {op: spec.edge_index(op, edge.node, edge.input, edge.twin) for op in params}
 
 
 def _slices(tree: dict, index: dict) -> dict:
@@ -245,7 +265,7 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
     def step(carry, edge: _Edges):
         buf, stats = carry
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        index = _edge_indices(spec, params, edge.node, edge.input)
+        index = _edge_indices(spec, params, edge)
         hh, new = lax.switch(edge.branch, branches, _slices(params, index), _slices(stats, index), x_in, x_mid)
         stats = {op: _put(stats[op], i, new[op]) for op, i in index.items()}
         if edge.key is not None:
@@ -297,7 +317,7 @@ def _traced_cell_bwd(spec, train, res, cts):
         if edge.key is not None:
             dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        index = _edge_indices(spec, params, edge.node, edge.input)
+        index = _edge_indices(spec, params, edge)
         dp, *dx = lax.switch(edge.branch, grads, _slices(params, index), _slices(stats, index), x_in, x_mid, dh)
         dparams = {op: jax.tree.map(lambda g, d: g.at[i].add(d), dparams[op], dp[op]) for op, i in index.items()}
         j = edge.input
@@ -358,11 +378,12 @@ class DARTSCell(nn.Module):
     reduction: bool = False
     reduction_prev: bool = False
     loose_ends: bool = False
+    twins: bool = False
 
     @nn.compact
     def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0, masks=(None, None)):
         c = self.features
-        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction, self.loose_ends)
+        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction, self.loose_ends, self.twins)
         pre_shapes = {"preprocess0": ({"conv_1": (s0.shape[-1], c // 2), "conv_2": (s0.shape[-1], c // 2)}
                                       if self.reduction_prev else {"pointwise": (s0.shape[-1], c)}),
                       "preprocess1": {"pointwise": (s1.shape[-1], c)}}

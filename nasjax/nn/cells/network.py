@@ -89,7 +89,8 @@ class DARTSNetwork(nn.Module):
     rng stream 'dropout'. `drop_path_rate` given to `__call__` overrides the attribute, so a schedule
     (DARTS grows it linearly over epochs) needs no recompilation. The auxiliary head's parameters are
     created at init whenever `auxiliary` is set. With `loose_ends` each cell's output is its loose ends
-    (`nasjax.nn.cells.cell`): the layers reading it read those states only.
+    (`nasjax.nn.cells.cell`): the layers reading it read those states only; with `twins` a node may
+    take one (input, op) pair twice (`CellSpec`).
     """
 
     ops: tuple[str, ...] = OPS
@@ -102,6 +103,7 @@ class DARTSNetwork(nn.Module):
     drop_path_rate: float = 0.0
     shared_cell: bool = False
     loose_ends: bool = False
+    twins: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, genotype=None, train: bool = False, drop_path_rate=None):
@@ -118,7 +120,8 @@ class DARTSNetwork(nn.Module):
         for i, (cell_genotype, reduction, mask) in enumerate(
                 cell_plan(genotype, self.layers, self.shared_cell, self.loose_ends)):
             c = 2 * c if reduction else c
-            cell = DARTSCell(self.ops, self.num_nodes, c, reduction, reduction_prev, self.loose_ends, name=f"cell{i}")
+            cell = DARTSCell(self.ops, self.num_nodes, c, reduction, reduction_prev, self.loose_ends, self.twins,
+                             name=f"cell{i}")
             s0, s1 = s1, cell(s0, s1, cell_genotype, train, rate, masks)
             masks, reduction_prev = (masks[1], mask), reduction
             if self.auxiliary and i == reduction_layers(self.layers)[1] and (train or self.is_initializing()):
@@ -172,11 +175,12 @@ def _as_tuple(nested):
 
 @dataclasses.dataclass(frozen=True)
 class CellNetworks:
-    """The networks of a cell space whose cells are wired as `shared_cell` and `loose_ends` say
+    """The networks of a cell space whose cells are as `shared_cell`, `loose_ends` and `twins` say
     (`DARTSNetwork`); its methods are the space's `nasjax.nn` builders."""
 
     shared_cell: bool = False
     loose_ends: bool = False
+    twins: bool = False
 
     def _network(self, space, genotype, num_classes: int, init_channels: int | None, layers: int | None,
                  auxiliary: bool, drop_path_rate: float) -> DARTSNetwork:
@@ -187,7 +191,8 @@ class CellNetworks:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         return DARTSNetwork(ops=space.ops, num_nodes=space.num_nodes, genotype=genotype, num_classes=num_classes,
                             init_channels=init_channels, layers=layers, auxiliary=auxiliary,
-                            drop_path_rate=drop_path_rate, shared_cell=self.shared_cell, loose_ends=self.loose_ends)
+                            drop_path_rate=drop_path_rate, shared_cell=self.shared_cell, loose_ends=self.loose_ends,
+                            twins=self.twins)
 
     def build(self, space, enc, *, num_classes: int = 10, init_channels: int | None = None, layers: int | None = None,
               auxiliary: bool = False, drop_path_rate: float = 0.0) -> DARTSNetwork:
@@ -217,4 +222,4 @@ class CellNetworks:
 
 
 register(DARTSSpace, CellNetworks().networks())
-register(NASNetSpace, CellNetworks(shared_cell=True, loose_ends=True).networks())
+register(NASNetSpace, CellNetworks(shared_cell=True, loose_ends=True, twins=True).networks())
