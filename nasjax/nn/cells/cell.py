@@ -8,13 +8,16 @@ numpy array (a network built for one architecture, `nasjax.nn.build`) the choice
 2 * num_nodes chosen edges, each a `lax.switch` over the ops (`_traced_cell`, with a hand-written
 backward), so one compiled program serves every genotype of a configuration and each op is compiled
 once per cell, not once per edge. Both read the same parameters with the same op code, so a supernet
-path equals its stand-alone network (tests/test_darts.py). Op parameters: each leaf stacks every edge
-(node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the
-reduction cell's skip_connect from the two cell inputs) stacks 2 per node.
+path equals its stand-alone network (tests/test_darts.py, tests/test_nasnet.py). Op parameters: each
+leaf stacks every edge (node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes);
+FactorizedReduce (the reduction cell's skip_connect from the two cell inputs) stacks 2 per node. With
+`twins` (the NASNet space, where a node may take one (input, op) pair twice, two modules in the
+reference networks) each node's edges are stacked twice and the second of two equal pairs uses copy 1.
 
-`CellSpec` fixes which inputs a node may read (any of its i + 2 predecessors) and what the output
-holds: every node, or with `loose_ends` every state a loose end may be (a normal cell's inputs and nodes,
-a reduction cell's nodes), all of them, so its width does not depend on the genotype. Which of those
+`CellSpec` fixes the node count, op set, which inputs a node may read (any of its i + 2 predecessors),
+whether a pair may come twice (`twins`) and what the output holds: every node, or with `loose_ends`
+every state a loose end may be (a normal cell's inputs and nodes, a reduction cell's nodes), all of
+them, so its width does not depend on the genotype. Which of those
 states are concatenated is then a mask (`nasjax.spaces.nasnet.loose_ends`) the readers of the output
 apply (`restrict`): the next cells' preprocessing, the classifier and the auxiliary head read only the
 rows of their kernels that face a loose end, so the network computes and counts exactly the network
