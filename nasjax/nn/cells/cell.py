@@ -129,8 +129,10 @@ class CellSpec:
         return {op: nest(leaves) for op, leaves in out.items()}
 
     def init_stats(self) -> dict:
+        """The batch statistics, an entry for every op with parameters (empty for a conv without BN)."""
+        stats = self.shapes(stats=True)
         return {op: nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
-                           for path, shape in leaves.items()}) for op, leaves in self.shapes(stats=True).items()}
+                          for path, shape in stats.get(op, {}).items()}) for op in self.shapes(stats=False)}
 
     def path_param_count(self, genotype: np.ndarray) -> int:
         """Parameters of the ops the cell genotype (num_nodes, 2, 2) chooses."""
