@@ -7,7 +7,8 @@ NASNet space's reference flat list), or a string form (DARTS-style 'Genotype(...
 the chosen ops' and the shared layers', no auxiliary head unless asked for, which is then reported
 on its own line); FLOPs are `nasjax.nn.cost`'s for one CIFAR image (32x32x3). The drawing is the
 cell as DARTS-family papers draw it (a DAG: cell inputs, nodes, the concatenated output; ops on the
-edges), NAS-Bench-101's cell with ops on the vertices, or a ConvNet's layer sequence.
+edges; a recurrent cell with its activations), NAS-Bench-101's cell with ops on the vertices, or a
+ConvNet's layer sequence. Recurrent spaces' language models (10,000 words) get no image FLOPs.
 """
 
 from __future__ import annotations

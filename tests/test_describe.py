@@ -8,9 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-import nasjax.nn
 from nasjax import describe
-from nasjax.spaces import DARTS_V2_CNN, LANET, DARTSSpace, NASBench201Space
+from nasjax.spaces import DARTS_V2_CNN, DARTS_V2_RNN, LANET, DARTSSpace, NASBench101Space, NASBench201Space
 
 LANET_TEXT = str(list(LANET))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,14 +63,22 @@ def test_other_spaces_draw_what_fits(capsys, tmp_path):
     nb201 = NASBench201Space()
     text = nb201.to_string(np.asarray(nb201.sample(jax.random.key(0), 1)[0]))
     for argv in (["nasbench201", text, "--channels", 4, "--layers", 1],
-                 ["convnet-motivating", "[2, 0, 1, -1, -1, 1, 0, -1, -1]"],
-                 ["nasbench101", str(nasjax.spaces.NASBench101Space().sample(jax.random.key(1), 1)[0].tolist()),
+                 ["convnet-motivating", "[2, 0, 1, -1, -1, -1, 0, 1, -1, -1, -1]"],
+                 ["nasbench101", str(NASBench101Space().sample(jax.random.key(1), 1)[0].tolist()),
                   "--channels", 8, "--layers", 1]):
         out = tmp_path / f"{argv[0]}.png"
         code, lines, err = _run(capsys, *argv, "--out", out)
         assert code == 0, err
         assert int(_value(lines, "params")) > 0 and int(_value(lines, "flops")) > 0
         assert out.read_bytes()[:8] == PNG
+
+
+def test_recurrent_cell_counts_darts_v2s_language_model(capsys, tmp_path):
+    """DARTS' recurrent V2 cell at its evaluation size (850 units, 10,000 words): 23 M parameters as DARTS
+    reports (embedding, W0, Ws, decoder bias); no image FLOPs for a language model."""
+    code, lines, _ = _run(capsys, "rnn-darts", repr(DARTS_V2_RNN), "--out", tmp_path / "r.png")
+    assert code == 0 and lines[0] == repr(DARTS_V2_RNN)
+    assert "params 22960000" in lines and not any(line.startswith("flops") for line in lines)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -81,7 +88,7 @@ def test_other_spaces_draw_what_fits(capsys, tmp_path):
     (["nasnet", "Genotype(normal=[('conv_9x9', 0)])"], "missing fields"),
     (["darts", str(list(LANET))], "DARTSSpace: encoding has shape"),
     (["resnet", "[1]"], "unknown space 'resnet'"),
-    (["convnet-motivating", "[2, 0, 1, -1, -1, 1, 0, -1, -1]", "--layers", "3"], "--layers does not apply"),
+    (["convnet-motivating", "[2, 0, 1, -1, -1, -1, 0, 1, -1, -1, -1]", "--layers", "3"], "--layers does not apply"),
     (["nasnet", LANET_TEXT, "--channels", "7"], "init_channels must be a positive even number"),
     (["nasnet"], "the following arguments are required: encoding"),
 ])
