@@ -10,7 +10,7 @@ import pytest
 
 import nasjax.nn
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, InvalidEncodingError, NASBench101Space,
-                           NASBench201Space, RNNCellSpace, RNNDAGSpace, TokenView)
+                           NASBench201Space, NASNetSpace, RNNCellSpace, RNNDAGSpace, TokenView)
 
 # name -> (space, nasjax.nn.build options that keep the forward-pass test small). ConvNet module options
 # (BatchNorm, no pooling) are tested in test_convnet_space.py.
@@ -20,6 +20,7 @@ SPACES = {
     "nasbench101": (NASBench101Space(), dict(stem_channels=8, cells_per_stack=1)),
     "nasbench201": (NASBench201Space(), dict(channels=4, cells_per_stage=1)),
     "darts": (DARTSSpace(), dict(init_channels=8, layers=3)),
+    "nasnet": (NASNetSpace(), dict(init_channels=8, layers=3)),
     # Recurrent cells: their language model's forward pass is tested in test_rnn.py.
     "rnn-darts": (RNNCellSpace(), None),
     "rnn-lstm10k": (RNNDAGSpace(), None),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nasjax.search import base, bo
-from nasjax.spaces import ConvNetSpace
+from nasjax.spaces import ConvNetSpace, NASNetSpace
 
 SPACE = ConvNetSpace(channels=(16, 32), kernels=(3, 5), max_depth=3)
 TARGET = SPACE.encode([(32, 5), (16, 3), (32, 5)])
@@ -395,3 +395,28 @@ def test_model_based_never_proposes_evaluated_architectures(name):
     later = [e.tobytes() for e in enc[first:42]]
     assert len(set(later)) == len(later)
     assert not set(later) & {e.tobytes() for e in enc[:first]}
+
+
+# --- other spaces ----------------------------------------------------------------------------------
+# Spaces every strategy that does not refuse them (`unsupported`) must search: two jitted ask/tell
+# rounds each, valid asks. LaNAS's NASNet cell space (4.36e17 cells; small here to compile fast).
+OTHER_SPACES = {"nasnet": NASNetSpace(num_nodes=3)}
+# Strategies whose models take a minute to compile on a loaded 2-core machine: the slow suite.
+HEAVY = ("lanas", "lanas_bo", "nao", "regression_tree", "rnas")
+
+
+@pytest.mark.parametrize("space_name", sorted(OTHER_SPACES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES])
+def test_searches_other_spaces(name, space_name):
+    space = OTHER_SPACES[space_name]
+    cls = base.STRATEGIES[name]
+    if cls.unsupported(space) is not None:
+        pytest.skip(cls.unsupported(space))
+    strat = base.make(name, space, capacity=2 * BATCH, **CONFIGS.get(name, {}))
+    score = jax.jit(lambda a: -jnp.sum(jax.vmap(space.features)(a), axis=1))
+    state = jax.jit(strat.init)(jax.random.key(0))
+    ask, tell = jax.jit(strat.ask, static_argnums=1), jax.jit(strat.tell)
+    for _ in range(2):
+        archs, state = ask(state, BATCH)
+        assert bool(jnp.all(jax.vmap(space.is_valid)(archs)))
+        state = tell(state, archs, score(archs))

@@ -107,6 +107,25 @@ def _flat_edges(cell: str, edges: Sequence) -> list:
     return [tuple(edge) for node in edges for edge in node]
 
 
+def cell_edges(cell: str, edges: Sequence, ops: Sequence[str], num_nodes: int) -> np.ndarray:
+    """int32 (num_nodes, 2, 2) [node, slot, (input index, op id)] of one cell's genotype edges, flat
+    (2 per node) or nested per node, op names looked up in `ops`; in the genotype's own order.
+    `InvalidEncodingError` naming a malformed edge (input ranges are the space's to check)."""
+    edges = _flat_edges(cell, edges)
+    if len(edges) != 2 * num_nodes:
+        raise InvalidEncodingError(f"{cell} cell has {len(edges)} edges, expected 2 per node ({2 * num_nodes})")
+    out = np.zeros((num_nodes, 2, 2), np.int32)
+    for e, edge in enumerate(edges):
+        if not (isinstance(edge, (tuple, list)) and len(edge) == 2 and isinstance(edge[0], str)
+                and isinstance(edge[1], (int, np.integer))):
+            raise InvalidEncodingError(f"{cell} cell edge {e}: {edge!r} is not an (op name, input index) pair")
+        op, index = edge
+        if op not in ops:
+            raise InvalidEncodingError(f"{cell} cell edge {e}: unknown op {op!r}; known: {', '.join(ops)}")
+        out[e // 2, e % 2] = (index, list(ops).index(op))
+    return out
+
+
 # --- the space ---------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class DARTSSpace(Space, TokenView):
@@ -121,12 +140,7 @@ class DARTSSpace(Space, TokenView):
     layers: int = 20
 
     def __post_init__(self):
-        if self.num_nodes < 1:
-            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
-        check_network_size(self.init_channels, self.layers)
-        unknown = [op for op in self.ops if op not in OPS]
-        if unknown or len(set(self.ops)) != len(self.ops):
-            raise ValueError(f"ops must be distinct names from {OPS}; got {self.ops}")
+        check_cell_space(self.num_nodes, self.ops, OPS, self.init_channels, self.layers)
         if not self.allowed_ops:
             raise ValueError(f"no op left to sample from ops={self.ops}, include_none={self.include_none}")
 
@@ -200,10 +214,7 @@ class DARTSSpace(Space, TokenView):
     def features(self, enc: jax.Array) -> jax.Array:
         """float32 (2 * N * 2 * (len(ops) + N + 1),): per edge (cell, node, slot order) a one-hot op
         followed by a one-hot input index."""
-        enc = jnp.asarray(enc)
-        op = jax.nn.one_hot(enc[..., OP], len(self.ops), dtype=jnp.float32)
-        inputs = jax.nn.one_hot(enc[..., INPUT], self.num_nodes + 1, dtype=jnp.float32)
-        return jnp.concatenate([op, inputs], axis=-1).reshape(-1)
+        return edge_features(enc, len(self.ops), self.num_nodes)
 
     tokens_always_valid = True
 
@@ -243,13 +254,8 @@ class DARTSSpace(Space, TokenView):
                 inputs = enc[c, i, :, INPUT]
                 for s in range(2):
                     index, op = enc[c, i, s]
-                    if not 0 <= index < i + 2:
-                        errors.append(f"{where} slot {s}: input index {index} not available (node {i} "
-                                      f"takes 0=c_{{k-2}}, 1=c_{{k-1}} or earlier nodes, i.e. 0..{i + 1})")
-                    if not 0 <= op < len(self.ops):
-                        errors.append(f"{where} slot {s}: op id {op} out of range [0, {len(self.ops)}) "
-                                      f"for ops {self.ops}")
-                    elif op not in self.allowed_ops:
+                    errors += slot_errors(f"{where} slot {s}", i, index, op, self.ops)
+                    if 0 <= op < len(self.ops) and op not in self.allowed_ops:
                         errors.append(f"{where} slot {s}: op 'none' is excluded (include_none=False)")
                 if inputs[0] == inputs[1]:
                     errors.append(f"{where}: both inputs are {inputs[0]}; a node needs 2 distinct inputs")
@@ -283,26 +289,13 @@ class DARTSSpace(Space, TokenView):
         if normal_concat is None or reduce is None or reduce_concat is None:
             raise InvalidEncodingError("from_genotype needs a Genotype, its string, or its four fields "
                                        "(normal, normal_concat, reduce, reduce_concat)")
-        normal, reduce = _flat_edges("normal", normal), _flat_edges("reduce", reduce)
         enc = np.zeros(self.encoding_shape, np.int32)
         cells = zip(CELLS, (normal, reduce), (normal_concat, reduce_concat))
         for c, (cell, edges, concat) in enumerate(cells):
             if list(concat) != list(range(2, 2 + self.num_nodes)):
                 raise InvalidEncodingError(f"{cell} concat {list(concat)}: this space concatenates all "
                                            f"intermediate nodes {list(range(2, 2 + self.num_nodes))}")
-            if len(edges) != 2 * self.num_nodes:
-                raise InvalidEncodingError(f"{cell} cell has {len(edges)} edges, expected 2 per node "
-                                           f"({2 * self.num_nodes})")
-            for e, edge in enumerate(edges):
-                if not (isinstance(edge, (tuple, list)) and len(edge) == 2 and isinstance(edge[0], str)
-                        and isinstance(edge[1], (int, np.integer))):
-                    raise InvalidEncodingError(f"{cell} cell edge {e}: {edge!r} is not an (op name, input "
-                                               "index) pair")
-                op, index = edge
-                if op not in self.ops:
-                    raise InvalidEncodingError(f"{cell} cell edge {e}: unknown op {op!r}; known: "
-                                               f"{', '.join(self.ops)}")
-                enc[c, e // 2, e % 2] = (index, self.ops.index(op))
+            enc[c] = cell_edges(cell, edges, self.ops, self.num_nodes)
         enc = np.asarray(self.canonicalize(enc))
         self.validate(enc)
         return enc
@@ -310,6 +303,37 @@ class DARTSSpace(Space, TokenView):
     def describe(self, enc) -> str:
         """The genotype in DARTS notation: Genotype(normal=[('sep_conv_3x3', 0), ...], ...)."""
         return repr(self.to_genotype(enc))
+
+
+def edge_features(enc: jax.Array, num_ops: int, num_nodes: int) -> jax.Array:
+    """float32: per (input, op) edge of a cell encoding (..., 2) of `num_nodes` nodes, in order, a one-hot
+    op (num_ops) followed by a one-hot input index (num_nodes + 1), flattened."""
+    enc = jnp.asarray(enc)
+    op = jax.nn.one_hot(enc[..., OP], num_ops, dtype=jnp.float32)
+    inputs = jax.nn.one_hot(enc[..., INPUT], num_nodes + 1, dtype=jnp.float32)
+    return jnp.concatenate([op, inputs], axis=-1).reshape(-1)
+
+
+def slot_errors(where: str, node: int, index: int, op: int, ops: Sequence[str]) -> list[str]:
+    """The problems of one (input index, op id) slot of cell node `node` (0-based), named by `where`."""
+    errors = []
+    if not 0 <= index < node + 2:
+        errors.append(f"{where}: input index {index} not available (node {node} takes 0=c_{{k-2}}, "
+                      f"1=c_{{k-1}} or earlier nodes, i.e. 0..{node + 1})")
+    if not 0 <= op < len(ops):
+        errors.append(f"{where}: op id {op} out of range [0, {len(ops)}) for ops {tuple(ops)}")
+    return errors
+
+
+def check_cell_space(num_nodes: int, ops: Sequence[str], known: Sequence[str], init_channels: int,
+                     layers: int) -> None:
+    """ValueError unless a cell space can have `num_nodes` nodes, `ops` (distinct, from `known`) and
+    networks of `init_channels` channels and `layers` cells."""
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    check_network_size(init_channels, layers)
+    if not ops or any(op not in known for op in ops) or len(set(ops)) != len(ops):
+        raise ValueError(f"ops must be distinct names from {tuple(known)}; got {tuple(ops)}")
 
 
 def check_network_size(init_channels: int, layers: int) -> None:

@@ -1,5 +1,5 @@
 """The DARTS-family cell: two inputs, `num_nodes` nodes each summing two (input, op) edges, output the
-concatenation of the nodes.
+concatenation of the nodes (DARTS) or of the loose ends, the states no node reads (the NASNet space).
 
 Every cell holds the parameters of every candidate op on every edge (node i, predecessor j): the
 weight-sharing supernet. The genotype chooses one (j, op) per slot and only that op runs. Given as a
@@ -8,17 +8,21 @@ numpy array (a network built for one architecture, `nasjax.nn.build`) the choice
 2 * num_nodes chosen edges, each a `lax.switch` over the ops (`_traced_cell`, with a hand-written
 backward), so one compiled program serves every genotype of a configuration and each op is compiled
 once per cell, not once per edge. Both read the same parameters with the same op code, so a supernet
-path equals its stand-alone network (tests/test_darts.py). Op parameters: each leaf stacks every edge
-(node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes); FactorizedReduce (the
-reduction cell's skip_connect from the two cell inputs) stacks 2 per node.
+path equals its stand-alone network (tests/test_darts.py, tests/test_nasnet.py). Op parameters: each
+leaf stacks every edge (node i, predecessor j) on axis 0, node by node (DARTS' 14 edges for 4 nodes);
+FactorizedReduce (the reduction cell's skip_connect from the two cell inputs) stacks 2 per node. With
+`twins` (the NASNet space, where a node may take one (input, op) pair twice, two modules in the
+reference networks) each node's edges are stacked twice and the second of two equal pairs uses copy 1.
 
-What a cell of another DARTS-family space would change, and where: the node count and op set are
-`CellSpec` fields, the ops themselves `nasjax.nn.cells.ops`; the network picks the cell genotype per
-cell (`genotype[int(reduction)]`, so a shared normal/reduction code is the same array twice). Fixed
-here: a node reads any of its i + 2 predecessors, parameters are per edge (node, j), so two slots of a
-node reading the same input with the same op would share them (DARTS' inputs are distinct), and the
-output concatenates every node (`_static_cell`, `_traced_forward`; a loose-end concatenation changes
-both and the channel count the next cell's preprocessing sees).
+`CellSpec` fixes the node count, op set, which inputs a node may read (any of its i + 2 predecessors),
+whether a pair may come twice (`twins`) and what the output holds: every node, or with `loose_ends`
+every state a loose end may be (a normal cell's inputs and nodes, a reduction cell's nodes), all of
+them, so its width does not depend on the genotype. Which of those
+states are concatenated is then a mask (`nasjax.spaces.nasnet.loose_ends`) the readers of the output
+apply (`restrict`): the next cells' preprocessing, the classifier and the auxiliary head read only the
+rows of their kernels that face a loose end, so the network computes and counts exactly the network
+of the concatenated states, while every genotype has the same parameter shapes. The op library is
+`nasjax.nn.cells.ops`.
 """
 
 from __future__ import annotations
@@ -47,26 +51,54 @@ def _kernels(key: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`."""
+    """Static shape of one cell's edges: candidate `ops`, `num_nodes`, `features` C, `reduction`,
+    whether the output is the loose ends (`loose_ends`) or the nodes, and whether a node may take the
+    same (input, op) pair twice (`twins`: the second then has parameters of its own, a second copy of
+    every edge, as two modules of the reference networks; without, a node's inputs are distinct)."""
 
     ops: tuple[str, ...]
     num_nodes: int
     features: int
     reduction: bool
+    loose_ends: bool = False
+    twins: bool = False
+
+    @property
+    def first_output(self) -> int:
+        """The first state in the output: 0 when the cell inputs are in it, else 2 (the first node)."""
+        return 0 if self.loose_ends and not self.reduction else 2
+
+    @property
+    def output_states(self) -> int:
+        return self.num_nodes + 2 - self.first_output
 
     def _inputs_per_node(self, op: str) -> list[int]:
-        """Stacked edges of `op` per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
+        """Inputs of `op`'s edges per node: all i + 2 predecessors; the reduction's FactorizedReduce 2."""
         return [2 if self.reduction and op == "skip_connect" else i + 2 for i in range(self.num_nodes)]
 
-    def edge_index(self, op: str, node, j):
-        """Axis-0 index of edge (node, input j) in `op`'s stacked leaves; node and j may be traced (a
-        reduction's FactorizedReduce then clamps j to the cell inputs, where it has parameters)."""
-        offsets = np.concatenate([[0], np.cumsum(self._inputs_per_node(op))[:-1]])
+    def _edges_per_node(self, op: str) -> list[int]:
+        """Stacked edges of `op` per node: its inputs, twice with `twins` (copy 0, then copy 1)."""
+        return [(2 if self.twins else 1) * m for m in self._inputs_per_node(op)]
+
+    def edge_index(self, op: str, node, j, twin=0):
+        """Axis-0 index of edge (node, input j, copy `twin`) in `op`'s stacked leaves; node, j and twin
+        may be traced (a reduction's FactorizedReduce then clamps j to the cell inputs, where it has
+        parameters)."""
+        offsets = np.concatenate([[0], np.cumsum(self._edges_per_node(op))[:-1]])
+        inputs = self._inputs_per_node(op)
         if isinstance(node, int):
-            return int(offsets[node]) + j
+            return int(offsets[node]) + twin * inputs[node] + j
         if self.reduction and op == "skip_connect":
             j = jnp.minimum(j, 1)
-        return jnp.asarray(offsets, jnp.int32)[node] + j
+        return jnp.asarray(offsets, jnp.int32)[node] + twin * jnp.asarray(inputs, jnp.int32)[node] + j
+
+    def twin(self, genotype, node, slot):
+        """1 for the second slot of a node whose two (input, op) pairs are equal (with `twins`), else 0;
+        numpy (ints) or traced."""
+        if not self.twins or slot == 0:
+            return 0
+        same = genotype[node, 0] == genotype[node, 1]
+        return int(same.all()) if isinstance(genotype, np.ndarray) else same.all().astype(jnp.int32)
 
     def stride(self, index) -> int:
         return 2 if self.reduction and index < 2 else 1
@@ -76,7 +108,7 @@ class CellSpec:
         out = {}
         for op in self.ops:
             stride = 2 if self.reduction and op == "skip_connect" else 1
-            leaves = {path: (sum(self._inputs_per_node(op)), *shape)
+            leaves = {path: (sum(self._edges_per_node(op)), *shape)
                       for path, shape in op_shapes(op, self.features, stride).items() if is_stat(path) == stats}
             if leaves:
                 out[op] = leaves
@@ -97,8 +129,10 @@ class CellSpec:
         return {op: nest(leaves) for op, leaves in out.items()}
 
     def init_stats(self) -> dict:
+        """The batch statistics, an entry for every op with parameters (empty for a conv without BN)."""
+        stats = self.shapes(stats=True)
         return {op: nest({path: (jnp.ones if path.endswith("var") else jnp.zeros)(shape, jnp.float32)
-                           for path, shape in leaves.items()}) for op, leaves in self.shapes(stats=True).items()}
+                          for path, shape in stats.get(op, {}).items()}) for op in self.shapes(stats=False)}
 
     def path_param_count(self, genotype: np.ndarray) -> int:
         """Parameters of the ops the cell genotype (num_nodes, 2, 2) chooses."""
@@ -140,7 +174,7 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
             j, op_id = (int(v) for v in genotype[i, slot])
             op, stride = spec.ops[op_id], spec.stride(j)
             if _has_params(params, op, stride):
-                index = spec.edge_index(op, i, j)
+                index = spec.edge_index(op, i, j, spec.twin(genotype, i, slot))
                 h, new = apply_op(op, _take(params[op], index), _take(stats[op], index), states[j], stride, train)
                 stats = {**stats, op: _put(stats[op], index, new)}
             else:
@@ -149,7 +183,7 @@ def _static_cell(spec: CellSpec, params, stats, s0, s1, genotype: np.ndarray, tr
                 h = h * _drop_mask(keys[2 * i + slot], h.shape[0], rate, h.dtype)
             total = total + h
         states.append(total)
-    return jnp.concatenate(states[2:], axis=-1), stats
+    return jnp.concatenate(states[spec.first_output:], axis=-1), stats
 
 
 def _branches(spec: CellSpec, train: bool):
@@ -175,6 +209,7 @@ class _Edges(NamedTuple):
 
     node: jax.Array  # int (2N,)
     input: jax.Array  # int (2N,): j
+    twin: jax.Array  # int (2N,): the copy of the edge's parameters (`CellSpec.twin`)
     branch: jax.Array  # int (2N,): the `_branches` index
     identity: jax.Array  # bool (2N,): a stride-1 skip_connect, which drop-path leaves alone
     key: jax.Array | None  # (2N, ...) drop-path key data, or None (no drop-path)
@@ -185,13 +220,15 @@ def _edges(spec: CellSpec, genotype, key) -> _Edges:
     j, op = genotype[:, :, INPUT].reshape(-1), genotype[:, :, OP].reshape(-1)
     wide = (j < 2) if spec.reduction else jnp.zeros_like(j, bool)
     skip = spec.ops.index("skip_connect") if "skip_connect" in spec.ops else -1
-    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, op + len(spec.ops) * wide, (op == skip) & ~wide,
+    twin = jnp.stack([jnp.stack([spec.twin(genotype, i, 0), spec.twin(genotype, i, 1)]) for i in range(n)])
+    return _Edges(jnp.repeat(jnp.arange(n, dtype=j.dtype), 2), j, twin.reshape(-1).astype(j.dtype),
+                  op + len(spec.ops) * wide, (op == skip) & ~wide,
                   None if key is None else jax.random.split(key, 2 * n))
 
 
-def _edge_indices(spec: CellSpec, params: dict, node, j) -> dict:
-    """{op: axis-0 index of edge (node, j)} for every op with parameters (and statistics) in the cell."""
-    return {op: spec.edge_index(op, node, j) for op in params}
+def _edge_indices(spec: CellSpec, params: dict, edge: _Edges) -> dict:
+    """{op: axis-0 index of the edge} for every op with parameters (and statistics) in the cell."""
+    return {op: spec.edge_index(op, edge.node, edge.input, edge.twin) for op in params}
 
 
 def _slices(tree: dict, index: dict) -> dict:
@@ -233,7 +270,7 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
     def step(carry, edge: _Edges):
         buf, stats = carry
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        index = _edge_indices(spec, params, edge.node, edge.input)
+        index = _edge_indices(spec, params, edge)
         hh, new = lax.switch(edge.branch, branches, _slices(params, index), _slices(stats, index), x_in, x_mid)
         stats = {op: _put(stats[op], i, new[op]) for op, i in index.items()}
         if edge.key is not None:
@@ -241,8 +278,8 @@ def _traced_forward(spec, train, params, stats, s0, s1, genotype, rate, key):
         return (_add_to_node(spec, buf, edge.node, hh), stats), None
 
     (buf, stats), _ = lax.scan(step, (buf, stats), _edges(spec, genotype, key))
-    mids = buf[1] if spec.reduction else buf[2:]
-    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], n * c)
+    mids = buf[1] if spec.reduction else buf[spec.first_output:]
+    out = jnp.moveaxis(mids, 0, 3).reshape(*mids.shape[1:4], spec.output_states * c)
     return out, stats, buf
 
 
@@ -263,12 +300,12 @@ def _traced_cell_bwd(spec, train, res, cts):
     parameter and input gradients added in place into the stacked parameter and state-buffer gradients."""
     params, stats, buf, genotype, rate, key = res
     dout = cts[0]
-    n, c = spec.num_nodes, dout.shape[-1] // spec.num_nodes
-    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], n, c), 3, 0)
+    m = spec.output_states
+    dmids = jnp.moveaxis(dout.reshape(*dout.shape[:3], m, dout.shape[-1] // m), 3, 0)
     if spec.reduction:
         dbuf = (jnp.zeros_like(buf[0]), dmids)
     else:
-        dbuf = jnp.concatenate([jnp.zeros_like(buf[:2]), dmids])
+        dbuf = jnp.concatenate([jnp.zeros_like(buf[:spec.first_output]), dmids])
 
     def vjp_branch(branch):
         def run(p, s, x_in, x_mid, dh):
@@ -285,7 +322,7 @@ def _traced_cell_bwd(spec, train, res, cts):
         if edge.key is not None:
             dh = jnp.where(edge.identity, dh, dh * _drop_mask(edge.key, dh.shape[0], rate, dh.dtype))
         x_in, x_mid = _edge_inputs(spec, buf, edge.input)
-        index = _edge_indices(spec, params, edge.node, edge.input)
+        index = _edge_indices(spec, params, edge)
         dp, *dx = lax.switch(edge.branch, grads, _slices(params, index), _slices(stats, index), x_in, x_mid, dh)
         dparams = {op: jax.tree.map(lambda g, d: g.at[i].add(d), dparams[op], dp[op]) for op, i in index.items()}
         j = edge.input
@@ -307,22 +344,51 @@ def _traced_cell_bwd(spec, train, res, cts):
 _traced_cell.defvjp(_traced_cell_fwd, _traced_cell_bwd)
 
 
+def restrict(x: jax.Array, mask, *kernels: jax.Array) -> tuple:
+    """(x, *kernels) reading only the states of a loose-end cell's output x (B, ..., S * C) that `mask`
+    bool (S,) marks concatenated; kernels (S * C, ...) read x's channels. A numpy mask (a genotype built
+    in) selects those channels and kernel rows; a traced one zeroes the other kernel rows (same values
+    and gradients). mask None: x and kernels as they are."""
+    if mask is None:
+        return (x, *kernels)
+    if isinstance(mask, np.ndarray):
+        rows = np.flatnonzero(np.repeat(mask, x.shape[-1] // mask.shape[0]))
+        return (x[..., rows], *(k[rows] for k in kernels))
+    rows = jnp.repeat(mask, x.shape[-1] // mask.shape[0])
+    return (x, *(k * rows.reshape(-1, *([1] * (k.ndim - 1))).astype(k.dtype) for k in kernels))
+
+
+def read_width(x, mask) -> int:
+    """Channels of x a reader restricted to `mask` (numpy or None) reads."""
+    return x.shape[-1] if mask is None else x.shape[-1] * int(np.sum(mask)) // len(mask)
+
+
+def _preprocess(fn, p, s, x, mask, train):
+    """A preprocessing op (relu_conv_bn, factorized_reduce) reading the states of x `mask` marks."""
+    names = [name for name in p if name != "bn"]
+    x, *kernels = restrict(x, mask, *(p[name] for name in names))
+    return fn({**p, **dict(zip(names, kernels))}, s, x, train)
+
+
 class DARTSCell(nn.Module):
     """One cell over every candidate op: preprocessing of (s0, s1) to `features` channels, then the nodes
     of `genotype` (num_nodes, 2, 2) [node, slot, (input, op)], numpy (chosen in Python) or traced
-    (a `lax.scan` over the chosen edges, a `lax.switch` per edge).
-    (s0, s1) -> (B, H', W', num_nodes * features)."""
+    (a `lax.scan` over the chosen edges, a `lax.switch` per edge). `masks`: for s0 and s1 when a
+    loose-end cell made them, the states of theirs to read (`restrict`), else None.
+    (s0, s1) -> (B, H', W', output_states * features) (`CellSpec`)."""
 
     ops: tuple[str, ...]
     num_nodes: int
     features: int
     reduction: bool = False
     reduction_prev: bool = False
+    loose_ends: bool = False
+    twins: bool = False
 
     @nn.compact
-    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0):
+    def __call__(self, s0, s1, genotype, train: bool = False, drop_path_rate=0.0, masks=(None, None)):
         c = self.features
-        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction)
+        spec = CellSpec(self.ops, self.num_nodes, c, self.reduction, self.loose_ends, self.twins)
         pre_shapes = {"preprocess0": ({"conv_1": (s0.shape[-1], c // 2), "conv_2": (s0.shape[-1], c // 2)}
                                       if self.reduction_prev else {"pointwise": (s0.shape[-1], c)}),
                       "preprocess1": {"pointwise": (s1.shape[-1], c)}}
@@ -342,15 +408,15 @@ class DARTSCell(nn.Module):
         stats = self.variable("batch_stats", "edges", spec.init_stats)
 
         prep0 = factorized_reduce if self.reduction_prev else relu_conv_bn
-        s0, st0 = prep0(pre["preprocess0"], pre_stats.value["preprocess0"], s0, train)
-        s1, st1 = relu_conv_bn(pre["preprocess1"], pre_stats.value["preprocess1"], s1, train)
+        s0, st0 = _preprocess(prep0, pre["preprocess0"], pre_stats.value["preprocess0"], s0, masks[0], train)
+        s1, st1 = _preprocess(relu_conv_bn, pre["preprocess1"], pre_stats.value["preprocess1"], s1, masks[1], train)
         # A Python 0 skips drop-path statically; anything else (a float or a traced schedule) applies it.
         dropping = train and not (isinstance(drop_path_rate, (int, float)) and drop_path_rate == 0)
         key = jax.random.key_data(self.make_rng("dropout")) if dropping else None
         if self.is_initializing():  # the parameters are made; skip compiling the cell into init
             b, h, w, _ = s1.shape
             h, w = (h // 2, w // 2) if self.reduction else (h, w)
-            return jnp.zeros((b, h, w, self.num_nodes * c), s1.dtype)
+            return jnp.zeros((b, h, w, spec.output_states * c), s1.dtype)
         if isinstance(genotype, np.ndarray):
             out, new_stats = _static_cell(spec, params, stats.value, s0, s1, genotype, train, drop_path_rate,
                                           key)
@@ -362,15 +428,15 @@ class DARTSCell(nn.Module):
             stats.value = new_stats
         return out
 
-    def multiply_adds(self, s0, s1, genotype, *_, **__) -> int:
-        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2), given
-        its inputs' shapes (nodes at half s1's resolution in a reduction cell): `nasjax.nn.cost` asks
-        for them, as they are not Flax layers. The preprocessing is a 1x1 conv to `features` channels at
-        s1's resolution (after a reduction, FactorizedReduce's two stride-2 halves to features / 2 each:
-        the same count); an edge from a cell input of a reduction cell runs at stride 2; pools,
-        identities and 'none' cost nothing."""
+    def multiply_adds(self, s0, s1, genotype, train=False, drop_path_rate=0.0, masks=(None, None)) -> int:
+        """Multiply-adds of the cell's convolutions for a concrete `genotype` (num_nodes, 2, 2) and
+        `masks`, given its inputs' shapes (nodes at half s1's resolution in a reduction cell):
+        `nasjax.nn.cost` asks for them, as they are not Flax layers. The preprocessing is a 1x1 conv of
+        the channels it reads to `features` channels at s1's resolution (after a reduction,
+        FactorizedReduce's two stride-2 halves to features / 2 each: the same count); an edge from a
+        cell input of a reduction cell runs at stride 2; pools, identities and 'none' cost nothing."""
         c, (h, w) = self.features, s1.shape[1:3]
-        total = h * w * (s0.shape[-1] + s1.shape[-1]) * c
+        total = h * w * (read_width(s0, masks[0]) + read_width(s1, masks[1])) * c
         hw = (h // 2) * (w // 2) if self.reduction else h * w  # every node's resolution
         for j, op_id in np.asarray(genotype).reshape(-1, 2):
             op = self.ops[op_id]
@@ -380,4 +446,6 @@ class DARTSCell(nn.Module):
                 total += halves * (int(op[-1]) ** 2 * c + c * c) * hw
             elif op == "skip_connect" and stride == 2:
                 total += c * c * hw  # FactorizedReduce: two 1x1 convs c -> c / 2
+            elif op == "conv_1x1":
+                total += c * c * hw
         return total

@@ -1,5 +1,6 @@
 """The DARTS family's operations as pure functions of (params, batch statistics, x): the functional op
-library the cells of `nasjax.nn.cells.cell` run (quark0/darts cnn/operations.py `OPS`, affine).
+library the cells of `nasjax.nn.cells.cell` run (quark0/darts cnn/operations.py `OPS`, affine; the
+NASNet space's 5x5 and 7x7 max pools, 7x7 separable conv and 1x1 conv as LaMCTS' LaNet operations.py).
 
 Each op maps (p, s, x (B, H, W, C), train) -> (y, new s): p its parameters, s its batch statistics
 (mean, var); `op_shapes` gives both as {leaf path: shape}, 'bn/mean' and 'bn/var' being the
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nasjax.nn import ops as primitives
-from nasjax.spaces.darts import OPS
+from nasjax.spaces.nasnet import CELL_OPS
 
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # PyTorch's defaults, as DARTS' BatchNorms
 
@@ -63,6 +64,8 @@ def op_shapes(op: str, c: int, stride: int) -> dict:
     bn = {"bn/scale": (c,), "bn/bias": (c,), "bn/mean": (c,), "bn/var": (c,)}
     if op == "skip_connect" and stride == 2:
         return {"conv_1": (c, c // 2), "conv_2": (c, c // 2), **bn}
+    if op == "conv_1x1":  # a bare convolution, no ReLU or BN (LaNet's operations.py)
+        return {"kernel": (c, c)}
     if op.startswith(("sep_conv", "dil_conv")):
         k = int(op[-1])
         one = {"depthwise": (k, k, c), "pointwise": (c, c), **bn}
@@ -73,22 +76,24 @@ def op_shapes(op: str, c: int, stride: int) -> dict:
 
 
 def apply_op(op: str, p: dict, s: dict, x: jax.Array, stride: int, train: bool):
-    """One DARTS op (operations.py `OPS`, affine): x (B, H, W, C) -> ((B, H/s, W/s, C), new stats)."""
+    """One cell op (operations.py `OPS`, affine): x (B, H, W, C) -> ((B, H/s, W/s, C), new stats)."""
     if op == "none":
         return jnp.zeros_like(x[:, ::stride, ::stride]), s
-    if op == "max_pool_3x3":
-        return primitives.max_pool_window(x, 3, stride), s
+    if op.startswith("max_pool"):
+        return primitives.max_pool_window(x, int(op[-1]), stride), s
     if op == "avg_pool_3x3":
         return primitives.avg_pool_window(x, 3, stride), s
     if op == "skip_connect":
         return (x, s) if stride == 1 else factorized_reduce(p, s, x, train)
+    if op == "conv_1x1":
+        return pointwise(x[:, ::stride, ::stride], p["kernel"]), s
     if op.startswith("dil_conv"):
         return dw_pw_bn(p, s, x, stride, 2, train)
     if op.startswith("sep_conv"):
         y, s1 = dw_pw_bn(p["sep1"], s["sep1"], x, stride, 1, train)
         y, s2 = dw_pw_bn(p["sep2"], s["sep2"], y, 1, 1, train)
         return y, {"sep1": s1, "sep2": s2}
-    raise ValueError(f"unknown DARTS op {op!r}; known: {', '.join(OPS)}")
+    raise ValueError(f"unknown cell op {op!r}; known: {', '.join(CELL_OPS)}")
 
 
 def nest(flat: dict) -> dict:
