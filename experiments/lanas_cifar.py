@@ -27,7 +27,7 @@ Work directory (`--workdir`): config.json (the resolved config), search/evaluati
 searched architecture: encoding, description, seed and training key, validation accuracy per epoch,
 params, FLOPs, time), search/checkpoint.npz + run.json (the search state), final.jsonl (one line per
 final training run), best_so_far.png, accuracy_hist.png, summary.md and summary.json (written last: a
-run with a summary is finished), xla_cache/ (compiled programs, `nasjax.compile_cache`;
+run with a summary is finished), xla_cache/ (compiled programs, `nasjax.runtime`;
 $JAX_COMPILATION_CACHE_DIR or $NASJAX_COMPILE_CACHE instead if set). Re-running the same command
 resumes after the last finished search round or final training run with the same bits as an
 uninterrupted run; a finished run prints its summary; other flags on the same work directory are
@@ -64,11 +64,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nasjax import metrics, search
-from nasjax.compile_cache import use_compile_cache
+from nasjax.runtime import use_compile_cache
 from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
 from nasjax.distributed import local_trainer
-from nasjax.host_memory import reuse_host_memory
+from nasjax.runtime import reuse_host_memory
 from nasjax.io import CorruptFileError, atomic_write_bytes, read_jsonl
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key

@@ -12,7 +12,7 @@ on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validat
       momentum with the cosine schedule, weight decay, clipping, validation per epoch, test at the end),
       when torch imports.
 Every execution evaluates in batches of the training batch size (the layered engine's choice), and
-all run with freed host memory kept for reuse (`nasjax.host_memory`, as lanas_cifar.py runs;
+all run with freed host memory kept for reuse (`nasjax.runtime`, as lanas_cifar.py runs;
 --malloc default keeps glibc's own policy, which page-faults large buffers in afresh).
 Prints architectures/hour and images/s, ratios to (a), where the time goes (training steps,
 augmentation, evaluation, compilation, host loop and set-up) for the layered engine (from a second,
@@ -52,9 +52,9 @@ def parse_args():
                         "options; slow on CPU: autodiff's convolutions inside the epoch's scan run 25-250x "
                         "slower than at the top level)")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
-                   help="keep compiled programs in DIR (nasjax.compile_cache): a second run loads them")
+                   help="keep compiled programs in DIR (nasjax.runtime): a second run loads them")
     p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
-                   help="reuse: keep freed host memory for reuse (nasjax.host_memory), as lanas_cifar.py "
+                   help="reuse: keep freed host memory for reuse (nasjax.runtime), as lanas_cifar.py "
                         "does; default: glibc's own policy")
     p.add_argument("--jsonl", default="perf_population.jsonl")
     return p.parse_args()
@@ -68,9 +68,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.compile_cache import use_compile_cache  # noqa: E402
+from nasjax.runtime import use_compile_cache  # noqa: E402
 from nasjax.data import load_cifar10, normalize  # noqa: E402
-from nasjax.host_memory import reuse_host_memory  # noqa: E402
+from nasjax.runtime import reuse_host_memory  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
                           train_population)
@@ -268,7 +268,7 @@ def main():
     if ARGS.compile_cache:
         print(f"compile cache: {use_compile_cache(ARGS.compile_cache)}")
     if ARGS.malloc == "reuse":  # every execution below, PyTorch's included, runs with it
-        print(f"host memory kept for reuse (nasjax.host_memory): {reuse_host_memory()}")
+        print(f"host memory kept for reuse (nasjax.runtime): {reuse_host_memory()}")
     # Every execution evaluates in training-sized batches, the layered engine's choice (its forward
     # programs are the training step's): PyTorch ran 20 % faster per image at 128 than at 500.
     config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size, eval_batch_size=ARGS.batch_size)

@@ -58,9 +58,10 @@ import numpy as np
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import BenchmarkDataError, TabularBenchmark, convnet
 from nasjax.io import write_csv
+from nasjax.runtime import avoid_cpu_scheduler_deadlock
 from nasjax.search.lanas import PAPER_EXPLORATION
 
-search.avoid_cpu_scheduler_deadlock()  # before any computation: vmapped NAO hangs without it on CPU
+avoid_cpu_scheduler_deadlock()  # before any computation: vmapped NAO hangs without it on CPU
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
 MULTI_FIDELITY = ("hyperband", "successive_halving")

@@ -1,4 +1,4 @@
-"""`nasjax.compile_cache`: a second process loads the programs the first one compiled, same bits."""
+"""`nasjax.runtime`: a second process loads the programs the first one compiled, same bits."""
 
 import json
 import os
@@ -13,7 +13,7 @@ SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from jax import monitoring
-from nasjax.compile_cache import use_compile_cache
+from nasjax.runtime import use_compile_cache
 from nasjax.data import load_cifar10
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, train_population

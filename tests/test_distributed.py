@@ -18,7 +18,7 @@ from jax.experimental.compilation_cache import compilation_cache as persistent_c
 from nasjax import search
 from nasjax.distributed import local_trainer, worker_layout
 from nasjax.distributed import ray_cluster
-from nasjax.host_memory import CHILD_ENV
+from nasjax.runtime import CHILD_ENV
 from nasjax.train import TrainConfig
 
 CONFIG = TrainConfig(epochs=1, batch_size=64, lr=0.05)

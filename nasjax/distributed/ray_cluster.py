@@ -9,7 +9,7 @@ trains together on that GPU; on CPUs only, one architecture per task, one task p
 (the CPU engine trains architectures one after another anyway, and single tasks balance networks whose
 costs differ tenfold). Architecture i trains from keys[i] alone, so neither the cut nor the worker
 changes its bits, given the same device and thread layout: `connect` gives the workers this
-process's XLA_FLAGS (and its host-memory policy, `nasjax.host_memory`), and each result records its
+process's XLA_FLAGS (and its host-memory policy, `nasjax.runtime`), and each result records its
 worker's layout. A worker that dies mid-task (killed, node lost) has its task run again on another
 (Ray retries system failures `max_retries` times); finished results are already with this process and
 are kept.
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from nasjax.data import Dataset
 from nasjax.distributed.trainer import Trainer, worker_layout
-from nasjax.host_memory import CHILD_ENV
+from nasjax.runtime import CHILD_ENV
 from nasjax.train import TrainConfig, train_population
 
 
