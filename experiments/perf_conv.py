@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import time
 import unittest.mock
 
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax
 from nasjax.io import write_csv
 from nasjax.spaces import DARTS_V2, ConvNetSpace, DARTSSpace, ops
 from nasjax.spaces.convnet import pool_positions
@@ -42,20 +42,6 @@ DARTS = dict(layers=5, init_channels=16, batch=64)  # the DARTS network step (ge
 TAPS_OPS = ("dw3x3", "dil3x3-d2", "maxpool3x3", "avgpool3x3")
 
 
-def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
-    """Median wall ms of each `fns[name]()` over `steps` rounds that call every fn in turn, after two
-    warm-up calls each (compile, caches): drifts in machine speed hit all fns alike."""
-    for fn in fns.values():
-        fn(), fn()
-    times = {name: [] for name in fns}
-    for _ in range(steps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int = 3) -> float:
     """Training-step conv GFLOP: forward + dW + dX per layer, no dX for the network input."""
     total = 0.0
@@ -65,31 +51,6 @@ def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int
         cin = c
         size = size // 2 if pool else size
     return total / 1e9
-
-
-def matmul_peaks(steps: int, key) -> dict[str, float]:
-    """GFLOP/s of a large f32 matmul (4096x2048 @ 2048x2048) in XLA (jitted jnp.dot, nasjax's options)
-    and, when installed, PyTorch: the ceiling a convolution can reach in each."""
-    n = 2048
-    a, b = jax.random.normal(key, (2 * n, n)), jax.random.normal(key, (n, n))
-    dot = jax.jit(jnp.dot, compiler_options=ops.compiler_options())
-    fns = {"xla": lambda: dot(a, b).block_until_ready()}
-    try:
-        import torch
-        ta, tb = torch.tensor(np.asarray(a)), torch.tensor(np.asarray(b))
-        out = torch.empty(2 * n, n)
-        fns["torch"] = lambda: torch.mm(ta, tb, out=out)
-    except ImportError:
-        pass
-    return {name: 2.0 * 2 * n ** 3 / (ms * 1e6) for name, ms in interleaved_medians(fns, steps).items()}
-
-
-@contextlib.contextmanager
-def plain_flax():
-    """Within: nasjax's spaces build their ConvNets from `nn.Conv` and `nn.max_pool` (plain Flax)."""
-    with unittest.mock.patch.object(ops, "Conv", nn.Conv), unittest.mock.patch.object(
-            ops, "max_pool", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))):
-        yield
 
 
 def jax_train_step(layers, batch: int, key, flax_conv: bool):

@@ -70,6 +70,7 @@ import numpy as np  # noqa: E402
 
 from nasjax.runtime import use_compile_cache  # noqa: E402
 from nasjax.data import load_cifar10, normalize  # noqa: E402
+from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax  # noqa: E402
 from nasjax.runtime import reuse_host_memory  # noqa: E402
 from nasjax.spaces import ConvNetSpace, ops  # noqa: E402
 from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
@@ -77,8 +78,6 @@ from nasjax.train import (TrainConfig, create_state, make_optimizer, module_appl
 from nasjax.train import layered, population, steps  # noqa: E402
 from nasjax.train.population import arch_info  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_conv import interleaved_medians, matmul_peaks, plain_flax  # noqa: E402
 
 
 def distinct_archs(space, n, key):
