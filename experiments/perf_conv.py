@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 import unittest.mock
 
@@ -29,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nasjax.experiment.cli import COUNT, SEED, Parser, integer
+from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax
 from nasjax.io import write_csv
 from nasjax.spaces import DARTS_V2, ConvNetSpace, DARTSSpace, ops
@@ -326,16 +329,24 @@ def torch_darts_step(seed: int):
     return step
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps after warm-up (median)")
-    ap.add_argument("--layer-size", type=int, default=16, help="spatial size of the single-layer case")
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = Parser(__doc__)
+    ap.add_argument("--seed", type=SEED, default=0)
+    ap.add_argument("--batch", type=COUNT, default=128)
+    ap.add_argument("--steps", type=COUNT, default=5, help="timed steps after warm-up (median)")
+    ap.add_argument("--layer-size", type=integer(2), default=16, help="spatial size of the single-layer case")
     ap.add_argument("--skip-flax", action="store_true", help="skip the (slow) plain nn.Conv baseline")
     ap.add_argument("--darts-only", action="store_true", help="only DARTS' op rows and network step")
     ap.add_argument("--csv", default="perf_conv.csv")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: perf_conv(parse_args(argv)))
+
+
+def perf_conv(args: argparse.Namespace) -> None:
+    """The measurements: printed, and written where the flags say."""
     if args.steps < 1 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1")
     key = jax.random.key(args.seed)
@@ -406,4 +417,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
