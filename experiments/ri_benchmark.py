@@ -300,6 +300,7 @@ def main(argv=None) -> int:
 
 def ri_benchmark(args: argparse.Namespace) -> None:
     """The whole experiment: prints its summary, writes its files."""
+    check_data_dir(args.data_dir)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     k_tabular, k_trained = jax.random.split(jax.random.key(args.seed))

@@ -52,7 +52,7 @@ import numpy as np
 
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import TabularBenchmark, convnet
-from nasjax.experiment.cli import COUNT, SEED, Parser, check, folder
+from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.tabular_search import (BATCH, VARIANTS, Outcome, curve_band, random_search_exact,
                                               run_strategy, samples_to_optimum, summarize)
@@ -168,6 +168,7 @@ def main(argv=None) -> int:
 
 def sample_efficiency(args: argparse.Namespace) -> None:
     """Every strategy's searches on the benchmark: prints the table, writes the files to --out."""
+    check_data_dir(args.data_dir)
     bench = convnet.load(args.table) if args.table else benchmarks.load(args.benchmark, args.data_dir)
     _, optimum = bench.optimum()
     n, m = bench.table.shape[0], int(np.sum(bench.scores_mean >= optimum))
