@@ -12,7 +12,8 @@ Ray (`--ray local` starts a cluster on this machine, `--ray auto` joins the one 
 README): each round's architectures and the final training runs are trained by the cluster's workers
 (`nasjax.distributed`), with the same training keys, so with this process's device and thread layout
 the results are the same bits; each JSONL line then also records its `worker` (host, pid, layout,
-seconds). The flag is not part of the config: a run may resume with or without it.
+seconds). A task whose worker dies is run again up to `--ray-retries` times; past that the run stops
+(one line; it resumes). Neither flag is part of the config: a run may resume with or without Ray.
 
 Final evaluation (`001_*`): the `--final-top-k` best architectures found and `--final-random-k`
 architectures sampled uniformly from the same space are trained from scratch with the same protocol,
@@ -23,15 +24,18 @@ whole training set (search train + validation, so no validation set), and tested
 their seed-averaged test accuracy, and RI = 100 (Acc_search - Acc_random) / Acc_random. An image
 count of 0 means "all of them".
 
-Work directory (`--workdir`): config.json (the resolved config), search/evaluations.jsonl (one line per
+Work directory (`--workdir`): config.json (the resolved config), data.json (the data's file names, sizes
+and sha256: a resume on other data is refused), search/evaluations.jsonl (one line per
 searched architecture: encoding, description, seed and training key, validation accuracy per epoch,
 params, FLOPs, time), search/checkpoint.npz + run.json (the search state), final.jsonl (one line per
 final training run), best_so_far.png, accuracy_hist.png, summary.md and summary.json (written last: a
 run with a summary is finished), xla_cache/ (compiled programs, `nasjax.runtime`;
 $JAX_COMPILATION_CACHE_DIR or $NASJAX_COMPILE_CACHE instead if set). Re-running the same command
 resumes after the last finished search round or final training run with the same bits as an
-uninterrupted run; a finished run prints its summary; other flags on the same work directory are
-refused (use another --workdir).
+uninterrupted run; a finished run prints its summary (an incomplete summary is written again from the
+logs, saying what was missing); other flags on the same work directory are refused (use another
+--workdir). Every flag is checked before anything is written: a refused command leaves nothing
+behind, and the corrected one then runs.
 
 Sizing: the defaults are meant for this project's 2-core CPU and the shared CIFAR-10 subset (5,085
 training / 1,017 test images). The work is the search's `--budget` x `--epochs` passes over
