@@ -37,7 +37,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.io import write_csv
+from nasjax.experiment.outputs import write_outputs
 from nasjax.spaces import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, preset, train_population
 
@@ -157,13 +157,9 @@ def protocol_ablation(args: argparse.Namespace) -> None:
                   "reason": r.reason} for i, (a, r) in enumerate(zip(archs, results))]
         print(f"  {name}: {time.perf_counter() - t:.0f} s", flush=True)
     summary = summarize(runs, args.protocols)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "runs.csv", runs)
-    write_csv(out / "summary.csv", summary)
     text = (f"# Training protocols (`001_*` §4): {args.archs} random DARTS genotypes, test accuracy (%)\n\n"
             + table(summary) + "\n")
-    (out / "summary.md").write_text(text)
+    out = write_outputs(args.out, {"runs.csv": runs, "summary.csv": summary}, text)
     plot(summary, runs, out / "protocols.png")
     print(text)
     print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: runs.csv, summary.csv, summary.md, "

@@ -44,7 +44,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.io import write_csv
+from nasjax.experiment.outputs import write_outputs
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key, train_population
 
@@ -178,13 +178,9 @@ def ranking_stability(args: argparse.Namespace) -> None:
              **{k.replace("acc", "rank"): int(rank(v)[i]) for k, v in acc.items()}}
             for i, a in enumerate(archs)]
     summary = compare(rows)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "accuracies.csv", rows)
-    write_csv(out / "summary.csv", summary)
     text = (f"# Ranking stability (`001_*` §5.3): {args.archs} ConvNets, test accuracy (%)\n\n"
             + table(summary) + "\n")
-    (out / "summary.md").write_text(text)
+    out = write_outputs(args.out, {"accuracies.csv": rows, "summary.csv": summary}, text)
     plot(rows, summary, out / "rank_changes.png")
     print(text)
     print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: accuracies.csv, summary.csv, "
