@@ -37,11 +37,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        _name_the_file(e, path)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _name_the_file(error: BaseException, path: pathlib.Path) -> None:
+    """Raise an OSError that names no file (a failed write or fsync: a full disk) again naming
+    `path`, so that the one line reporting it says which file."""
+    if isinstance(error, OSError) and error.filename is None:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
@@ -61,10 +69,14 @@ def remove_temporaries(folder: str | os.PathLike) -> list[pathlib.Path]:
 def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     """Append one JSON line per record to `path`, in one write, and fsync it: after a kill the file
     ends with whole records, or with one torn last line that `read_jsonl` removes."""
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        _name_the_file(e, pathlib.Path(path))
+        raise
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> pathlib.Path:
