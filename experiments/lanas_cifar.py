@@ -78,7 +78,6 @@ from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.evaluation import nan_to_null
 from nasjax.io import atomic_write_bytes
 from nasjax.runtime import reuse_host_memory, use_compile_cache
-from nasjax.spaces import ConvNetSpace  # noqa: F401 (the spaces' type, for readers of SPACES)
 from nasjax.train import TrainConfig
 
 SPACES = CONVNET_SPACES

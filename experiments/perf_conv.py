@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 import unittest.mock
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from nasjax.experiment.cli import COUNT, SEED, Parser, integer

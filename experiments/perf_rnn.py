@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from nasjax.experiment.cli import COUNT, SEED, Parser, integer
+from nasjax.experiment.cli import COUNT, Parser, integer
 from nasjax.experiment.cli import main as run_main
 from nasjax.spaces import RNNCellSpace
 from nasjax.spaces.rnn import DARTS_V2
