@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import pathlib
+import pickle
 import runpy
 import shutil
 import signal
@@ -343,7 +344,6 @@ def _cifar_copy(data_dir, target: pathlib.Path) -> pathlib.Path:
 
 def test_empty_batch_file_is_refused(lc, tmp_path, capsys, data_dir):
     data = _cifar_copy(data_dir, tmp_path / "data")
-    import pickle
     (data / "cifar-10-batches-py" / "data_batch_5").write_bytes(
         pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
     assert lc.main([*TINY, "--workdir", str(tmp_path / "w"), "--data-dir", str(data)]) == 2
@@ -374,9 +374,10 @@ def test_resume_with_other_data_is_refused(lc, finished, tmp_path, capsys, data_
     (workdir / "summary.json").unlink()  # unfinished: it would load its data and go on
     other = _cifar_copy(data_dir, tmp_path / "other")
     batch = other / "cifar-10-batches-py" / "data_batch_1"
-    raw = bytearray(batch.read_bytes())
-    raw[-40] ^= 1  # one pixel of the last image (pickled data ends with its bytes, then labels)
-    batch.write_bytes(bytes(raw))
+    with open(batch, "rb") as f:
+        content = pickle.load(f, encoding="bytes")
+    content[b"data"][-1, 0] ^= 1  # one pixel of the last image
+    batch.write_bytes(pickle.dumps(content))
     before = snapshot(workdir)
     assert lc.main([*TINY, "--workdir", str(workdir), "--data-dir", str(other)]) == 2
     assert "holds a run on other data" in one_line_error(capsys)
