@@ -145,3 +145,16 @@ def test_append_jsonl_writes_whole_lines(tmp_path):
     append_jsonl(path, [{"c": None}])
     assert path.read_text() == '{"a": 1}\n{"b": [1, 2]}\n{"c": null}\n'
     assert read_jsonl(path) == [{"a": 1}, {"b": [1, 2]}, {"c": None}]
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--train-tokens", "1"], "--train-tokens 1: 1 tokens do not fill one window"),
+    (["--valid-tokens", "20"], "--valid-tokens 20: 20 tokens do not fill one window"),
+    (["--final-train-tokens", "100"], "--final-train-tokens 100: 100 tokens do not fill one window"),
+])
+def test_rnn_ptb_refuses_too_few_tokens_before_its_work_directory(flags, said, tmp_path, capsys, data_dir):
+    main = runpy.run_path(str(EXPERIMENTS / "rnn_ptb.py"), run_name="rnn_ptb")["main"]
+    assert main([*flags, "--workdir", str(tmp_path / "w"), "--data-dir", str(data_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and said in err and err.count("\n") == 1 and not out, err
+    assert list(tmp_path.iterdir()) == []
