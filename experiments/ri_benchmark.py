@@ -7,8 +7,8 @@ training.
 
 Tabular part: every registered strategy runs `--seeds` searches of max(`--budgets`) evaluations on
 NAS-Bench-201 (CIFAR-10, CIFAR-100, ImageNet16-120), vmapped over the seeds as ONE program per strategy
-and dataset (`experiments/sample_efficiency.py`'s `run_strategy`); multi-fidelity strategies need
-learning curves that the NB-201 export lacks and are listed as skipped. A search with budget b is the
+and dataset (`nasjax.experiment.tabular_search.run_strategy`, as in sample_efficiency.py);
+multi-fidelity strategies need learning curves that the NB-201 export lacks and are listed as skipped. A search with budget b is the
 first b evaluations of that run. Acc_m of a run is the best accuracy among its first b evaluations (the
 export holds one test accuracy per architecture, which the search sees: noise-free). The baseline is
 random sampling with the same budget: the best of b architectures drawn uniformly without
@@ -34,7 +34,7 @@ flags on the same --out are refused).
 
 Outputs in --out (default runs/ri_benchmark): tabular.csv, tabular.png, trained.csv, trained.png,
 summary.md, timing.csv (wall-clock seconds, the only numbers that differ between two runs with the same
---seed), trained/ (search logs, final.jsonl, config.json).
+--seed), trained/ (search logs, final.jsonl, config.json, data.json).
 
 Full CIFAR-10 on an accelerator (populations trained together, sharded over the devices):
 
