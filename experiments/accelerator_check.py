@@ -25,20 +25,23 @@ import pathlib
 import sys
 import time
 
+from nasjax.experiment.cli import COUNT, SEED, Parser, folder, integer
+from nasjax.experiment.cli import main as run_main
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=os.environ.get("NASJAX_DATA_DIR"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--archs", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-images", type=int, default=2048, help="first N training images (0: all)")
-    p.add_argument("--eval-images", type=int, default=1000,
+    p = Parser(__doc__)
+    p.add_argument("--data-dir", type=folder, default=os.environ.get("NASJAX_DATA_DIR"))
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--archs", type=COUNT, default=16)
+    p.add_argument("--epochs", type=COUNT, default=1)
+    p.add_argument("--batch-size", type=COUNT, default=128)
+    p.add_argument("--train-images", type=integer(0), default=2048, help="first N training images (0: all)")
+    p.add_argument("--eval-images", type=integer(0), default=1000,
                    help="first N validation and test images (0: all)")
-    p.add_argument("--searches", type=int, default=8, help="LaNAS searches compared vmapped vs looped")
-    p.add_argument("--samples", type=int, default=300, help="samples per LaNAS search")
-    p.add_argument("--host-devices", type=int, default=0, help="forced CPU host devices (0: leave as is)")
+    p.add_argument("--searches", type=COUNT, default=8, help="LaNAS searches compared vmapped vs looped")
+    p.add_argument("--samples", type=integer(10), default=300, help="samples per LaNAS search")
+    p.add_argument("--host-devices", type=integer(0), default=0, help="forced CPU host devices (0: leave as is)")
     p.add_argument("--out", default="runs/accelerator_check.jsonl")
     return p.parse_args(argv)
 
@@ -129,7 +132,14 @@ def lanas_bitwise(searches: int, samples: int, key) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """0: every check passed; 1: one failed; 2 (one line): bad flags or data."""
+    status = []
+    code = run_main(lambda: status.append(accelerator_check(parse_args(argv))))
+    return code or status[0]
+
+
+def accelerator_check(args: argparse.Namespace) -> int:
+    """The three checks; their rows go to --out. Returns the exit status."""
     if args.host_devices:  # before jax is imported
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.host_devices}")

@@ -28,8 +28,6 @@ import dataclasses
 import datetime
 import hashlib
 import importlib.metadata
-import json
-import os
 import pathlib
 import platform
 import shlex
@@ -45,6 +43,10 @@ import nasjax
 from nasjax import metrics
 from nasjax.benchmarks import convnet
 from nasjax.data import DataError, Dataset, load_cifar10
+from nasjax.experiment import UsageError, begin, check_config, data_fingerprint, own_workdir
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.io import append_jsonl, read_jsonl
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, train_population
 
@@ -59,53 +61,40 @@ PRESETS = {
 RECORDS = "records.jsonl"
 
 
-class UsageError(Exception):
-    """Bad flags or an unusable work directory: reported as one line, exit status 2."""
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(__doc__, add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="space and protocol defaults (explicit flags override them)")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[pre],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="folder with cifar-10-batches-py (default: "
+    p = Parser(__doc__, parents=[pre])
+    p.add_argument("--data-dir", type=folder, default=None, help="folder with cifar-10-batches-py (default: "
                    "$NASJAX_DATA_DIR, else tensorflow-datasets)")
-    p.add_argument("--workdir", default="runs/convnet_table", help="per-run records (resume from here)")
+    p.add_argument("--workdir", type=folder, default="runs/convnet_table",
+                   help="per-run records (resume from here)")
     p.add_argument("--out", default=str(convnet.DEFAULT_PATH), help="the table (.npz); log next to it (.md)")
-    p.add_argument("--channels", type=int, nargs="+")
-    p.add_argument("--kernels", type=int, nargs="+")
-    p.add_argument("--min-depth", type=int)
-    p.add_argument("--max-depth", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seeds", type=int, help="training seeds per architecture")
-    p.add_argument("--seed", type=int, default=0, help="root of every training key")
-    p.add_argument("--train-images", type=int, help="training images of the search split (0: all)")
-    p.add_argument("--val-images", type=int, help="validation images of the search split (0: all)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--validation-fraction", type=float, default=0.5)
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--channels", type=COUNT, nargs="+")
+    p.add_argument("--kernels", type=COUNT, nargs="+")
+    p.add_argument("--min-depth", type=COUNT)
+    p.add_argument("--max-depth", type=COUNT)
+    p.add_argument("--epochs", type=COUNT)
+    p.add_argument("--seeds", type=COUNT, help="training seeds per architecture")
+    p.add_argument("--seed", type=SEED, default=0, help="root of every training key")
+    p.add_argument("--train-images", type=IMAGES, help="training images of the search split (0: all)")
+    p.add_argument("--val-images", type=IMAGES, help="validation images of the search split (0: all)")
+    p.add_argument("--batch-size", type=COUNT)
+    p.add_argument("--lr", type=real(0, lo_open=True))
+    p.add_argument("--validation-fraction", type=real(0, 1, hi_open=True), default=0.5)
+    p.add_argument("--split-seed", type=SEED, default=0)
     p.add_argument("--execution", default="auto", help="train_population's execution")
-    p.add_argument("--chunk", type=int, help="(architecture, seed) runs per train_population call")
-    p.add_argument("--verify", type=int, default=0, metavar="K",
+    p.add_argument("--chunk", type=COUNT, help="(architecture, seed) runs per train_population call")
+    p.add_argument("--verify", type=integer(0), default=0, metavar="K",
                    help="build nothing: re-train K random entries (of the cheaper half by FLOPs) of the "
                         "--out table with its stored protocol and check they reproduce bit for bit; exit "
                         "status 1 if one differs")
     preset = pre.parse_known_args(argv)[0].preset
     p.set_defaults(**{**PRESETS["default"], **PRESETS[preset]})
     args = p.parse_args(argv)
-    checks = [
-        (args.epochs >= 1 and args.seeds >= 1 and args.chunk >= 1,
-         "--epochs, --seeds and --chunk must be >= 1"),
-        (args.train_images >= 0 and args.val_images >= 0, "--train-images and --val-images must be >= 0"),
-        (args.verify >= 0, "--verify must be >= 0"),
-        (args.train_images == 0 or args.train_images >= args.batch_size,
-         f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    check((args.train_images == 0 or args.train_images >= args.batch_size,
+           f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"))
     try:
         make_space(args)
         make_config(args)
@@ -178,45 +167,6 @@ def _record(index: int, seed: int, enc: np.ndarray, result, epochs: int, wall: f
             "test_acc": float(np.float32(result.test_acc)) if ok else None, "params": result.params,
             "flops": result.flops, "train_seconds": result.wall_time, "wall_seconds": wall,
             "failed": result.failed or not ok, "reason": result.reason}
-
-
-def read_records(path: pathlib.Path) -> dict[tuple[int, int], dict]:
-    """Finished runs by (index, seed); a truncated last line (a crash mid-write) is cut off."""
-    if not path.exists():
-        return {}
-    lines = path.read_bytes().splitlines(keepends=True)
-    records = {}
-    for n, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if n != len(lines) - 1:
-                raise UsageError(f"{path}:{n + 1} is not JSON: the records are damaged") from None
-            path.write_bytes(b"".join(lines[:n]))
-            break
-        records[record["index"], record["seed"]] = record
-    return records
-
-
-def append_records(path: pathlib.Path, records: list[dict]) -> None:
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def check_config(workdir: pathlib.Path, config: dict) -> None:
-    path = workdir / "config.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != config:
-            diff = {k: (saved.get(k), config.get(k)) for k in sorted(set(saved) | set(config))
-                    if saved.get(k) != config.get(k)}
-            raise UsageError(f"{workdir} holds a build with a different configuration {diff} (saved, "
-                             "given); use another --workdir")
-    else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 # --- the table and its log ----------------------------------------------------------------------------
@@ -334,7 +284,15 @@ def verify(table_path: pathlib.Path, count: int, data_dir, seed: int) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """0 (built, or --verify reproduced), 1 (--verify found a difference), 2 (one line: bad input)."""
+    status = []
+    code = run_main(lambda: status.append(build_table(parse_args(argv), argv)))
+    return code or status[0]
+
+
+def build_table(args: argparse.Namespace, argv) -> int:
+    """Build (or resume) the table, or --verify it; returns the exit status."""
+    check_data_dir(args.data_dir)
     if args.verify:
         return verify(pathlib.Path(args.out), args.verify, args.data_dir, args.seed)
     space, config = make_space(args), make_config(args)
@@ -346,10 +304,16 @@ def main(argv=None) -> int:
                 "chunk": args.chunk, "backend": jax.default_backend(), "devices": jax.device_count(),
                 "key": "fold_in(fold_in(jax.random.key(root_seed), seed), space.index(encoding))"}
     # The data is identified by its digests, not by where the folder lies.
-    check_config(workdir, {"space": repr(space), "protocol": dataclasses.asdict(config),
-                           "training": training,
-                           "data": {k: v for k, v in provenance.items() if k != "source"}})
-    records = read_records(workdir / RECORDS)
+    run_config = {"space": repr(space), "protocol": dataclasses.asdict(config), "training": training,
+                  "data": {k: v for k, v in provenance.items() if k != "source"}}
+    with own_workdir(workdir) as workdir:
+        begin(workdir, run_config, data_fingerprint(data.source, *data[:6]), check_config(workdir, run_config))
+        records = {(r["index"], r["seed"]): r for r in read_jsonl(workdir / RECORDS)}
+        return _train_and_write(args, argv, space, config, data, provenance, training, workdir, out, records)
+
+
+def _train_and_write(args, argv, space, config, data, provenance, training, workdir, out, records) -> int:
+    """Train the runs not in `records` (appending each to the log), then write the table and its log."""
     members = space.enumerate()
     jobs = [(i, s) for i in range(len(members)) for s in range(args.seeds) if (i, s) not in records]
     print(f"{space}: {len(members):,} networks x {args.seeds} seeds, {args.epochs} epochs on "
@@ -361,7 +325,7 @@ def main(argv=None) -> int:
             results = train_entries(space, chunk, data, config, args.seed, args.execution)
             wall = (time.perf_counter() - t) / len(chunk)
             new = [_record(i, s, members[i], r, args.epochs, wall) for (i, s), r in zip(chunk, results)]
-            append_records(workdir / RECORDS, new)
+            append_jsonl(workdir / RECORDS, new)
             records.update({(r["index"], r["seed"]): r for r in new})
             bar.update(len(chunk))
     meta = {"protocol": dataclasses.asdict(config), "training": training, "data": provenance,
@@ -380,8 +344,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

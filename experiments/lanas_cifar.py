@@ -12,7 +12,8 @@ Ray (`--ray local` starts a cluster on this machine, `--ray auto` joins the one 
 README): each round's architectures and the final training runs are trained by the cluster's workers
 (`nasjax.distributed`), with the same training keys, so with this process's device and thread layout
 the results are the same bits; each JSONL line then also records its `worker` (host, pid, layout,
-seconds). The flag is not part of the config: a run may resume with or without it.
+seconds). A task whose worker dies is run again up to `--ray-retries` times; past that the run stops
+(one line; it resumes). Neither flag is part of the config: a run may resume with or without Ray.
 
 Final evaluation (`001_*`): the `--final-top-k` best architectures found and `--final-random-k`
 architectures sampled uniformly from the same space are trained from scratch with the same protocol,
@@ -23,15 +24,18 @@ whole training set (search train + validation, so no validation set), and tested
 their seed-averaged test accuracy, and RI = 100 (Acc_search - Acc_random) / Acc_random. An image
 count of 0 means "all of them".
 
-Work directory (`--workdir`): config.json (the resolved config), search/evaluations.jsonl (one line per
+Work directory (`--workdir`): config.json (the resolved config), data.json (the data's file names, sizes
+and sha256: a resume on other data is refused), search/evaluations.jsonl (one line per
 searched architecture: encoding, description, seed and training key, validation accuracy per epoch,
 params, FLOPs, time), search/checkpoint.npz + run.json (the search state), final.jsonl (one line per
 final training run), best_so_far.png, accuracy_hist.png, summary.md and summary.json (written last: a
-run with a summary is finished), xla_cache/ (compiled programs, `nasjax.compile_cache`;
+run with a summary is finished), xla_cache/ (compiled programs, `nasjax.runtime`;
 $JAX_COMPILATION_CACHE_DIR or $NASJAX_COMPILE_CACHE instead if set). Re-running the same command
 resumes after the last finished search round or final training run with the same bits as an
-uninterrupted run; a finished run prints its summary; other flags on the same work directory are
-refused (use another --workdir).
+uninterrupted run; a finished run prints its summary (an incomplete summary is written again from the
+logs, saying what was missing); other flags on the same work directory are refused (use another
+--workdir). Every flag is checked before anything is written: a refused command leaves nothing
+behind, and the corrected one then runs.
 
 Sizing: the defaults are meant for this project's 2-core CPU and the shared CIFAR-10 subset (5,085
 training / 1,017 test images). The work is the search's `--budget` x `--epochs` passes over
@@ -52,287 +56,91 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
-import os
 import pathlib
 import sys
 import time
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from nasjax import metrics, search
-from nasjax.compile_cache import use_compile_cache
-from nasjax.data import DataError, Dataset, load_cifar10
+from nasjax.data import load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
 from nasjax.distributed import local_trainer
-from nasjax.host_memory import reuse_host_memory
-from nasjax.io import CorruptFileError, atomic_write_bytes, read_jsonl
-from nasjax.spaces import ConvNetSpace
-from nasjax.train import TrainConfig, arch_key
+from nasjax.experiment import (CONVNET_SPACES, UsageError, begin, check_config, data_fingerprint,
+                               final_data, final_evaluation, finished, group_stats, make_objective,
+                               own_workdir, search_data)
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.evaluation import nan_to_null
+from nasjax.io import atomic_write_bytes
+from nasjax.runtime import reuse_host_memory, use_compile_cache
+from nasjax.train import TrainConfig
 
-SPACES = {
-    "motivating": ConvNetSpace.motivating,  # LaNAS §2: 1,364 networks
-    "convnet60k": ConvNetSpace.convnet60k,  # LaNAS A.1's ranges
-    "tiny": lambda: ConvNetSpace(channels=(8, 16), kernels=(3,), max_depth=2),  # 6 networks: smoke tests
-}
+SPACES = CONVNET_SPACES
 SUMMARY = "summary.json"
 # Fields that depend on the wall clock, not on the seed: everything else is the same bits on resume.
 WALL_CLOCK_FIELDS = ("time", "train_seconds")
-
-
-class UsageError(Exception):
-    """Bad flags, too little data for them, or an unusable work directory: one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of argparse's usage block
-        raise UsageError(f"{message} (see --help)")
+# Flags that do not decide the results: not part of config.json.
+NOT_CONFIG = ("workdir", "data_dir", "ray", "ray_retries")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Flags -> namespace; raises UsageError for unknown flags and impossible budgets."""
-    p = _Parser(description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default=None,
+    """Flags -> namespace; raises UsageError for unknown flags, values out of range and impossible
+    budgets (before anything is written)."""
+    p = Parser(__doc__)
+    p.add_argument("--data-dir", type=folder, default=None,
                    help="folder with cifar-10-batches-py (default: $NASJAX_DATA_DIR, else tfds)")
-    p.add_argument("--workdir", default="runs/lanas_cifar", help="where results go; re-run to resume")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, search and final training")
+    p.add_argument("--workdir", type=folder, default="runs/lanas_cifar",
+                   help="where results go; re-run to resume")
+    p.add_argument("--seed", type=SEED, default=0, help="seeds the split, search and final training")
     p.add_argument("--space", choices=sorted(SPACES), default="motivating",
                    help="ConvNet space: LaNAS §2's, ConvNet-60K's ranges, or a smoke-test one")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="train on a Ray cluster: 'local' starts one here, 'auto' joins this machine's "
                         "(`ray start`), or the head's host:port (default: in this process)")
+    p.add_argument("--ray-retries", type=integer(0), default=3,
+                   help="with --ray: times a task whose worker died is run again before the run stops "
+                        "(it resumes)")
     s = p.add_argument_group("search")
-    s.add_argument("--budget", type=int, default=16, help="architectures evaluated by the search")
-    s.add_argument("--n-init", type=int, default=4, help="random samples before LaNAS's first fit")
-    s.add_argument("--n-select", type=int, default=4,
+    s.add_argument("--budget", type=COUNT, default=16, help="architectures evaluated by the search")
+    s.add_argument("--n-init", type=COUNT, default=4, help="random samples before LaNAS's first fit")
+    s.add_argument("--n-select", type=COUNT, default=4,
                    help="architectures per round, trained together (LaNAS's refit period)")
-    s.add_argument("--height", type=int, default=3, help="LaNAS tree height")
-    s.add_argument("--epochs", type=int, default=1, help="training epochs per searched architecture")
-    s.add_argument("--train-images", type=int, default=2048, help="search training images (0: all)")
-    s.add_argument("--val-images", type=int, default=1024, help="search validation images (0: all)")
-    s.add_argument("--batch-size", type=int, default=128, help="training batch (search and final)")
-    s.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, cosine-annealed")
-    s.add_argument("--cutout", type=int, default=0, help="cutout size (0: none)")
+    s.add_argument("--height", type=integer(2), default=3, help="LaNAS tree height")
+    s.add_argument("--epochs", type=COUNT, default=1, help="training epochs per searched architecture")
+    s.add_argument("--train-images", type=IMAGES, default=2048, help="search training images (0: all)")
+    s.add_argument("--val-images", type=IMAGES, default=1024, help="search validation images (0: all)")
+    s.add_argument("--batch-size", type=COUNT, default=128, help="training batch (search and final)")
+    s.add_argument("--lr", type=real(0, lo_open=True), default=0.05, help="SGD learning rate, cosine-annealed")
+    s.add_argument("--cutout", type=integer(0, 32), default=0, help="cutout size in pixels (0: none)")
     f = p.add_argument_group("final evaluation")
-    f.add_argument("--final-top-k", type=int, default=2, help="best searched architectures re-trained")
-    f.add_argument("--final-random-k", type=int, default=2, help="random architectures trained")
-    f.add_argument("--final-seeds", type=int, default=2, help="training seeds per architecture")
-    f.add_argument("--final-epochs", type=int, default=2, help="training epochs per final run")
-    f.add_argument("--final-train-images", type=int, default=2048,
+    f.add_argument("--final-top-k", type=COUNT, default=2, help="best searched architectures re-trained")
+    f.add_argument("--final-random-k", type=COUNT, default=2, help="random architectures trained")
+    f.add_argument("--final-seeds", type=COUNT, default=2, help="training seeds per architecture")
+    f.add_argument("--final-epochs", type=COUNT, default=2, help="training epochs per final run")
+    f.add_argument("--final-train-images", type=IMAGES, default=2048,
                    help="final training images from train + validation (0: all)")
-    f.add_argument("--test-images", type=int, default=0, help="test images (0: all)")
+    f.add_argument("--test-images", type=IMAGES, default=0, help="test images (0: all)")
     args = p.parse_args(argv)
-    checks = [
-        (args.budget >= 1, f"--budget must be >= 1, got {args.budget}"),
-        (1 <= args.n_init <= args.budget, f"--n-init must be in [1, --budget={args.budget}]"),
-        (1 <= args.n_select <= args.budget, f"--n-select must be in [1, --budget={args.budget}]"),
-        (args.height >= 2, f"--height must be >= 2, got {args.height}"),
-        (args.epochs >= 1 and args.final_epochs >= 1, "--epochs and --final-epochs must be >= 1"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.final_top_k >= 1 and args.final_random_k >= 1 and args.final_seeds >= 1,
-         "--final-top-k, --final-random-k and --final-seeds must be >= 1"),
-        (min(args.train_images, args.val_images, args.final_train_images, args.test_images) >= 0,
-         "image counts must be >= 0 (0: all)"),
-    ]
-    for flag in ("train_images", "final_train_images"):
-        n = getattr(args, flag)
-        checks.append((n == 0 or n >= args.batch_size,
-                       f"--{flag.replace('_', '-')} {n} is smaller than one batch ({args.batch_size})"))
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
     space = SPACES[args.space]()
-    if space.size() < args.budget:
-        raise UsageError(f"--budget {args.budget} exceeds the {space.size()} networks of the "
-                         f"{args.space} space")
-    if args.final_top_k > args.budget:
-        raise UsageError(f"--final-top-k {args.final_top_k} exceeds --budget {args.budget}")
+    check((args.n_init <= args.budget, f"--n-init must be in [1, --budget={args.budget}]"),
+          (args.n_select <= args.budget, f"--n-select must be in [1, --budget={args.budget}]"),
+          *[(n == 0 or n >= args.batch_size, f"--{flag} {n} is smaller than one batch ({args.batch_size})")
+            for flag, n in (("train-images", args.train_images),
+                            ("final-train-images", args.final_train_images))],
+          (space.size() >= args.budget,
+           f"--budget {args.budget} exceeds the {space.size()} networks of the {args.space} space"),
+          (args.final_top_k <= args.budget, f"--final-top-k {args.final_top_k} exceeds --budget {args.budget}"))
     return args
-
-
-class WorkdirLock:
-    """An exclusive lock file holding the owner's pid; a lock left by a dead process is taken over."""
-
-    def __init__(self, workdir: pathlib.Path):
-        self.path = workdir / "lock"
-
-    def __enter__(self):
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            text = self.path.read_text().strip()
-            pid = int(text) if text.isdigit() else 0
-            if pid and pid != os.getpid() and _alive(pid):  # our own pid: a dead owner's, reused
-                raise UsageError(f"{self.path.parent} is used by a running search (pid {pid}); "
-                                 "wait for it or use another --workdir") from None
-            self.path.unlink()
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def resolved_config(args) -> dict:
     """Everything that decides the results (not where the data and results live)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "data_dir", "ray")}
-
-
-def check_config(workdir: pathlib.Path, config: dict) -> bool:
-    """Whether config.json is still to be written; UsageError if it holds another config."""
-    path = workdir / "config.json"
-    if not path.exists():
-        return True
-    saved = json.loads(path.read_text())
-    if saved != config:
-        diff = {k: (saved.get(k), config.get(k)) for k in sorted(set(saved) | set(config))
-                if saved.get(k) != config.get(k)}
-        raise UsageError(f"{workdir} holds a run with other flags {diff} (saved, given); "
-                         "use another --workdir")
-    return False
-
-
-def _take(data: Dataset, flag: str, what: str, **count: int) -> Dataset:
-    """`data.take(**count)` (one part; 0: all of it); UsageError naming `flag` if it holds fewer."""
-    (part, n), = count.items()
-    try:
-        return data.take(**count)
-    except ValueError:
-        raise UsageError(f"{flag} {n} exceeds the {len(getattr(data, f'{part}_labels'))} {what} images "
-                         "of this data") from None
-
-
-def search_data(data: Dataset, train_images: int, val_images: int) -> Dataset:
-    """The search split cut to its first images; an empty test set (the search never tests)."""
-    data = _take(data, "--train-images", "search training", train=train_images)
-    data = _take(data, "--val-images", "validation", val=val_images)
-    return data._replace(test_images=data.test_images[:0], test_labels=data.test_labels[:0])
-
-
-def final_data(data: Dataset, train_images: int, test_images: int) -> Dataset:
-    """Final training on the whole training set (search train + validation), tested on test; no
-    validation set (its per-epoch accuracy is NaN)."""
-    whole = data._replace(train_images=np.concatenate([data.train_images, data.val_images]),
-                          train_labels=np.concatenate([data.train_labels, data.val_labels]),
-                          val_images=data.val_images[:0], val_labels=data.val_labels[:0])
-    whole = _take(whole, "--final-train-images", "training", train=train_images)
-    return _take(whole, "--test-images", "test", test=test_images)
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: failed or unmeasured accuracies are written as null."""
-    return float(x) if math.isfinite(x) else None
-
-
-def _nan_to_null(tree):
-    """`tree` (dicts, lists, numbers) with every non-finite float replaced by None (JSON's null)."""
-    if isinstance(tree, dict):
-        return {k: _nan_to_null(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_nan_to_null(v) for v in tree]
-    return _finite(tree) if isinstance(tree, float) else tree
-
-
-def _arch_record(space, result, train_key) -> dict:
-    """The JSONL fields of one trained architecture (ArchResult)."""
-    return {"description": space.describe(result.arch), "train_key": np.asarray(train_key).tolist(),
-            "params": result.params, "flops": result.flops, "train_seconds": result.wall_time,
-            "failed": result.failed, "reason": result.reason}
-
-
-def make_objective(space, data: Dataset, config: TrainConfig, seed: int,
-                   make_trainer=local_trainer):
-    """objective(archs (n, *enc), key) -> (final validation accuracies (n,), NaN if failed; one
-    record per architecture, merged into its line of search/evaluations.jsonl). Arch i trains from
-    arch_key(key, i) with `make_trainer(space, data, config)` (nasjax.distributed)."""
-    train = make_trainer(space, data, config)
-
-    def objective(archs, key):
-        raw = jax.random.key_data(key)
-        keys = np.stack([arch_key(raw, i) for i in range(len(archs))])
-        trained = train(np.asarray(archs), keys)
-        records = [{"seed": seed, **_arch_record(space, r, k),
-                    "val_acc_per_epoch": [_finite(a) for a in r.val_acc], **extra}
-                   for (r, extra), k in zip(trained, keys)]
-        scores = np.array([np.nan if r.failed else r.final_val_acc for r, _ in trained], np.float32)
-        return scores, records
-
-    return objective
-
-
-def final_evaluation(space, data: Dataset, config: TrainConfig, groups: dict[str, np.ndarray],
-                     seeds: int, key: jax.Array, path: pathlib.Path, chunk: int,
-                     make_trainer=local_trainer) -> list[dict]:
-    """Train every (group, rank, seed) once, `chunk` runs together (by `make_trainer(space, data,
-    config)`), appending a line per run to `path`; runs already there are kept (resume).
-    groups: name -> encodings (k, *enc). Seed s trains every architecture with the key
-    arch_key(fold_in(key, s), 0), whatever its chunk.
-    Returns the records of all runs, seed-major."""
-    jobs = [(group, rank, seed, arch) for seed in range(seeds)
-            for group, archs in groups.items() for rank, arch in enumerate(archs)]
-    done = {(r["group"], r["rank"], r["seed"]): r for r in read_jsonl(path)}  # drops a torn line
-    for group, rank, seed, arch in jobs:
-        if (group, rank, seed) in done and done[(group, rank, seed)]["encoding"] != arch.tolist():
-            raise UsageError(f"{path} holds another architecture for {group} #{rank} seed {seed}; "
-                             "it belongs to another run")
-    pending = [job for job in jobs if job[:3] not in done]
-    train = make_trainer(space, data, config) if pending else None
-    with tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="final training",
-              unit="run") as bar:
-        for start in range(0, len(pending), chunk):
-            part = pending[start:start + chunk]
-            keys = [arch_key(jax.random.key_data(jax.random.fold_in(key, seed)), 0)
-                    for _, _, seed, _ in part]
-            trained = train(np.stack([job[3] for job in part]), np.stack(keys))
-            lines = []
-            for (group, rank, seed, arch), (r, extra), k in zip(part, trained, keys):
-                record = {"group": group, "rank": rank, "seed": seed, "encoding": arch.tolist(),
-                          **_arch_record(space, r, k), "test_acc": _finite(r.test_acc),
-                          "time": time.time(), **extra}
-                done[(group, rank, seed)] = record
-                lines.append(json.dumps(record) + "\n")
-            with open(path, "a") as f:
-                f.write("".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
-            bar.update(len(part))
-    return [done[job[:3]] for job in jobs]
-
-
-def group_stats(final: list[dict], group: str) -> dict:
-    """Per architecture of `group`: mean and std over seeds of test accuracy (%); then the group's
-    mean and std over architectures of those means (`001_*`: mean +- std over architectures)."""
-    per_arch: dict[int, dict] = {}
-    for r in final:
-        if r["group"] == group:
-            entry = per_arch.setdefault(r["rank"], {"rank": r["rank"], "description": r["description"],
-                                                   "encoding": r["encoding"], "accs": []})
-            if r["test_acc"] is not None:
-                entry["accs"].append(100 * r["test_acc"])
-    archs = []
-    for entry in per_arch.values():
-        accs = np.array(entry.pop("accs"))
-        archs.append({**entry, "runs": len(accs), "mean": float(accs.mean()) if len(accs) else None,
-                      "std": float(accs.std()) if len(accs) else None})
-    means = np.array([a["mean"] for a in archs if a["mean"] is not None])
-    return {"archs": archs, "mean": float(means.mean()) if len(means) else float("nan"),
-            "std": float(means.std()) if len(means) else float("nan")}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG}
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -367,7 +175,7 @@ def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: 
                "best_description": space.describe(result.encodings[best]),
                "search": found, "random": random, "relative_improvement": ri,
                "wall_seconds_last_invocation": elapsed}
-    atomic_write_bytes(workdir / SUMMARY, (json.dumps(_nan_to_null(summary), indent=2, allow_nan=False)
+    atomic_write_bytes(workdir / SUMMARY, (json.dumps(nan_to_null(summary), indent=2, allow_nan=False)
                                            + "\n").encode())
     return text
 
@@ -396,9 +204,10 @@ def plot(result, final: list[dict], workdir: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def trainer_factory(address: str | None, cluster: contextlib.ExitStack):
+def trainer_factory(address: str | None, retries: int, cluster: contextlib.ExitStack):
     """make_trainer(space, data, config) of this run (nasjax.distributed): in this process, or with
-    --ray by the cluster's workers, connected until `cluster` closes, sharing our compile cache."""
+    --ray by the cluster's workers (a task retried `retries` times), connected until `cluster`
+    closes, sharing our compile cache."""
     if address is None:
         return local_trainer
     from nasjax.distributed import ray_cluster  # imports Ray: only with --ray
@@ -409,30 +218,32 @@ def trainer_factory(address: str | None, cluster: contextlib.ExitStack):
             "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}))
     except ConnectionError as e:
         raise UsageError(str(e)) from None
-    return ray_cluster.ray_trainer
+    return functools.partial(ray_cluster.ray_trainer, max_retries=retries)
 
 
 def lanas_cifar(args: argparse.Namespace) -> str:
     """Run (or resume, or report) the whole job in args.workdir; returns what it prints."""
     t0 = time.time()
     space = SPACES[args.space]()
+    check_data_dir(args.data_dir)
     resolve_data_dir(args.data_dir)  # a missing folder is reported before the work directory is made
-    workdir = pathlib.Path(args.workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise UsageError(f"--workdir {workdir} is a file, not a folder")
-    workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir), contextlib.ExitStack() as cluster:
+    with own_workdir(args.workdir) as workdir, contextlib.ExitStack() as cluster:
         config = resolved_config(args)
         new = check_config(workdir, config)
-        if (workdir / SUMMARY).exists():
+        done, problem = finished(workdir, SUMMARY, files=("summary.md",),
+                                 keys=("evaluations", "best_encoding", "search", "random",
+                                       "relative_improvement"))
+        if done:
             return f"This run is finished ({workdir}):\n\n" + (workdir / "summary.md").read_text()
+        if problem:
+            print(f"note: {problem}; writing the summary again from the run's logs", file=sys.stderr)
         data = load_cifar10(args.data_dir, split_seed=args.seed)
         searching = search_data(data, args.train_images, args.val_images)
         final_set = final_data(data, args.final_train_images, args.test_images)
-        if new:  # only once the flags are known to fit the data: a refused run blocks nothing
-            atomic_write_bytes(workdir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        # Only once the flags are known to fit the data: a refused run leaves nothing behind.
+        begin(workdir, config, data_fingerprint(data.source, *data[:6]), new)
         use_compile_cache(default=workdir / "xla_cache")
-        make_trainer = trainer_factory(args.ray, cluster)
+        make_trainer = trainer_factory(args.ray, args.ray_retries, cluster)
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    cutout=args.cutout)
         k_search, k_final, k_random = jax.random.split(jax.random.key(args.seed), 3)
@@ -459,21 +270,7 @@ def lanas_cifar(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     """The command line: prints the summary; bad input, a damaged work directory or one that cannot be
     written (read-only, full disk) -> one line on stderr and exit status 2."""
-    try:
-        print(lanas_cifar(parse_args(argv)), end="")
-    except (UsageError, DataError, CorruptFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # read-only or full disk, a file where a folder should be, ...
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}; the work directory must be a writable folder with free "
-              "space (finished work is kept: fix it and run the same command again to resume)",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(lambda: print(lanas_cifar(parse_args(argv)), end=""))
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
+import sys
 import unittest.mock
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from nasjax.experiment.cli import COUNT, SEED, Parser, integer
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax
 from nasjax.io import write_csv
 from nasjax.nn import build, ops, supernet
 from nasjax.spaces import DARTS_V2_CNN, ConvNetSpace, DARTSSpace
@@ -43,20 +43,6 @@ DARTS = dict(layers=5, init_channels=16, batch=64)  # the DARTS network step (ge
 TAPS_OPS = ("dw3x3", "dil3x3-d2", "maxpool3x3", "avgpool3x3")
 
 
-def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
-    """Median wall ms of each `fns[name]()` over `steps` rounds that call every fn in turn, after two
-    warm-up calls each (compile, caches): drifts in machine speed hit all fns alike."""
-    for fn in fns.values():
-        fn(), fn()
-    times = {name: [] for name in fns}
-    for _ in range(steps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int = 3) -> float:
     """Training-step conv GFLOP: forward + dW + dX per layer, no dX for the network input."""
     total = 0.0
@@ -66,31 +52,6 @@ def conv_gflop(layers, batch: int, size: int = 32, pool_every: int = 2, cin: int
         cin = c
         size = size // 2 if pool else size
     return total / 1e9
-
-
-def matmul_peaks(steps: int, key) -> dict[str, float]:
-    """GFLOP/s of a large f32 matmul (4096x2048 @ 2048x2048) in XLA (jitted jnp.dot, nasjax's options)
-    and, when installed, PyTorch: the ceiling a convolution can reach in each."""
-    n = 2048
-    a, b = jax.random.normal(key, (2 * n, n)), jax.random.normal(key, (n, n))
-    dot = jax.jit(jnp.dot, compiler_options=ops.compiler_options())
-    fns = {"xla": lambda: dot(a, b).block_until_ready()}
-    try:
-        import torch
-        ta, tb = torch.tensor(np.asarray(a)), torch.tensor(np.asarray(b))
-        out = torch.empty(2 * n, n)
-        fns["torch"] = lambda: torch.mm(ta, tb, out=out)
-    except ImportError:
-        pass
-    return {name: 2.0 * 2 * n ** 3 / (ms * 1e6) for name, ms in interleaved_medians(fns, steps).items()}
-
-
-@contextlib.contextmanager
-def plain_flax():
-    """Within: nasjax's spaces build their ConvNets from `nn.Conv` and `nn.max_pool` (plain Flax)."""
-    with unittest.mock.patch.object(ops, "Conv", nn.Conv), unittest.mock.patch.object(
-            ops, "max_pool", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))):
-        yield
 
 
 def jax_train_step(layers, batch: int, key, flax_conv: bool):
@@ -366,16 +327,24 @@ def torch_darts_step(seed: int):
     return step
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps after warm-up (median)")
-    ap.add_argument("--layer-size", type=int, default=16, help="spatial size of the single-layer case")
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = Parser(__doc__)
+    ap.add_argument("--seed", type=SEED, default=0)
+    ap.add_argument("--batch", type=COUNT, default=128)
+    ap.add_argument("--steps", type=COUNT, default=5, help="timed steps after warm-up (median)")
+    ap.add_argument("--layer-size", type=integer(2), default=16, help="spatial size of the single-layer case")
     ap.add_argument("--skip-flax", action="store_true", help="skip the (slow) plain nn.Conv baseline")
     ap.add_argument("--darts-only", action="store_true", help="only DARTS' op rows and network step")
     ap.add_argument("--csv", default="perf_conv.csv")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: perf_conv(parse_args(argv)))
+
+
+def perf_conv(args: argparse.Namespace) -> None:
+    """The measurements: printed, and written where the flags say."""
     if args.steps < 1 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1")
     key = jax.random.key(args.seed)
@@ -446,4 +415,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,7 @@ on the training split (SGD momentum, cosine lr, crop+flip) and evaluates validat
       momentum with the cosine schedule, weight decay, clipping, validation per epoch, test at the end),
       when torch imports.
 Every execution evaluates in batches of the training batch size (the layered engine's choice), and
-all run with freed host memory kept for reuse (`nasjax.host_memory`, as lanas_cifar.py runs;
+all run with freed host memory kept for reuse (`nasjax.runtime`, as lanas_cifar.py runs;
 --malloc default keeps glibc's own policy, which page-faults large buffers in afresh).
 Prints architectures/hour and images/s, ratios to (a), where the time goes (training steps,
 augmentation, evaluation, compilation, host loop and set-up) for the layered engine (from a second,
@@ -34,53 +34,22 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=os.environ.get("NASJAX_DATA_DIR"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--archs", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-images", type=int, default=0, help="use the first N training images (0: all)")
-    p.add_argument("--eval-images", type=int, default=0,
-                   help="use the first N validation and test images (0: all)")
-    p.add_argument("--host-devices", type=int, default=1, help="forced CPU host devices (sharded engine)")
-    p.add_argument("--executions", default="layered")
-    p.add_argument("--flax-baseline", action="store_true",
-                   help="also time one-by-one training in plain Flax (nn.Conv, nn.max_pool, default XLA "
-                        "options; slow on CPU: autodiff's convolutions inside the epoch's scan run 25-250x "
-                        "slower than at the top level)")
-    p.add_argument("--compile-cache", default=None, metavar="DIR",
-                   help="keep compiled programs in DIR (nasjax.compile_cache): a second run loads them")
-    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
-                   help="reuse: keep freed host memory for reuse (nasjax.host_memory), as lanas_cifar.py "
-                        "does; default: glibc's own policy")
-    p.add_argument("--jsonl", default="perf_population.jsonl")
-    return p.parse_args()
-
-
-ARGS = parse_args()
-if ARGS.host_devices > 1:  # must precede importing jax
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.host_devices}"
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from nasjax.compile_cache import use_compile_cache  # noqa: E402
-from nasjax.data import load_cifar10, normalize  # noqa: E402
-from nasjax.host_memory import reuse_host_memory  # noqa: E402
-import nasjax.nn  # noqa: E402
-from nasjax.nn import ops  # noqa: E402
-from nasjax.spaces import ConvNetSpace  # noqa: E402
-from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,  # noqa: E402
+import nasjax.nn
+from nasjax.data import load_cifar10, normalize
+from nasjax.experiment.cli import COUNT, SEED, Parser, folder, integer
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax
+from nasjax.nn import ops
+from nasjax.runtime import reuse_host_memory, use_compile_cache
+from nasjax.spaces import ConvNetSpace
+from nasjax.train import (TrainConfig, create_state, make_optimizer, module_apply,
                           train_population)
-from nasjax.train import layered, steps  # noqa: E402
-from nasjax.train.population import arch_info  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_conv import interleaved_medians, matmul_peaks, plain_flax  # noqa: E402
+from nasjax.train import layered, steps
+from nasjax.train.population import arch_info
 
 
 def distinct_archs(space, n, key):
@@ -258,40 +227,73 @@ def single_step_gflops(space, data, config, key) -> tuple[float, float]:
     return flops / ms / 1e6, ms
 
 
-def main():
-    key = jax.random.PRNGKey(ARGS.seed)
-    data = load_cifar10(ARGS.data_dir).take(train=ARGS.train_images, val=ARGS.eval_images,
-                                            test=ARGS.eval_images)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = Parser(__doc__)
+    p.add_argument("--data-dir", type=folder, default=os.environ.get("NASJAX_DATA_DIR"))
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--archs", type=COUNT, default=16)
+    p.add_argument("--epochs", type=COUNT, default=1)
+    p.add_argument("--batch-size", type=COUNT, default=128)
+    p.add_argument("--train-images", type=integer(0), default=0, help="use the first N training images (0: all)")
+    p.add_argument("--eval-images", type=integer(0), default=0,
+                   help="use the first N validation and test images (0: all)")
+    p.add_argument("--host-devices", type=COUNT, default=1, help="forced CPU host devices (sharded engine)")
+    p.add_argument("--executions", default="layered")
+    p.add_argument("--flax-baseline", action="store_true",
+                   help="also time one-by-one training in plain Flax (nn.Conv, nn.max_pool, default XLA "
+                        "options; slow on CPU: autodiff's convolutions inside the epoch's scan run 25-250x "
+                        "slower than at the top level)")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="keep compiled programs in DIR (nasjax.runtime): a second run loads them")
+    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                   help="reuse: keep freed host memory for reuse (nasjax.runtime), as lanas_cifar.py "
+                        "does; default: glibc's own policy")
+    p.add_argument("--jsonl", default="perf_population.jsonl")
+    return p.parse_args(argv)
+
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: perf_population(parse_args(argv)))
+
+
+def perf_population(args: argparse.Namespace) -> None:
+    """The timings: printed and appended to --jsonl."""
+    if args.host_devices > 1:  # XLA reads its flags at the process's first computation
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.host_devices}"
+    key = jax.random.PRNGKey(args.seed)
+    data = load_cifar10(args.data_dir).take(train=args.train_images, val=args.eval_images,
+                                            test=args.eval_images)
     space = ConvNetSpace.motivating()
-    if ARGS.compile_cache:
-        print(f"compile cache: {use_compile_cache(ARGS.compile_cache)}")
-    if ARGS.malloc == "reuse":  # every execution below, PyTorch's included, runs with it
-        print(f"host memory kept for reuse (nasjax.host_memory): {reuse_host_memory()}")
+    if args.compile_cache:
+        print(f"compile cache: {use_compile_cache(args.compile_cache)}")
+    if args.malloc == "reuse":  # every execution below, PyTorch's included, runs with it
+        print(f"host memory kept for reuse (nasjax.runtime): {reuse_host_memory()}")
     # Every execution evaluates in training-sized batches, the layered engine's choice (its forward
     # programs are the training step's): PyTorch ran 20 % faster per image at 128 than at 500.
-    config = TrainConfig(epochs=ARGS.epochs, batch_size=ARGS.batch_size, eval_batch_size=ARGS.batch_size)
-    archs = distinct_archs(space, ARGS.archs, jax.random.fold_in(key, 1))
-    images = ARGS.archs * ARGS.epochs * (len(data.train_labels) // config.batch_size) * config.batch_size
-    print(f"{len(archs)} distinct archs, depths {np.bincount(archs[:, 0]).tolist()}, {ARGS.epochs} epoch(s) "
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.batch_size)
+    archs = distinct_archs(space, args.archs, jax.random.fold_in(key, 1))
+    images = args.archs * args.epochs * (len(data.train_labels) // config.batch_size) * config.batch_size
+    print(f"{len(archs)} distinct archs, depths {np.bincount(archs[:, 0]).tolist()}, {args.epochs} epoch(s) "
           f"on {len(data.train_labels)} images, eval on {len(data.val_labels)} + {len(data.test_labels)}, batch {config.batch_size}, backend {jax.default_backend()} "
           f"x{len(jax.devices())}", flush=True)
     rows = []
     baselines = [("one-by-one jit, nasjax conv", False)]
-    if ARGS.flax_baseline:
+    if args.flax_baseline:
         baselines.append(("one-by-one jit, flax nn.Conv", True))
     for name, flax_conv in baselines:
         seconds, _ = one_by_one(space, archs, data, config, key, flax_conv)
         rows.append((name, seconds))
         print(f"  {name} (compile incl.): {seconds:.1f} s", flush=True)
     phases = {}
-    for execution in ARGS.executions.split(","):
+    for execution in args.executions.split(","):
         start = time.perf_counter()
         train_population(space, archs, data, config, key, execution=execution)
         rows.append((f"engine {execution}", time.perf_counter() - start))
         print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
         if execution == "layered":
             phases["engine layered"] = engine_phases(space, archs, data, config, key, rows[-1][1]).seconds
-    torch_run = torch_eager(space, archs, data, config, ARGS.seed)
+    torch_run = torch_eager(space, archs, data, config, args.seed)
     if torch_run is not None:
         rows.append(("pytorch cpu eager, same work", torch_run[0]))
         phases["pytorch"] = torch_run[1].seconds
@@ -299,12 +301,12 @@ def main():
         print("  pytorch: not installed, skipped")
     base = rows[0][1]
     print(f"{'execution':34s} {'seconds':>9s} {'archs/hour':>11s} {'images/s':>9s} {'vs one-by-one':>14s}")
-    with open(ARGS.jsonl, "w") as f:
+    with open(args.jsonl, "w") as f:
         for name, sec in rows:
             row = dict(execution=name, seconds=round(sec, 2), archs_per_hour=round(len(archs) * 3600 / sec, 1),
                        images_per_s=round(images / sec, 1), ratio_vs_one_by_one=round(base / sec, 3),
-                       archs=len(archs), epochs=ARGS.epochs, train_images=len(data.train_labels),
-                       seed=ARGS.seed, devices=len(jax.devices()), malloc=ARGS.malloc)
+                       archs=len(archs), epochs=args.epochs, train_images=len(data.train_labels),
+                       seed=args.seed, devices=len(jax.devices()), malloc=args.malloc)
             f.write(json.dumps(row) + "\n")
             print(f"{name:34s} {sec:9.1f} {row['archs_per_hour']:11.1f} {row['images_per_s']:9.1f} "
                   f"{row['ratio_vs_one_by_one']:13.2f}x")
@@ -332,4 +334,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

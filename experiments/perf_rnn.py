@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 import time
 
 import jax
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 import nasjax.nn
+from nasjax.experiment.cli import COUNT, Parser, integer
+from nasjax.experiment.cli import main as run_main
 from nasjax.spaces import DARTS_V2_RNN, RNNCellSpace
 from nasjax.train import lm
 
@@ -86,15 +89,23 @@ def torch_step(model, opt, config: lm.LMConfig, tokens, targets, hidden):
     return hidden.detach()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--bptt", type=int, default=35)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per round and implementation")
-    p.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default")
-    args = p.parse_args(argv)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = Parser(__doc__)
+    p.add_argument("--hidden", type=COUNT, default=256)
+    p.add_argument("--batch", type=COUNT, default=64)
+    p.add_argument("--bptt", type=COUNT, default=35)
+    p.add_argument("--rounds", type=COUNT, default=4)
+    p.add_argument("--steps", type=COUNT, default=5, help="timed steps per round and implementation")
+    p.add_argument("--torch-threads", type=integer(0), default=0, help="0: PyTorch's default")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: perf_rnn(parse_args(argv)))
+
+
+def perf_rnn(args: argparse.Namespace) -> None:
+    """The measurements: printed, and written where the flags say."""
 
     space = RNNCellSpace()
     model = nasjax.nn.build(space, space.from_genotype(*DARTS_V2_RNN), num_classes=VOCAB,
@@ -142,4 +153,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

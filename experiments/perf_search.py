@@ -19,11 +19,14 @@ import argparse
 import functools
 import json
 import pathlib
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
+from nasjax.experiment.cli import COUNT, SEED, Parser, check
+from nasjax.experiment.cli import main as run_main
 from nasjax.search.lanas import LaNAS
 from nasjax.spaces import ConvNetSpace
 
@@ -76,21 +79,33 @@ def ask_tell_times(table, key, sizes, repeats):
     return rows
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--searches", type=int, default=100)
-    p.add_argument("--samples", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=10,
+def parse_args(argv=None) -> argparse.Namespace:
+    p = Parser(__doc__)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--searches", type=COUNT, default=100)
+    p.add_argument("--samples", type=COUNT, default=2000)
+    p.add_argument("--batch", type=COUNT, default=10,
                    help="architectures per ask in the searches (LaNAS refits every 10 told: with "
                         "--batch 1, one tell in 10 refits)")
-    p.add_argument("--loop-searches", type=int, default=3)
-    p.add_argument("--chunk", type=int, default=10,
+    p.add_argument("--loop-searches", type=COUNT, default=3)
+    p.add_argument("--chunk", type=COUNT, default=10,
                    help="also time the vmapped searches as lax.map over vmapped chunks of this size")
-    p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", type=COUNT, nargs="+", default=[100, 1000, 10000])
+    p.add_argument("--repeats", type=COUNT, default=3)
     p.add_argument("--out", default="runs/perf_search")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    check((args.searches % args.chunk == 0, f"--chunk {args.chunk} must divide --searches {args.searches}"),
+          (args.loop_searches <= args.searches, f"--loop-searches {args.loop_searches} exceeds --searches"),
+          (args.samples >= args.batch, f"--samples {args.samples} is fewer than one --batch ({args.batch})"))
+    return args
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: perf_search(parse_args(argv)))
+
+
+def perf_search(args: argparse.Namespace) -> None:
+    """The measurements: printed, and written where the flags say."""
     key = jax.random.key(args.seed)
     k_table, k_time, k_search = jax.random.split(key, 3)
     table = jax.random.normal(k_table, (SPACE.size(),))
@@ -121,8 +136,6 @@ def main():
           f"{args.loop_searches}); loop/vmapped = {t_loop_all / t_many:.2f}x; found the table's "
           f"optimum in {found:.0%}; the {args.loop_searches} single searches equal their vmapped "
           f"counterparts bit for bit: {same}")
-    if args.searches % args.chunk:
-        raise SystemExit(f"--chunk {args.chunk} must divide --searches {args.searches}")
     chunked = jax.jit(lambda k: jax.lax.map(jax.vmap(one_search), k.reshape(-1, args.chunk, *k.shape[1:])))
     _, t_compile_chunked = timed(chunked, keys)
     by_chunk, t_chunked, cpu_chunked = timed_cpu(chunked, keys)
@@ -150,4 +163,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,13 +32,14 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
-import lanas_cifar as lc  # noqa: E402
 
-from nasjax.data import DataError, load_cifar10  # noqa: E402
-from nasjax.io import write_csv  # noqa: E402
-from nasjax.spaces import DARTSSpace  # noqa: E402
-from nasjax.train import TrainConfig, arch_key, preset, train_population  # noqa: E402
+from nasjax.data import load_cifar10
+from nasjax.experiment import final_data
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.outputs import write_outputs
+from nasjax.spaces import DARTSSpace
+from nasjax.train import TrainConfig, arch_key, preset, train_population
 
 # name -> (preset of nasjax.train.protocol, longer training (x --longer), more channels (x --wider))
 PROTOCOLS = {
@@ -105,71 +106,64 @@ def plot(summary: list[dict], runs: list[dict], path: pathlib.Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="samples the genotypes, the split and the training key")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
-    p.add_argument("--out", default="runs/protocol_ablation")
-    p.add_argument("--archs", type=int, default=8, help="random genotypes (001_*: 8)")
+    p = Parser(__doc__)
+    p.add_argument("--seed", type=SEED, default=0, help="samples the genotypes, the split and the training key")
+    p.add_argument("--data-dir", type=folder, default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--out", type=folder, default="runs/protocol_ablation")
+    p.add_argument("--archs", type=COUNT, default=8, help="random genotypes (001_*: 8)")
     p.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
-    p.add_argument("--epochs", type=int, default=2,
+    p.add_argument("--epochs", type=COUNT, default=2,
                    help="epochs of every protocol but the longer ones (>= 2 for drop-path to act: DARTS' ramp "
                         "is 0 in the first epoch)")
-    p.add_argument("--longer", type=float, default=2.5, help="epoch factor of +longer (001_*: 1500/600)")
-    p.add_argument("--wider", type=float, default=50 / 36, help="channel factor of +channels (001_*: 50/36)")
-    p.add_argument("--layers", type=int, default=5, help="cells")
-    p.add_argument("--channels", type=int, default=8, help="initial channels")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.025)
-    p.add_argument("--train-images", type=int, default=512, help="0: all of train + validation")
-    p.add_argument("--test-images", type=int, default=512, help="0: all")
+    p.add_argument("--longer", type=real(1, 1000), default=2.5, help="epoch factor of +longer (001_*: 1500/600)")
+    p.add_argument("--wider", type=real(1, 100), default=50 / 36, help="channel factor of +channels (001_*: 50/36)")
+    p.add_argument("--layers", type=integer(3), default=5, help="cells")
+    p.add_argument("--channels", type=COUNT, default=8, help="initial channels (even)")
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--lr", type=real(0, lo_open=True), default=0.025)
+    p.add_argument("--train-images", type=IMAGES, default=512, help="0: all of train + validation")
+    p.add_argument("--test-images", type=IMAGES, default=512, help="0: all")
     args = p.parse_args(argv)
-    if min(args.archs, args.epochs, args.layers - 2, args.channels, args.batch_size) < 1 or \
-            args.longer < 1 or args.wider < 1 or args.channels % 2:
-        p.error("need --archs, --epochs, --batch-size >= 1, --layers >= 3, --channels even, --longer and "
-                "--wider >= 1")
-    if args.train_images and args.train_images < args.batch_size:
-        p.error(f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})")
+    check((args.channels % 2 == 0, f"--channels must be even (a reduction cell halves them), got {args.channels}"),
+          (args.train_images == 0 or args.train_images >= args.batch_size,
+           f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"))
     return args
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        t0 = time.perf_counter()
-        space = DARTSSpace()  # genotypes only: every protocol's network has the same genotype encoding
-        data = lc.final_data(load_cifar10(args.data_dir, split_seed=args.seed), args.train_images,
-                             args.test_images)
-        k_archs, k_train = jax.random.split(jax.random.key(args.seed))
-        archs = np.asarray(space.sample(k_archs, args.archs))
-        keys = [arch_key(jax.random.key_data(k_train), 0)] * args.archs
-        print(f"{args.archs} random DARTS genotypes x {len(args.protocols)} protocols; {args.layers} cells, "
-              f"{args.channels} channels, {args.epochs} epochs on {len(data.train_labels)} images, tested on "
-              f"{len(data.test_labels)}", flush=True)
-        runs = []
-        for name in args.protocols:
-            t = time.perf_counter()
-            network, config = protocol_config(name, args)
-            results, _ = train_population(network, archs, data, config, keys=keys)
-            runs += [{"protocol": name, "arch": i, "genotype": space.describe(a),
-                      "test_acc": float("nan") if r.failed else 100 * r.test_acc, "failed": r.failed,
-                      "reason": r.reason} for i, (a, r) in enumerate(zip(archs, results))]
-            print(f"  {name}: {time.perf_counter() - t:.0f} s", flush=True)
-        summary = summarize(runs, args.protocols)
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "runs.csv", runs)
-        write_csv(out / "summary.csv", summary)
-        text = (f"# Training protocols (`001_*` §4): {args.archs} random DARTS genotypes, test accuracy (%)\n\n"
-                + table(summary) + "\n")
-        (out / "summary.md").write_text(text)
-        plot(summary, runs, out / "protocols.png")
-        print(text)
-        print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: runs.csv, summary.csv, summary.md, "
-              "protocols.png")
-    except (lc.UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: protocol_ablation(parse_args(argv)))
+
+
+def protocol_ablation(args: argparse.Namespace) -> None:
+    """The whole experiment: prints its summary, writes its files."""
+    t0 = time.perf_counter()
+    space = DARTSSpace()  # genotypes only: every protocol's network has the same genotype encoding
+    check_data_dir(args.data_dir)
+    data = final_data(load_cifar10(args.data_dir, split_seed=args.seed), args.train_images,
+                      args.test_images)
+    k_archs, k_train = jax.random.split(jax.random.key(args.seed))
+    archs = np.asarray(space.sample(k_archs, args.archs))
+    keys = [arch_key(jax.random.key_data(k_train), 0)] * args.archs
+    print(f"{args.archs} random DARTS genotypes x {len(args.protocols)} protocols; {args.layers} cells, "
+          f"{args.channels} channels, {args.epochs} epochs on {len(data.train_labels)} images, tested on "
+          f"{len(data.test_labels)}", flush=True)
+    runs = []
+    for name in args.protocols:
+        t = time.perf_counter()
+        network, config = protocol_config(name, args)
+        results, _ = train_population(network, archs, data, config, keys=keys)
+        runs += [{"protocol": name, "arch": i, "genotype": space.describe(a),
+                  "test_acc": float("nan") if r.failed else 100 * r.test_acc, "failed": r.failed,
+                  "reason": r.reason} for i, (a, r) in enumerate(zip(archs, results))]
+        print(f"  {name}: {time.perf_counter() - t:.0f} s", flush=True)
+    summary = summarize(runs, args.protocols)
+    text = (f"# Training protocols (`001_*` §4): {args.archs} random DARTS genotypes, test accuracy (%)\n\n"
+            + table(summary) + "\n")
+    out = write_outputs(args.out, {"runs.csv": runs, "summary.csv": summary}, text)
+    plot(summary, runs, out / "protocols.png")
+    print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: runs.csv, summary.csv, summary.md, "
+          "protocols.png")
 
 
 if __name__ == "__main__":

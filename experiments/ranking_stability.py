@@ -38,14 +38,15 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
-import lanas_cifar as lc  # noqa: E402
 
-from nasjax import metrics  # noqa: E402
-from nasjax.data import DataError, load_cifar10  # noqa: E402
-from nasjax.io import write_csv  # noqa: E402
-from nasjax.spaces import ConvNetSpace  # noqa: E402
-from nasjax.train import TrainConfig, arch_key, train_population  # noqa: E402
+from nasjax import metrics
+from nasjax.data import load_cifar10
+from nasjax.experiment import final_data
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.outputs import write_outputs
+from nasjax.spaces import ConvNetSpace
+from nasjax.train import TrainConfig, arch_key, train_population
 
 COMPARISONS = (("seed", "acc_seed_a", "acc_seed_b"), ("depth", "acc_seed_a", "acc_deep"))
 LABELS = {"acc_seed_a": "seed A", "acc_seed_b": "seed B", "acc_deep": "deep, seed A"}
@@ -120,27 +121,25 @@ def table(summary: list[dict]) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="samples the architectures and the data split; "
+    p = Parser(__doc__)
+    p.add_argument("--seed", type=SEED, default=0, help="samples the architectures and the data split; "
                    "training seeds A and B derive from it")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
-    p.add_argument("--out", default="runs/ranking_stability")
-    p.add_argument("--archs", type=int, default=16)
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 32])
-    p.add_argument("--kernels", type=int, nargs="+", default=[3, 5])
-    p.add_argument("--max-depth", type=int, default=4)
-    p.add_argument("--depth-multiplier", type=int, default=2, help="layer repeats of the deep network")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-images", type=int, default=1024, help="0: all of train + validation")
-    p.add_argument("--test-images", type=int, default=0, help="0: all")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--cutout", type=int, default=0)
+    p.add_argument("--data-dir", type=folder, default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--out", type=folder, default="runs/ranking_stability")
+    p.add_argument("--archs", type=integer(2), default=16)
+    p.add_argument("--channels", type=COUNT, nargs="+", default=[16, 32])
+    p.add_argument("--kernels", type=COUNT, nargs="+", default=[3, 5])
+    p.add_argument("--max-depth", type=COUNT, default=4)
+    p.add_argument("--depth-multiplier", type=integer(2), default=2, help="layer repeats of the deep network")
+    p.add_argument("--epochs", type=COUNT, default=2)
+    p.add_argument("--train-images", type=IMAGES, default=1024, help="0: all of train + validation")
+    p.add_argument("--test-images", type=IMAGES, default=0, help="0: all")
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--lr", type=real(0, lo_open=True), default=0.05)
+    p.add_argument("--cutout", type=integer(0, 32), default=0, help="cutout size in pixels (0: none)")
     args = p.parse_args(argv)
-    if min(args.archs - 1, args.epochs, args.batch_size, args.depth_multiplier - 1, args.max_depth) < 1:
-        p.error("need --archs >= 2, --depth-multiplier >= 2, --epochs, --batch-size, --max-depth >= 1")
-    if args.train_images and args.train_images < args.batch_size:
-        p.error(f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})")
+    check((args.train_images == 0 or args.train_images >= args.batch_size,
+           f"--train-images {args.train_images} is smaller than one batch ({args.batch_size})"))
     try:
         args.space = ConvNetSpace(channels=tuple(args.channels), kernels=tuple(args.kernels),
                                   max_depth=args.max_depth)
@@ -152,44 +151,40 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        t0 = time.perf_counter()
-        space = args.space
-        data = lc.final_data(load_cifar10(args.data_dir, split_seed=args.seed), args.train_images,
-                             args.test_images)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cutout=args.cutout,
-                             eval_batch_size=args.batch_size)
-        k_archs, k_a, k_b = jax.random.split(jax.random.key(args.seed), 3)
-        members = space.enumerate()  # distinct architectures, uniformly without replacement
-        archs = members[np.asarray(jax.random.choice(k_archs, len(members), (args.archs,), replace=False))]
-        deep_space, deep = deepen(space, archs, args.depth_multiplier)
-        print(f"{args.archs} architectures of {space}; {args.epochs} epochs on {len(data.train_labels)} "
-              f"images, tested on {len(data.test_labels)}; runs: seed A, seed B, x{args.depth_multiplier} "
-              "depth with seed A", flush=True)
-        acc = {"acc_seed_a": test_accuracies(space, archs, data, config, k_a),
-               "acc_seed_b": test_accuracies(space, archs, data, config, k_b),
-               "acc_deep": test_accuracies(deep_space, deep, data, config, k_a)}
-        rows = [{"arch": i, "description": space.describe(a), "encoding": " ".join(map(str, a)),
-                 **{k: float(v[i]) for k, v in acc.items()},
-                 **{k.replace("acc", "rank"): int(rank(v)[i]) for k, v in acc.items()}}
-                for i, a in enumerate(archs)]
-        summary = compare(rows)
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "accuracies.csv", rows)
-        write_csv(out / "summary.csv", summary)
-        text = (f"# Ranking stability (`001_*` §5.3): {args.archs} ConvNets, test accuracy (%)\n\n"
-                + table(summary) + "\n")
-        (out / "summary.md").write_text(text)
-        plot(rows, summary, out / "rank_changes.png")
-        print(text)
-        print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: accuracies.csv, summary.csv, "
-              "summary.md, rank_changes.png")
-    except (lc.UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: ranking_stability(parse_args(argv)))
+
+
+def ranking_stability(args: argparse.Namespace) -> None:
+    """The whole experiment: prints its summary, writes its files."""
+    t0 = time.perf_counter()
+    space = args.space
+    check_data_dir(args.data_dir)
+    data = final_data(load_cifar10(args.data_dir, split_seed=args.seed), args.train_images,
+                      args.test_images)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cutout=args.cutout,
+                         eval_batch_size=args.batch_size)
+    k_archs, k_a, k_b = jax.random.split(jax.random.key(args.seed), 3)
+    members = space.enumerate()  # distinct architectures, uniformly without replacement
+    archs = members[np.asarray(jax.random.choice(k_archs, len(members), (args.archs,), replace=False))]
+    deep_space, deep = deepen(space, archs, args.depth_multiplier)
+    print(f"{args.archs} architectures of {space}; {args.epochs} epochs on {len(data.train_labels)} "
+          f"images, tested on {len(data.test_labels)}; runs: seed A, seed B, x{args.depth_multiplier} "
+          "depth with seed A", flush=True)
+    acc = {"acc_seed_a": test_accuracies(space, archs, data, config, k_a),
+           "acc_seed_b": test_accuracies(space, archs, data, config, k_b),
+           "acc_deep": test_accuracies(deep_space, deep, data, config, k_a)}
+    rows = [{"arch": i, "description": space.describe(a), "encoding": " ".join(map(str, a)),
+             **{k: float(v[i]) for k, v in acc.items()},
+             **{k.replace("acc", "rank"): int(rank(v)[i]) for k, v in acc.items()}}
+            for i, a in enumerate(archs)]
+    summary = compare(rows)
+    text = (f"# Ranking stability (`001_*` §5.3): {args.archs} ConvNets, test accuracy (%)\n\n"
+            + table(summary) + "\n")
+    out = write_outputs(args.out, {"accuracies.csv": rows, "summary.csv": summary}, text)
+    plot(rows, summary, out / "rank_changes.png")
+    print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: accuracies.csv, summary.csv, "
+          "summary.md, rank_changes.png")
 
 
 if __name__ == "__main__":

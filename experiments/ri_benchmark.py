@@ -7,8 +7,8 @@ training.
 
 Tabular part: every registered strategy runs `--seeds` searches of max(`--budgets`) evaluations on
 NAS-Bench-201 (CIFAR-10, CIFAR-100, ImageNet16-120), vmapped over the seeds as ONE program per strategy
-and dataset (`experiments/sample_efficiency.py`'s `run_strategy`); multi-fidelity strategies need
-learning curves that the NB-201 export lacks and are listed as skipped. A search with budget b is the
+and dataset (`nasjax.experiment.tabular_search.run_strategy`, as in sample_efficiency.py);
+multi-fidelity strategies need learning curves that the NB-201 export lacks and are listed as skipped. A search with budget b is the
 first b evaluations of that run. Acc_m of a run is the best accuracy among its first b evaluations (the
 export holds one test accuracy per architecture, which the search sees: noise-free). The baseline is
 random sampling with the same budget: the best of b architectures drawn uniformly without
@@ -34,7 +34,7 @@ flags on the same --out are refused).
 
 Outputs in --out (default runs/ri_benchmark): tabular.csv, tabular.png, trained.csv, trained.png,
 summary.md, timing.csv (wall-clock seconds, the only numbers that differ between two runs with the same
---seed), trained/ (search logs, final.jsonl, config.json).
+--seed), trained/ (search logs, final.jsonl, config.json, data.json).
 
 Full CIFAR-10 on an accelerator (populations trained together, sharded over the devices):
 
@@ -46,7 +46,6 @@ Full CIFAR-10 on an accelerator (populations trained together, sharded over the 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -54,15 +53,16 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
-import lanas_cifar as lc  # noqa: E402
-import sample_efficiency as se  # noqa: E402
 
-from nasjax import benchmarks, metrics, search  # noqa: E402
-from nasjax.benchmarks import BenchmarkDataError  # noqa: E402
-from nasjax.data import DataError, load_cifar10  # noqa: E402
-from nasjax.io import write_csv  # noqa: E402
-from nasjax.train import TrainConfig  # noqa: E402
+from nasjax import benchmarks, metrics, search
+from nasjax.data import load_cifar10
+from nasjax.experiment import (CONVNET_SPACES, begin, check_config, data_fingerprint, final_data,
+                               final_evaluation, group_stats, make_objective, own_workdir, search_data)
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.tabular_search import BATCH, run_strategy
+from nasjax.io import write_csv
+from nasjax.train import TrainConfig
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 TRAINED = ("lanas", "evolution", "local_search")
@@ -77,7 +77,7 @@ def tabular_rows(bench, names, budgets, keys) -> tuple[list[dict], dict[str, flo
     random = {b: metrics.best_of_k_mean_std(scores, b) for b in budgets}
     rows, seconds = [], {}
     for name in names:
-        outcome = se.run_strategy(name, bench, max(budgets), se.BATCH.get(name, 1), keys)
+        outcome = run_strategy(name, bench, max(budgets), BATCH.get(name, 1), keys)
         if isinstance(outcome, str):
             rows.append({"benchmark": bench.name, "strategy": name, "skipped": outcome})
             continue
@@ -177,16 +177,15 @@ def trained_config(args) -> dict:
 def run_trained(args, key, workdir: pathlib.Path) -> list[dict]:
     """Search (resumable), final training of found and random groups (resumable) -> one row per
     strategy (and one for the random groups) with per-seed group means."""
-    space = lc.SPACES[args.space]()
-    workdir.mkdir(parents=True, exist_ok=True)
-    with lc.WorkdirLock(workdir):
+    space = CONVNET_SPACES[args.space]()
+    check_data_dir(args.data_dir)
+    with own_workdir(workdir, "--out") as workdir:
         config = trained_config(args)
-        new = lc.check_config(workdir, config)
+        new = check_config(workdir, config)
         data = load_cifar10(args.data_dir, split_seed=args.seed)
-        searching = lc.search_data(data, args.train_images, args.val_images)
-        final_set = lc.final_data(data, args.final_train_images, args.test_images)
-        if new:
-            (workdir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        searching = search_data(data, args.train_images, args.val_images)
+        final_set = final_data(data, args.final_train_images, args.test_images)
+        begin(workdir, config, data_fingerprint(data.source, *data[:6]), new)
         # Evaluating at the training batch size reuses the training forward's compiled programs.
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    cutout=args.cutout, eval_batch_size=args.batch_size)
@@ -196,18 +195,18 @@ def run_trained(args, key, workdir: pathlib.Path) -> list[dict]:
             groups[f"random/{s}"] = np.asarray(space.sample(jax.random.fold_in(k_random, s), args.top_k))
             for name in args.strategies_trained:
                 result = search.run(make_trained_strategy(name, space, args),
-                                    lc.make_objective(space, searching, train_config, args.seed),
+                                    make_objective(space, searching, train_config, args.seed),
                                     budget=args.budget, key=jax.random.fold_in(k_search, s),
                                     workdir=workdir / "search" / name / f"seed{s}", batch_size=args.batch)
                 finite = np.isfinite(result.scores)
                 order = np.argsort(-np.where(finite, result.scores, -np.inf), kind="stable")
                 groups[f"{name}/{s}"] = result.encodings[order[:min(args.top_k, max(int(finite.sum()), 1))]]
-        final = lc.final_evaluation(space, final_set, train_config.replace(epochs=args.final_epochs),
+        final = final_evaluation(space, final_set, train_config.replace(epochs=args.final_epochs),
                                     groups, args.final_seeds, k_final, workdir / "final.jsonl", args.batch)
     rows = []
     for name in ("random", *args.strategies_trained):
-        accs = np.array([lc.group_stats(final, f"{name}/{s}")["mean"] for s in range(args.search_seeds)])
-        random = np.array([lc.group_stats(final, f"random/{s}")["mean"] for s in range(args.search_seeds)])
+        accs = np.array([group_stats(final, f"{name}/{s}")["mean"] for s in range(args.search_seeds)])
+        random = np.array([group_stats(final, f"random/{s}")["mean"] for s in range(args.search_seeds)])
         ri = np.asarray(metrics.relative_improvement(accs, random), np.float64)
         rows.append({"strategy": name, "search_seeds": args.search_seeds, "k": args.top_k,
                      "acc_mean": float(np.nanmean(accs)), "acc_std": float(np.nanstd(accs)),
@@ -245,92 +244,96 @@ def plot_trained(rows: list[dict], path: pathlib.Path) -> None:
 
 # --- command line -------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-    p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(__doc__)
     p.add_argument("--parts", nargs="+", choices=("tabular", "trained"), default=["tabular", "trained"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="NB-201 export and CIFAR-10 (default: $NASJAX_DATA_DIR)")
-    p.add_argument("--out", default="runs/ri_benchmark")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--data-dir", type=folder, default=None,
+                   help="NB-201 export and CIFAR-10 (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--out", type=folder, default="runs/ri_benchmark")
     t = p.add_argument_group("tabular")
     t.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    t.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 300])
-    t.add_argument("--seeds", type=int, default=100, help="searches per strategy and dataset")
+    t.add_argument("--budgets", nargs="+", type=integer(1, 15625), default=[50, 100, 300],
+                   help="evaluations (at most NAS-Bench-201's 15,625 architectures)")
+    t.add_argument("--seeds", type=COUNT, default=100, help="searches per strategy and dataset")
     t.add_argument("--strategies", nargs="+", default=None, help="default: every registered one")
     r = p.add_argument_group("trained")
-    r.add_argument("--space", choices=sorted(lc.SPACES), default="motivating")
+    r.add_argument("--space", choices=sorted(CONVNET_SPACES), default="motivating")
     r.add_argument("--strategies-trained", nargs="+", choices=TRAINED, default=list(TRAINED))
-    r.add_argument("--search-seeds", type=int, default=2)
-    r.add_argument("--budget", type=int, default=8, help="architectures trained per search")
-    r.add_argument("--batch", type=int, default=4, help="architectures per round, trained together")
-    r.add_argument("--height", type=int, default=2, help="LaNAS tree height")
-    r.add_argument("--n-init", type=int, default=4, help="LaNAS random samples before its first fit")
-    r.add_argument("--population-size", type=int, default=4, help="evolution")
-    r.add_argument("--sample-size", type=int, default=2, help="evolution tournament")
-    r.add_argument("--epochs", type=int, default=1)
-    r.add_argument("--train-images", type=int, default=512, help="0: all")
-    r.add_argument("--val-images", type=int, default=512, help="0: all")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--lr", type=float, default=0.05)
-    r.add_argument("--cutout", type=int, default=0)
-    r.add_argument("--top-k", type=int, default=2, help="found and random architectures per search seed")
-    r.add_argument("--final-seeds", type=int, default=1)
-    r.add_argument("--final-epochs", type=int, default=1)
-    r.add_argument("--final-train-images", type=int, default=1024, help="0: all")
-    r.add_argument("--test-images", type=int, default=0, help="0: all")
+    r.add_argument("--search-seeds", type=COUNT, default=2)
+    r.add_argument("--budget", type=COUNT, default=8, help="architectures trained per search")
+    r.add_argument("--batch", type=COUNT, default=4, help="architectures per round, trained together")
+    r.add_argument("--height", type=integer(2), default=2, help="LaNAS tree height")
+    r.add_argument("--n-init", type=COUNT, default=4, help="LaNAS random samples before its first fit")
+    r.add_argument("--population-size", type=COUNT, default=4, help="evolution")
+    r.add_argument("--sample-size", type=COUNT, default=2, help="evolution tournament")
+    r.add_argument("--epochs", type=COUNT, default=1)
+    r.add_argument("--train-images", type=IMAGES, default=512, help="0: all")
+    r.add_argument("--val-images", type=IMAGES, default=512, help="0: all")
+    r.add_argument("--batch-size", type=COUNT, default=64)
+    r.add_argument("--lr", type=real(0, lo_open=True), default=0.05)
+    r.add_argument("--cutout", type=integer(0, 32), default=0, help="cutout size in pixels (0: none)")
+    r.add_argument("--top-k", type=COUNT, default=2, help="found and random architectures per search seed")
+    r.add_argument("--final-seeds", type=COUNT, default=1)
+    r.add_argument("--final-epochs", type=COUNT, default=1)
+    r.add_argument("--final-train-images", type=IMAGES, default=1024, help="0: all")
+    r.add_argument("--test-images", type=IMAGES, default=0, help="0: all")
     args = p.parse_args(argv)
-    if min(args.seeds, args.search_seeds, args.budget, args.batch, args.top_k, args.final_seeds,
-           args.epochs, args.final_epochs, *args.budgets) < 1:
-        p.error("counts and budgets must be >= 1")
     unknown = set(args.strategies or ()) - set(search.STRATEGIES)
-    if unknown:
-        p.error(f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}")
-    if max(args.budgets) > 15625:
-        p.error("--budgets exceed NAS-Bench-201's 15,625 architectures")
-    if args.top_k > args.budget:
-        p.error(f"--top-k {args.top_k} exceeds --budget {args.budget}")
+    space = CONVNET_SPACES[args.space]()
+    check((not unknown, f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}"),
+          (args.top_k <= args.budget, f"--top-k {args.top_k} exceeds --budget {args.budget}"),
+          (args.n_init <= args.budget, f"--n-init {args.n_init} exceeds --budget {args.budget}"),
+          (args.budget <= space.size(),
+           f"--budget {args.budget} exceeds the {space.size()} networks of the {args.space} space"),
+          (args.sample_size <= args.population_size,
+           f"--sample-size {args.sample_size} exceeds --population-size {args.population_size}"),
+          *[(n == 0 or n >= args.batch_size, f"--{flag} {n} is smaller than one batch ({args.batch_size})")
+            for flag, n in (("train-images", args.train_images),
+                            ("final-train-images", args.final_train_images))])
     args.budgets = sorted(set(args.budgets))
     return args
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        k_tabular, k_trained = jax.random.split(jax.random.key(args.seed))
-        text, timing = ["# Relative improvement over random sampling (`001_*` Table 1 layout)"], []
-        if "tabular" in args.parts:
-            t0 = time.perf_counter()
-            rows, seconds = run_tabular(args, k_tabular)
-            write_csv(out / "tabular.csv", rows)
-            plot_tabular(rows, out / "tabular.png")
-            timing += [{"part": "tabular", "benchmark": b, "strategy": n, "seconds": s}
-                       for (b, n), s in seconds.items()]
-            timing.append({"part": "tabular", "benchmark": "all", "strategy": "all",
-                           "seconds": time.perf_counter() - t0})
-            text += ["", f"## NAS-Bench-201: RI (%) vs the exact best-of-k of random sampling, mean ± std "
-                     f"over {args.seeds} seeds", "", tabular_table(rows, "ri"), "",
-                     "Accuracy (%) of the best architecture found, mean ± std over seeds:", "",
-                     tabular_table(rows, "acc")]
-        if "trained" in args.parts:
-            t0 = time.perf_counter()
-            rows = run_trained(args, k_trained, out / "trained")
-            write_csv(out / "trained.csv", rows)
-            plot_trained(rows, out / "trained.png")
-            timing.append({"part": "trained", "benchmark": f"cifar10-{args.space}", "strategy": "all",
-                           "seconds": time.perf_counter() - t0})
-            text += ["", f"## Trained on CIFAR-10 ({args.space} ConvNet space): mean ± std over "
-                     f"{args.search_seeds} search seeds", "", trained_table(rows, args)]
-        write_csv(out / "timing.csv", timing)
-        (out / "summary.md").write_text("\n".join(text) + "\n")
-        print("\n".join(text))
-        print("\nwall seconds: " + ", ".join(f"{t['benchmark']}/{t['strategy']} {t['seconds']:.1f}"
-                                             for t in timing))
-        print(f"wrote {out}/: summary.md, timing.csv" + ", tabular.csv, tabular.png" * ("tabular" in args.parts)
-              + ", trained.csv, trained.png, trained/" * ("trained" in args.parts))
-    except (lc.UsageError, DataError, BenchmarkDataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: ri_benchmark(parse_args(argv)))
+
+
+def ri_benchmark(args: argparse.Namespace) -> None:
+    """The whole experiment: prints its summary, writes its files."""
+    check_data_dir(args.data_dir)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    k_tabular, k_trained = jax.random.split(jax.random.key(args.seed))
+    text, timing = ["# Relative improvement over random sampling (`001_*` Table 1 layout)"], []
+    if "tabular" in args.parts:
+        t0 = time.perf_counter()
+        rows, seconds = run_tabular(args, k_tabular)
+        write_csv(out / "tabular.csv", rows)
+        plot_tabular(rows, out / "tabular.png")
+        timing += [{"part": "tabular", "benchmark": b, "strategy": n, "seconds": s}
+                   for (b, n), s in seconds.items()]
+        timing.append({"part": "tabular", "benchmark": "all", "strategy": "all",
+                       "seconds": time.perf_counter() - t0})
+        text += ["", f"## NAS-Bench-201: RI (%) vs the exact best-of-k of random sampling, mean ± std "
+                 f"over {args.seeds} seeds", "", tabular_table(rows, "ri"), "",
+                 "Accuracy (%) of the best architecture found, mean ± std over seeds:", "",
+                 tabular_table(rows, "acc")]
+    if "trained" in args.parts:
+        t0 = time.perf_counter()
+        rows = run_trained(args, k_trained, out / "trained")
+        write_csv(out / "trained.csv", rows)
+        plot_trained(rows, out / "trained.png")
+        timing.append({"part": "trained", "benchmark": f"cifar10-{args.space}", "strategy": "all",
+                       "seconds": time.perf_counter() - t0})
+        text += ["", f"## Trained on CIFAR-10 ({args.space} ConvNet space): mean ± std over "
+                 f"{args.search_seeds} search seeds", "", trained_table(rows, args)]
+    write_csv(out / "timing.csv", timing)
+    (out / "summary.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    print("\nwall seconds: " + ", ".join(f"{t['benchmark']}/{t['strategy']} {t['seconds']:.1f}"
+                                         for t in timing))
+    print(f"wrote {out}/: summary.md, timing.csv" + ", tabular.csv, tabular.png" * ("tabular" in args.parts)
+          + ", trained.csv, trained.png, trained/" * ("trained" in args.parts))
 
 
 if __name__ == "__main__":

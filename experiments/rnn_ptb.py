@@ -51,8 +51,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nasjax import search
-from nasjax.data import DataError, load_ptb, unigram_perplexity
-from nasjax.io import write_csv
+from nasjax.data import load_ptb, unigram_perplexity
+from nasjax.experiment import UsageError, begin, check_config, data_fingerprint, own_workdir
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.io import atomic_write_bytes, write_csv
 from nasjax.search.loop import load_checkpoint, save_checkpoint
 import nasjax.nn
 from nasjax.spaces import RNNCellSpace
@@ -61,68 +64,46 @@ from nasjax.train import lm
 METHODS = ("RS-WS", "RS-ES", "LaNAS")
 
 
-class UsageError(Exception):
-    """Bad flags or an unusable work directory: one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see --help)")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="folder with ptb/ (default $NASJAX_DATA_DIR)")
-    p.add_argument("--workdir", default="runs/rnn_ptb")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nodes", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--bptt", type=int, default=20)
-    p.add_argument("--lr", type=float, default=20.0)
-    p.add_argument("--dropout", type=float, default=0.1, help="every dropout rate of the model")
-    p.add_argument("--train-tokens", type=int, default=32_000, help="0: all")
-    p.add_argument("--valid-tokens", type=int, default=8_000, help="0: all")
-    p.add_argument("--test-tokens", type=int, default=0, help="0: all")
-    p.add_argument("--chunk-windows", type=int, default=10)
-    p.add_argument("--budget-chunks", type=int, default=36)
-    p.add_argument("--population", type=int, default=4, help="cells trained together")
-    p.add_argument("--ws-candidates", type=int, default=16)
-    p.add_argument("--es-min", type=int, default=1)
-    p.add_argument("--es-max", type=int, default=9)
-    p.add_argument("--eta", type=int, default=3)
-    p.add_argument("--lanas-chunks", type=int, default=3)
-    p.add_argument("--final-epochs", type=int, default=2)
-    p.add_argument("--final-train-tokens", type=int, default=64_000, help="0: all")
-    p.add_argument("--final-seeds", type=int, default=1)
+    p = Parser(__doc__)
+    p.add_argument("--data-dir", type=folder, default=None, help="folder with ptb/ (default $NASJAX_DATA_DIR)")
+    p.add_argument("--workdir", type=folder, default="runs/rnn_ptb")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--nodes", type=COUNT, default=8)
+    p.add_argument("--hidden", type=COUNT, default=32)
+    p.add_argument("--batch", type=COUNT, default=16)
+    p.add_argument("--bptt", type=COUNT, default=20)
+    p.add_argument("--lr", type=real(0, lo_open=True), default=20.0)
+    p.add_argument("--dropout", type=real(0, 1, hi_open=True), default=0.1, help="every dropout rate of the model")
+    p.add_argument("--train-tokens", type=IMAGES, default=32_000, help="0: all")
+    p.add_argument("--valid-tokens", type=IMAGES, default=8_000, help="0: all")
+    p.add_argument("--test-tokens", type=IMAGES, default=0, help="0: all")
+    p.add_argument("--chunk-windows", type=COUNT, default=10)
+    p.add_argument("--budget-chunks", type=COUNT, default=36)
+    p.add_argument("--population", type=COUNT, default=4, help="cells trained together")
+    p.add_argument("--ws-candidates", type=COUNT, default=16)
+    p.add_argument("--es-min", type=COUNT, default=1)
+    p.add_argument("--es-max", type=COUNT, default=9)
+    p.add_argument("--eta", type=integer(2), default=3)
+    p.add_argument("--lanas-chunks", type=COUNT, default=3)
+    p.add_argument("--final-epochs", type=COUNT, default=2)
+    p.add_argument("--final-train-tokens", type=IMAGES, default=64_000, help="0: all")
+    p.add_argument("--final-seeds", type=COUNT, default=1)
     args = p.parse_args(argv)
-    positive = ["nodes", "hidden", "batch", "bptt", "chunk_windows", "budget_chunks", "population",
-                "ws_candidates", "es_min", "es_max", "lanas_chunks", "final_epochs", "final_seeds"]
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.es_max < args.es_min or args.eta < 2:
-        raise UsageError("need --es-max >= --es-min and --eta >= 2")
-    if args.lanas_chunks > args.budget_chunks or args.es_max > args.budget_chunks:
-        raise UsageError("--lanas-chunks and --es-max must not exceed --budget-chunks")
+    check((args.es_max >= args.es_min, "need --es-max >= --es-min"),
+          (args.lanas_chunks <= args.budget_chunks and args.es_max <= args.budget_chunks,
+           "--lanas-chunks and --es-max must not exceed --budget-chunks"))
     return args
 
 
-def check_config(workdir: pathlib.Path, args) -> dict:
-    """Write config.json, or refuse a work directory holding a run with other flags."""
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "data_dir")}
-    path = workdir / "config.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != config:
-            diff = {k: (saved.get(k), config.get(k)) for k in config if saved.get(k) != config.get(k)}
-            raise UsageError(f"{workdir} holds a run with other flags {diff} (saved, given); use another "
-                             "--workdir")
-    else:
-        path.write_text(json.dumps(config, indent=2) + "\n")
-    return config
+def windows(stream: np.ndarray, args, tokens: int, flag: str):
+    """`lm.windows` of the first `tokens` of `stream` (0: all); UsageError naming `flag` when they do
+    not fill one window of --bptt + 1 tokens in each of --batch columns."""
+    n = min(tokens or len(stream), len(stream))
+    if n // args.batch - 1 < args.bptt:
+        raise UsageError(f"{flag} {tokens}: {n} tokens do not fill one window of --batch {args.batch} x "
+                         f"(--bptt {args.bptt} + 1) tokens")
+    return lm.windows(stream, args.batch, args.bptt, tokens)
 
 
 class Trainer:
@@ -136,7 +117,7 @@ class Trainer:
                                         dropout=rate, dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
         self.config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt, eval_batch_size=args.batch,
                                   lr=args.lr)
-        x, y = lm.windows(data.train, args.batch, args.bptt, args.train_tokens)
+        x, y = windows(data.train, args, args.train_tokens, "--train-tokens")
         chunks = x.shape[0] // args.chunk_windows
         if chunks < 1:
             raise UsageError(f"--train-tokens {args.train_tokens} gives {x.shape[0]} windows, fewer than "
@@ -144,7 +125,7 @@ class Trainer:
         shape = (chunks, args.chunk_windows) + x.shape[1:]
         self.chunks = (x[:chunks * args.chunk_windows].reshape(shape),
                        y[:chunks * args.chunk_windows].reshape(shape))
-        self.valid = lm.windows(data.valid, args.batch, args.bptt, args.valid_tokens)
+        self.valid = windows(data.valid, args, args.valid_tokens, "--valid-tokens")
         self.tokens_per_chunk = args.chunk_windows * args.bptt * args.batch
         model, config = self.model, self.config
         self._init = jax.jit(jax.vmap(functools.partial(lm.init_state, model, config)))
@@ -274,17 +255,23 @@ def _run_search(trainer, strategy, key, folder, evaluations, batch_size, chunks_
     return result.best_encoding, list(zip(np.cumsum(spent).tolist(), (-best).tolist())), time.time() - t0
 
 
-def final_evaluation(args, space, data, winners: dict, key, path: pathlib.Path) -> dict:
-    """Each winner trained from scratch `--final-seeds` times, all together: {method: record}."""
+def final_windows(args, data) -> tuple:
+    """The final evaluation's training, validation and test windows (UsageError if one is empty)."""
+    return (windows(data.train, args, args.final_train_tokens, "--final-train-tokens"),
+            windows(data.valid, args, args.valid_tokens, "--valid-tokens"),
+            windows(data.test, args, args.test_tokens, "--test-tokens"))
+
+
+def final_evaluation(args, space, data, winners: dict, key, path: pathlib.Path, splits) -> dict:
+    """Each winner trained from scratch `--final-seeds` times, all together, on `splits` (train,
+    valid, test windows): {method: record}."""
     if path.exists():
         return {r["method"]: r for r in map(json.loads, path.read_text().splitlines())}
     rate = args.dropout
     model = nasjax.nn.supernet(space, num_classes=data.vocab_size, hidden_size=args.hidden, dropout=rate,
                                dropout_h=rate, dropout_x=rate, dropout_i=rate, dropout_e=0.0)
     config = lm.LMConfig(batch_size=args.batch, bptt=args.bptt, eval_batch_size=args.batch, lr=args.lr)
-    train = lm.windows(data.train, args.batch, args.bptt, args.final_train_tokens)
-    valid = lm.windows(data.valid, args.batch, args.bptt, args.valid_tokens)
-    test = lm.windows(data.test, args.batch, args.bptt, args.test_tokens)
+    train, valid, test = splits
     names = list(winners)
     encs = np.stack([winners[m] for m in names for _ in range(args.final_seeds)])
     cells = jax.vmap(functools.partial(nasjax.nn.arch_data, space))(jnp.asarray(encs))
@@ -299,25 +286,34 @@ def final_evaluation(args, space, data, winners: dict, key, path: pathlib.Path) 
                    "test_ppl": float(np.mean(test_ppl[i])), "seeds": args.final_seeds,
                    "train_tokens_each": fit.tokens, "seconds_all": time.time() - t0}
                for i, m in enumerate(names)}
-    path.write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records.values()).encode())
     return records
 
 
 def rnn_ptb(args) -> str:
     t0 = time.time()
+    check_data_dir(args.data_dir)
     data = load_ptb(args.data_dir)
-    workdir = pathlib.Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_config(workdir, args)
     space = RNNCellSpace(num_nodes=args.nodes)
+    # Both refuse token counts too small for one window before the work directory is touched.
     trainer = Trainer(args, space, data)
+    splits = final_windows(args, data)
+    with own_workdir(args.workdir) as workdir:
+        config = {k: v for k, v in sorted(vars(args).items()) if k not in ("workdir", "data_dir")}
+        begin(workdir, config, data_fingerprint(data.source, data.train, data.valid, data.test),
+              check_config(workdir, config))
+        return _search_and_report(args, space, data, trainer, splits, workdir, t0)
+
+
+def _search_and_report(args, space, data, trainer, splits, workdir: pathlib.Path, t0: float) -> str:
+    """The three searches at equal cost, the final evaluation, the summary files; returns the text."""
     k_ws, k_es, k_lanas, k_final = jax.random.split(jax.random.key(args.seed), 4)
     runs = {"RS-ES": rs_es(trainer, k_es, workdir, args.budget_chunks)}
     spent = runs["RS-ES"][1][-1][0] // trainer.tokens_per_chunk  # equal cost: what RS-ES spent
     runs["RS-WS"] = rs_ws(trainer, k_ws, workdir, spent)
     runs["LaNAS"] = lanas(trainer, k_lanas, workdir, spent)
     final = final_evaluation(args, space, data, {m: r[0] for m, r in runs.items()}, k_final,
-                             workdir / "final.jsonl")
+                             workdir / "final.jsonl", splits)
     unigram = unigram_perplexity(data.train, np.asarray(trainer.valid[1]).ravel(), data.vocab_size)
     rows = []
     for m, (enc, curve, seconds) in runs.items():
@@ -361,15 +357,7 @@ def plot(runs: dict, path: pathlib.Path) -> None:
 
 
 def main(argv=None) -> int:
-    try:
-        print(rnn_ptb(parse_args(argv)), end="")
-    except (UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(lambda: print(rnn_ptb(parse_args(argv)), end=""))
 
 
 if __name__ == "__main__":

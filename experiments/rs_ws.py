@@ -49,51 +49,17 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # sibling experiment scripts
-import lanas_cifar as lc  # noqa: E402
-
-from nasjax import metrics, search  # noqa: E402
-from nasjax.data import DataError, load_cifar10  # noqa: E402
-from nasjax.io import write_csv  # noqa: E402
-from nasjax.spaces import DARTSSpace  # noqa: E402
-from nasjax.train import TrainConfig, arch_key, select, train_population  # noqa: E402
-from nasjax.train import weight_sharing as ws  # noqa: E402
-
-
-def rungs(candidates: int, eta: int, min_epochs: int, final_epochs: int) -> list[tuple[int, int]]:
-    """Successive halving's (architectures, epochs trained so far) per rung: epochs min_epochs x eta^i,
-    the last rung at final_epochs; ceil(n / eta) survive each rung."""
-    out, n, epochs = [], candidates, min_epochs
-    while epochs < final_epochs and n > 1:
-        out.append((n, epochs))
-        n, epochs = -(-n // eta), min(epochs * eta, final_epochs)
-    return out + [(n, final_epochs)]
-
-
-def halving_cost(plan: list[tuple[int, int]]) -> int:
-    """Epochs of training (architecture-epochs) successive halving spends on `plan`."""
-    done, total = 0, 0
-    for n, epochs in plan:
-        total += n * (epochs - done)
-        done = epochs
-    return total
-
-
-def successive_halving(space, archs, data, config: TrainConfig, keys, plan) -> tuple[int, dict]:
-    """Train `archs` rung by rung of `plan` (`rungs`), continuing the best of each rung by validation
-    accuracy -> (index of the best at the last rung, {rung epochs: {arch index: validation accuracy}})."""
-    alive, state, scores = np.arange(len(archs)), None, {}
-    for r, (_, epochs) in enumerate(plan):
-        if state is None:
-            results, state = train_population(space, archs, data, config, keys=keys, epochs=epochs)
-        else:
-            results, state = train_population(space, None, data, config, state=state, epochs=epochs)
-        acc = np.array([np.nan if res.failed else res.final_val_acc for res in results])
-        scores[epochs] = dict(zip(alive.tolist(), acc.tolist()))
-        survivors = plan[r + 1][0] if r + 1 < len(plan) else 1
-        keep = np.argsort(-np.where(np.isfinite(acc), acc, -np.inf), kind="stable")[:survivors]
-        alive, state = alive[keep], select(state, keep)
-    return int(alive[0]), scores
+from nasjax import metrics, search
+from nasjax.data import load_cifar10
+from nasjax.experiment import UsageError, search_data
+from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.halving import successive_halving
+from nasjax.io import write_csv
+from nasjax.search.hyperband import halving_cost, halving_rungs
+from nasjax.spaces import DARTSSpace
+from nasjax.train import TrainConfig, arch_key, train_population
+from nasjax.train import weight_sharing as ws
 
 
 def test_accuracy(space, arch, data, config: TrainConfig, key) -> float:
@@ -126,147 +92,148 @@ def rnas_ws(space, state, data, config: TrainConfig, evaluations: int, batch: in
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = lc._Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
-    p.add_argument("--out", default="runs/rs_ws")
-    p.add_argument("--layers", type=int, default=3, help="cells")
-    p.add_argument("--channels", type=int, default=4, help="initial channels (even)")
-    p.add_argument("--candidates", type=int, default=8)
-    p.add_argument("--eta", type=int, default=2)
-    p.add_argument("--min-epochs", type=int, default=1)
-    p.add_argument("--final-epochs", type=int, default=2)
-    p.add_argument("--retrain", type=int, default=1, help="RS-WS: best candidates trained from scratch")
-    p.add_argument("--bn-batches", type=int, default=2)
-    p.add_argument("--rnas-evaluations", type=int, default=16,
+    p = Parser(__doc__)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--data-dir", type=folder, default=None, help="CIFAR-10 folder (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--out", type=folder, default="runs/rs_ws")
+    p.add_argument("--layers", type=COUNT, default=3, help="cells")
+    p.add_argument("--channels", type=COUNT, default=4, help="initial channels (even)")
+    p.add_argument("--candidates", type=integer(2), default=8)
+    p.add_argument("--eta", type=integer(2), default=2)
+    p.add_argument("--min-epochs", type=COUNT, default=1)
+    p.add_argument("--final-epochs", type=COUNT, default=2)
+    p.add_argument("--retrain", type=COUNT, default=1, help="RS-WS: best candidates trained from scratch")
+    p.add_argument("--bn-batches", type=COUNT, default=2)
+    p.add_argument("--rnas-evaluations", type=integer(0), default=16,
                    help="RNASNet-WS: genotypes RNAS scores with the supernet (0: skip RNASNet-WS)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.025)
-    p.add_argument("--train-images", type=int, default=256, help="0: all")
-    p.add_argument("--val-images", type=int, default=256, help="0: all")
-    p.add_argument("--test-images", type=int, default=512, help="0: all")
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--lr", type=real(0, lo_open=True), default=0.025)
+    p.add_argument("--train-images", type=IMAGES, default=256, help="0: all")
+    p.add_argument("--val-images", type=IMAGES, default=256, help="0: all")
+    p.add_argument("--test-images", type=IMAGES, default=512, help="0: all")
     args = p.parse_args(argv)
-    if min(args.candidates - 1, args.eta - 1, args.min_epochs, args.retrain, args.bn_batches) < 1:
-        p.error("need --candidates >= 2, --eta >= 2, --min-epochs, --retrain, --bn-batches >= 1")
-    if not args.min_epochs <= args.final_epochs:
-        p.error("--min-epochs exceeds --final-epochs")
-    if args.retrain > args.candidates:
-        p.error(f"--retrain {args.retrain} exceeds --candidates {args.candidates}")
-    plan = rungs(args.candidates, args.eta, args.min_epochs, args.final_epochs)
+    check((args.min_epochs <= args.final_epochs, "--min-epochs exceeds --final-epochs"),
+          (args.retrain <= args.candidates, f"--retrain {args.retrain} exceeds --candidates {args.candidates}"),
+          (args.channels % 2 == 0, f"--channels must be even (a reduction cell halves them), got {args.channels}"),
+          *[(n == 0 or n >= args.batch_size, f"--{flag} {n} is smaller than one batch ({args.batch_size})")
+            for flag, n in (("train-images", args.train_images), ("val-images", args.val_images))])
+    plan = halving_rungs(args.candidates, args.eta, args.min_epochs, args.final_epochs)
     args.plan = plan
     args.supernet_epochs = halving_cost(plan) - args.retrain * args.final_epochs
-    if args.supernet_epochs < 1:
-        p.error(f"successive halving's budget ({halving_cost(plan)} epochs) leaves RS-WS no supernet epoch "
-                f"after retraining {args.retrain} x {args.final_epochs} epochs: raise --candidates")
+    check((args.supernet_epochs >= 1,
+           f"successive halving's budget ({halving_cost(plan)} epochs) leaves RS-WS no supernet epoch "
+           f"after retraining {args.retrain} x {args.final_epochs} epochs: raise --candidates"))
     return args
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        t_start = time.perf_counter()
-        space = DARTSSpace(init_channels=args.channels, layers=args.layers)
-        full = load_cifar10(args.data_dir, split_seed=args.seed)
-        data = lc.search_data(full, args.train_images, args.val_images)
-        if args.test_images > len(full.test_labels):
-            raise lc.UsageError(f"--test-images {args.test_images} exceeds the {len(full.test_labels)} test images")
-        n_test = args.test_images or len(full.test_labels)
-        test = data._replace(test_images=full.test_images[:n_test], test_labels=full.test_labels[:n_test])
-        n_train = len(data.train_labels) // args.batch_size * args.batch_size  # images per epoch
-        cost_ws = (args.supernet_epochs + args.retrain * args.final_epochs) * n_train  # RNASNet-WS's too
-        k_archs, k_train, k_supernet, k_rnas = jax.random.split(jax.random.key(args.seed), 4)
-        archs = np.asarray(space.sample(k_archs, args.candidates))
-        keys = [arch_key(jax.random.key_data(k_train), i) for i in range(args.candidates)]
-        config = TrainConfig(epochs=args.final_epochs, batch_size=args.batch_size, lr=args.lr,
-                             eval_batch_size=args.batch_size)
-        print(f"{args.candidates} DARTS genotypes ({args.layers} cells, {args.channels} channels), "
-              f"{n_train} training images per epoch; successive halving rungs (archs, epochs): {args.plan}; "
-              f"RS-WS: {args.supernet_epochs} supernet epochs + {args.retrain} x {args.final_epochs} "
-              "retraining epochs", flush=True)
+    return run_main(lambda: rs_ws(parse_args(argv)))
 
+
+def rs_ws(args: argparse.Namespace) -> None:
+    """The whole comparison; prints its summary, writes its files to args.out."""
+    t_start = time.perf_counter()
+    space = DARTSSpace(init_channels=args.channels, layers=args.layers)
+    check_data_dir(args.data_dir)
+    full = load_cifar10(args.data_dir, split_seed=args.seed)
+    data = search_data(full, args.train_images, args.val_images)
+    check((len(data.train_labels) >= args.batch_size,
+           f"the {len(data.train_labels)} training images are fewer than one batch ({args.batch_size})"))
+    if args.test_images > len(full.test_labels):
+        raise UsageError(f"--test-images {args.test_images} exceeds the {len(full.test_labels)} test images")
+    n_test = args.test_images or len(full.test_labels)
+    test = data._replace(test_images=full.test_images[:n_test], test_labels=full.test_labels[:n_test])
+    n_train = len(data.train_labels) // args.batch_size * args.batch_size  # images per epoch
+    cost_ws = (args.supernet_epochs + args.retrain * args.final_epochs) * n_train  # RNASNet-WS's too
+    k_archs, k_train, k_supernet, k_rnas = jax.random.split(jax.random.key(args.seed), 4)
+    archs = np.asarray(space.sample(k_archs, args.candidates))
+    keys = [arch_key(jax.random.key_data(k_train), i) for i in range(args.candidates)]
+    config = TrainConfig(epochs=args.final_epochs, batch_size=args.batch_size, lr=args.lr,
+                         eval_batch_size=args.batch_size)
+    print(f"{args.candidates} DARTS genotypes ({args.layers} cells, {args.channels} channels), "
+          f"{n_train} training images per epoch; successive halving rungs (archs, epochs): {args.plan}; "
+          f"RS-WS: {args.supernet_epochs} supernet epochs + {args.retrain} x {args.final_epochs} "
+          "retraining epochs", flush=True)
+
+    t = time.perf_counter()
+    chosen_sh, rung_scores = successive_halving(space, archs, data, config, keys, args.plan)
+    wall_sh = time.perf_counter() - t
+
+    t = time.perf_counter()
+    state, losses = ws.train_supernet(space, data, config.replace(epochs=args.supernet_epochs), k_supernet,
+                                      progress=lambda e, l: print(f"  supernet epoch {e}: loss {l:.3f}",
+                                                                  flush=True))
+    shared = 100 * ws.score_candidates(space, state, archs, data, config.replace(epochs=args.supernet_epochs),
+                                       args.bn_batches)
+    chosen_ws, retrained, _ = retrain_best(space, archs, shared, args.retrain, data, config,
+                                           lambda rank, i: keys[i])
+    wall_ws = time.perf_counter() - t
+
+    rnas_rows, wall_rnas = [], 0.0
+    if args.rnas_evaluations:
         t = time.perf_counter()
-        chosen_sh, rung_scores = successive_halving(space, archs, data, config, keys, args.plan)
-        wall_sh = time.perf_counter() - t
+        found, found_shared = rnas_ws(space, state, data, config.replace(epochs=args.supernet_epochs),
+                                      args.rnas_evaluations, args.candidates, args.bn_batches, k_rnas)
+        chosen, rnas_val, rnas_keys = retrain_best(  # keys after the candidates', by rank
+            space, found, found_shared, args.retrain, data, config,
+            lambda rank, i: arch_key(jax.random.key_data(k_train), args.candidates + rank))
+        wall_rnas = time.perf_counter() - t
+        rnas_rows = [{"method": "RNAS + weight sharing (RNASNet-WS)", "training_images": cost_ws,
+                      "forward_images": args.rnas_evaluations * args.bn_batches * args.batch_size,
+                      "chosen": f"rnas{chosen}", "chosen_val_acc": 100 * rnas_val[chosen],
+                      "test_acc": test_accuracy(space, found[chosen], test, config, rnas_keys[chosen]),
+                      "genotype": space.describe(found[chosen])}]
 
-        t = time.perf_counter()
-        state, losses = ws.train_supernet(space, data, config.replace(epochs=args.supernet_epochs), k_supernet,
-                                          progress=lambda e, l: print(f"  supernet epoch {e}: loss {l:.3f}",
-                                                                      flush=True))
-        shared = 100 * ws.score_candidates(space, state, archs, data, config.replace(epochs=args.supernet_epochs),
-                                           args.bn_batches)
-        chosen_ws, retrained, _ = retrain_best(space, archs, shared, args.retrain, data, config,
-                                               lambda rank, i: keys[i])
-        wall_ws = time.perf_counter() - t
-
-        rnas_rows, wall_rnas = [], 0.0
-        if args.rnas_evaluations:
-            t = time.perf_counter()
-            found, found_shared = rnas_ws(space, state, data, config.replace(epochs=args.supernet_epochs),
-                                          args.rnas_evaluations, args.candidates, args.bn_batches, k_rnas)
-            chosen, rnas_val, rnas_keys = retrain_best(  # keys after the candidates', by rank
-                space, found, found_shared, args.retrain, data, config,
-                lambda rank, i: arch_key(jax.random.key_data(k_train), args.candidates + rank))
-            wall_rnas = time.perf_counter() - t
-            rnas_rows = [{"method": "RNAS + weight sharing (RNASNet-WS)", "training_images": cost_ws,
-                          "forward_images": args.rnas_evaluations * args.bn_batches * args.batch_size,
-                          "chosen": f"rnas{chosen}", "chosen_val_acc": 100 * rnas_val[chosen],
-                          "test_acc": test_accuracy(space, found[chosen], test, config, rnas_keys[chosen]),
-                          "genotype": space.describe(found[chosen])}]
-
-        tests = {name: test_accuracy(space, archs[i], test, config, keys[i])
-                 for name, i in (("sh", chosen_sh), ("ws", chosen_ws))}
-        cost_sh = halving_cost(args.plan) * n_train
-        first, final = args.plan[0][1], args.final_epochs
-        standalone_final = {**rung_scores.get(final, {}), **retrained}
-        both = sorted(standalone_final)
-        tau_first = float(metrics.kendall_tau(shared, np.array([rung_scores[first][i] for i in range(len(archs))])))
-        tau_final = float(metrics.kendall_tau(shared[both], np.array([standalone_final[i] for i in both]))) \
-            if len(both) > 1 else float("nan")
-        summary = [
-            {"method": "random search + successive halving", "training_images": cost_sh, "forward_images": 0,
-             "chosen": chosen_sh, "chosen_val_acc": 100 * rung_scores[final][chosen_sh],
-             "test_acc": tests["sh"], "genotype": space.describe(archs[chosen_sh])},
-            {"method": "random search + weight sharing", "training_images": cost_ws,
-             "forward_images": args.candidates * args.bn_batches * args.batch_size,
-             "chosen": chosen_ws, "chosen_val_acc": 100 * retrained[chosen_ws], "test_acc": tests["ws"],
-             "genotype": space.describe(archs[chosen_ws])},
-            *rnas_rows,
-        ]
-        candidates = [{"arch": i, "genotype": space.describe(a), "shared_weight_val_acc": float(shared[i]),
-                       **{f"standalone_val_acc_{e}ep": 100 * s[i] if i in s else "" for e, s in rung_scores.items()},
-                       "rs_ws_retrained_val_acc": 100 * retrained[i] if i in retrained else ""}
-                      for i, a in enumerate(archs)]
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "candidates.csv", candidates)
-        write_csv(out / "summary.csv", summary)
-        write_csv(out / "timing.csv", [{"method": "successive_halving", "seconds": wall_sh},
-                                       {"method": "rs_ws", "seconds": wall_ws},
-                                       *([{"method": "rnas_ws (after the supernet)", "seconds": wall_rnas}]
-                                         if rnas_rows else [])])
-        if rnas_rows:
-            write_csv(out / "rnas.csv", [{"evaluation": e, "genotype": space.describe(a),
-                                          "shared_weight_val_acc": float(v)}
-                                         for e, (a, v) in enumerate(zip(found, found_shared))])
-        lines = [f"# RS-WS vs random search with early stopping (`000_*`), {args.candidates} DARTS genotypes",
-                 "", "| method | training images | forward-only images | chosen | val acc (%) | test acc (%) |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {s['method']} | {s['training_images']} | {s['forward_images']} | #{s['chosen']} | "
-                  f"{s['chosen_val_acc']:.2f} | {s['test_acc']:.2f} |" for s in summary]
-        lines += ["", f"Kendall tau, shared-weight vs stand-alone validation accuracy: {tau_first:.3f} over all "
-                  f"{len(archs)} candidates after {first} epoch(s); {tau_final:.3f} over the {len(both)} trained "
-                  f"{final} epochs."]
-        text = "\n".join(lines) + "\n"
-        (out / "summary.md").write_text(text)
-        plot(candidates, rung_scores, shared, first, out / "rs_ws.png")
-        print(text)
-        print(f"wall time: successive halving {wall_sh:.0f} s, RS-WS {wall_ws:.0f} s, RNASNet-WS {wall_rnas:.0f} s "
-              f"after the supernet, total {time.perf_counter() - t_start:.0f} s; wrote {out}/: candidates.csv, "
-              "summary.csv, summary.md, rs_ws.png, timing.csv" + ", rnas.csv" * bool(rnas_rows))
-    except (lc.UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    tests = {name: test_accuracy(space, archs[i], test, config, keys[i])
+             for name, i in (("sh", chosen_sh), ("ws", chosen_ws))}
+    cost_sh = halving_cost(args.plan) * n_train
+    first, final = args.plan[0][1], args.final_epochs
+    standalone_final = {**rung_scores.get(final, {}), **retrained}
+    both = sorted(standalone_final)
+    tau_first = float(metrics.kendall_tau(shared, np.array([rung_scores[first][i] for i in range(len(archs))])))
+    tau_final = float(metrics.kendall_tau(shared[both], np.array([standalone_final[i] for i in both]))) \
+        if len(both) > 1 else float("nan")
+    summary = [
+        {"method": "random search + successive halving", "training_images": cost_sh, "forward_images": 0,
+         "chosen": chosen_sh, "chosen_val_acc": 100 * rung_scores[final][chosen_sh],
+         "test_acc": tests["sh"], "genotype": space.describe(archs[chosen_sh])},
+        {"method": "random search + weight sharing", "training_images": cost_ws,
+         "forward_images": args.candidates * args.bn_batches * args.batch_size,
+         "chosen": chosen_ws, "chosen_val_acc": 100 * retrained[chosen_ws], "test_acc": tests["ws"],
+         "genotype": space.describe(archs[chosen_ws])},
+        *rnas_rows,
+    ]
+    candidates = [{"arch": i, "genotype": space.describe(a), "shared_weight_val_acc": float(shared[i]),
+                   **{f"standalone_val_acc_{e}ep": 100 * s[i] if i in s else "" for e, s in rung_scores.items()},
+                   "rs_ws_retrained_val_acc": 100 * retrained[i] if i in retrained else ""}
+                  for i, a in enumerate(archs)]
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "candidates.csv", candidates)
+    write_csv(out / "summary.csv", summary)
+    write_csv(out / "timing.csv", [{"method": "successive_halving", "seconds": wall_sh},
+                                   {"method": "rs_ws", "seconds": wall_ws},
+                                   *([{"method": "rnas_ws (after the supernet)", "seconds": wall_rnas}]
+                                     if rnas_rows else [])])
+    if rnas_rows:
+        write_csv(out / "rnas.csv", [{"evaluation": e, "genotype": space.describe(a),
+                                      "shared_weight_val_acc": float(v)}
+                                     for e, (a, v) in enumerate(zip(found, found_shared))])
+    lines = [f"# RS-WS vs random search with early stopping (`000_*`), {args.candidates} DARTS genotypes",
+             "", "| method | training images | forward-only images | chosen | val acc (%) | test acc (%) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {s['method']} | {s['training_images']} | {s['forward_images']} | #{s['chosen']} | "
+              f"{s['chosen_val_acc']:.2f} | {s['test_acc']:.2f} |" for s in summary]
+    lines += ["", f"Kendall tau, shared-weight vs stand-alone validation accuracy: {tau_first:.3f} over all "
+              f"{len(archs)} candidates after {first} epoch(s); {tau_final:.3f} over the {len(both)} trained "
+              f"{final} epochs."]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    plot(candidates, rung_scores, shared, first, out / "rs_ws.png")
+    print(text)
+    print(f"wall time: successive halving {wall_sh:.0f} s, RS-WS {wall_ws:.0f} s, RNASNet-WS {wall_rnas:.0f} s "
+          f"after the supernet, total {time.perf_counter() - t_start:.0f} s; wrote {out}/: candidates.csv, "
+          "summary.csv, summary.md, rs_ws.png, timing.csv" + ", rnas.csv" * bool(rnas_rows))
 
 
 def plot(candidates, rung_scores, shared, first, path: pathlib.Path) -> None:

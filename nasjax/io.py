@@ -2,9 +2,11 @@
 
 The one way nasjax replaces a file (checkpoints, logs cut back on resume, tables, population states):
 write a temporary file in the same folder, fsync it, `os.replace` it over the target, fsync the folder
-so the rename itself survives a power loss. If writing fails (full disk, killed process), the target
-keeps its old content and the temporary file is removed. Logs are appended line by line (fsynced) and
-read back with `read_jsonl`, which drops a line torn by a kill and cuts a log back to a checkpoint.
+so the rename itself survives a power loss. If writing fails (full disk), the target keeps its old
+content and the temporary file is removed; a killed process leaves its temporary behind, which
+`remove_temporaries` deletes when the next run takes the folder over. Logs are appended whole lines at
+a time (`append_jsonl`, fsynced) and read back with `read_jsonl`, which drops a line torn by a kill and
+cuts a log back to a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import io
 import json
 import os
 import pathlib
+import re
 import secrets
 from typing import BinaryIO, Callable
+
+
+# atomic_write's temporaries: `.{target name}.{8 hex digits}.tmp`.
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> pathlib.Path:
@@ -30,16 +37,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        _name_the_file(e, path)
         raise
     _fsync_dir(path.parent)
     return path
 
 
+def _name_the_file(error: BaseException, path: pathlib.Path) -> None:
+    """Raise an OSError that names no file (a failed write or fsync: a full disk) again naming
+    `path`, so that the one line reporting it says which file."""
+    if isinstance(error, OSError) and error.filename is None:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
     """Replace `path` by `data` atomically (see `atomic_write`)."""
     return atomic_write(path, lambda f: f.write(data))
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """Delete the temporaries that killed `atomic_write`s left anywhere under `folder`; returns them.
+    Only for a folder no other process is writing (e.g. a work directory whose lock is held)."""
+    found = [p for p in pathlib.Path(folder).rglob(".*.tmp") if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Append one JSON line per record to `path`, in one write, and fsync it: after a kill the file
+    ends with whole records, or with one torn last line that `read_jsonl` removes."""
+    try:
+        with open(path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        _name_the_file(e, pathlib.Path(path))
+        raise
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> pathlib.Path:

@@ -1,13 +1,16 @@
 """experiments/accelerator_check.py at a tiny size on the suite's 4 forced CPU host devices."""
 
 import json
+import pathlib
+import runpy
+import types
 
-from experiment_scripts import load_experiment
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
 
 def test_accelerator_check_passes_on_forced_host_devices(tmp_path, data_dir):
     out = tmp_path / "check.jsonl"
-    check = load_experiment("accelerator_check")
+    check = types.SimpleNamespace(**runpy.run_path(str(EXPERIMENTS / "accelerator_check.py"), run_name="accelerator_check"))
     rc = check.main(["--data-dir", str(data_dir), "--archs", "2", "--train-images", "128",
                      "--eval-images", "64", "--searches", "2", "--samples", "40", "--out", str(out)])
     rows = {r["check"]: r for r in map(json.loads, out.read_text().splitlines())}

@@ -1,4 +1,4 @@
-"""`nasjax.compile_cache`: a second process loads the programs the first one compiled, same bits."""
+"""`nasjax.runtime`: a second process loads the programs the first one compiled, same bits."""
 
 import json
 import os
@@ -13,7 +13,7 @@ SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from jax import monitoring
-from nasjax.compile_cache import use_compile_cache
+from nasjax.runtime import use_compile_cache
 from nasjax.data import load_cifar10
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, train_population
@@ -51,3 +51,33 @@ def test_second_process_compiles_nothing_and_gets_the_same_bits(tmp_path):
     asked_again, found_again, val_again, test_again = run_fresh(cache)
     assert asked_again == asked and found_again == asked  # every program loaded, none compiled
     assert (val_again, test_again) == (val_acc, test_acc)
+
+
+# Compiles three programs with every cache write failing as on a full disk; prints what it warned.
+FULL_DISK = r"""
+import errno, sys, warnings
+from jax._src import compilation_cache
+from nasjax.runtime import use_compile_cache
+
+use_compile_cache(sys.argv[1])
+
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+compilation_cache.put_executable_and_time = full
+import jax, jax.numpy as jnp
+with warnings.catch_warnings(record=True) as seen:
+    for n in range(3):
+        jax.jit(lambda x: x * n + 1)(jnp.ones(3)).block_until_ready()
+print(len([w for w in seen if "compilation cache" in str(w.message)]))
+"""
+
+
+def test_cache_entries_that_cannot_be_written_warn_nothing(tmp_path):
+    """A full disk costs compilations, not a warning per program: the scripts report the disk in one
+    line when their own files cannot be written."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "NASJAX_COMPILE_CACHE")}
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "xla")], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "0" and "persistent compilation cache" not in out.stderr

@@ -48,6 +48,15 @@ def test_missing_table_names_the_file_and_the_build_command(tmp_path, monkeypatc
     assert str(missing) in str(err.value) and "experiments/build_convnet_table.py" in str(err.value)
 
 
+@pytest.mark.parametrize("path, said", [("", "path must name a table file, got ''"),
+                                         (7, "path must name a table file, got 7")])
+def test_read_table_refuses_bad_paths(path, said, tmp_path):
+    with pytest.raises(ValueError, match=said):
+        convnet.load(path)
+    with pytest.raises(ValueError, match=f"path {tmp_path} is a folder"):
+        convnet.read_table(tmp_path)
+
+
 def test_round_trip(table_path):
     written, read = random_table(SPACE), convnet.read_table(table_path)
     assert read.space == SPACE and (read.seeds, read.epochs) == (3, 4)

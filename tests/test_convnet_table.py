@@ -4,6 +4,7 @@ random entries with the table's stored protocol reproduces their stored accuraci
 
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiment_scripts import EXPERIMENTS
 from nasjax import benchmarks
 from nasjax.benchmarks import convnet
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.fixture(scope="module")

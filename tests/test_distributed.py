@@ -7,18 +7,19 @@ import json
 import signal
 import threading
 import time
+import types
 
 import jax
 import psutil
 import pytest
 import ray
-from experiment_scripts import load_experiment
 from jax.experimental.compilation_cache import compilation_cache as persistent_cache
 
 from nasjax import search
-from nasjax.distributed import local_trainer, worker_layout
+from nasjax.distributed import WorkersLostError, local_trainer, worker_layout
 from nasjax.distributed import ray_cluster
-from nasjax.host_memory import CHILD_ENV
+from nasjax.experiment import CONVNET_SPACES, make_objective, search_data
+from nasjax.runtime import CHILD_ENV
 from nasjax.train import TrainConfig
 
 CONFIG = TrainConfig(epochs=1, batch_size=64, lr=0.05)
@@ -29,7 +30,8 @@ WHERE_AND_WHEN = ("time", "train_seconds", "worker")
 
 @pytest.fixture(scope="module")
 def lc():
-    return load_experiment("lanas_cifar")
+    """The library's `001_*` pieces the search uses (as experiments/lanas_cifar.py wires them)."""
+    return types.SimpleNamespace(search_data=search_data, make_objective=make_objective, SPACES=CONVNET_SPACES)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +137,18 @@ def test_search_through_ray_writes_the_local_jsonl(local, lc, data, make_trainer
     check_layouts(records)
 
 
+def kill_a_worker_mid_round(search_in_thread, log) -> psutil.Process:
+    """Once round 0 is logged, SIGKILL the first worker seen training a round-1 architecture."""
+    victim = None
+    while victim is None and search_in_thread.is_alive():
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            victim = next(iter(ray_processes(TASK)), None)
+        time.sleep(0.005)
+    assert victim is not None
+    victim.send_signal(signal.SIGKILL)
+    return victim
+
+
 def test_worker_killed_mid_round_changes_nothing(local, lc, data, make_trainer, tmp_path):
     outcome = {}
 
@@ -146,17 +160,33 @@ def test_worker_killed_mid_round_changes_nothing(local, lc, data, make_trainer, 
 
     thread = threading.Thread(target=searching)
     thread.start()
-    # Round 0 logged, then the first worker seen training a round-1 architecture is killed.
-    log, victim = tmp_path / "evaluations.jsonl", None
-    while victim is None and thread.is_alive():
-        if log.exists() and len(log.read_text().splitlines()) >= 2:
-            victim = next(iter(ray_processes(TASK)), None)
-        time.sleep(0.005)
-    assert victim is not None, outcome
-    victim.send_signal(signal.SIGKILL)
+    victim = kill_a_worker_mid_round(thread, tmp_path / "evaluations.jsonl")
     thread.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
     records = outcome["records"]
     assert results_only(records) == results_only(local)
     check_layouts(records)
     assert victim.pid not in {r["worker"]["pid"] for r in records if r["round"] == 1}
+
+
+def test_retry_limit_exhausted_is_one_error_and_the_run_resumes(local, lc, data, make_trainer, tmp_path):
+    """With no retries, a killed worker ends the search with WorkersLostError (one line for the
+    scripts, saying the run resumes); the same search run again finishes with the same results."""
+    outcome = {}
+    no_retries = functools.partial(make_trainer, max_retries=0)
+
+    def searching():
+        try:
+            run_search(lc, data, tmp_path, no_retries)
+        except BaseException as e:  # noqa: BLE001 (checked by the test)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=searching)
+    thread.start()
+    kill_a_worker_mid_round(thread, tmp_path / "evaluations.jsonl")
+    thread.join(timeout=300)
+    error = outcome.get("error")
+    assert isinstance(error, WorkersLostError), error
+    assert "retry limit is 0" in str(error) and "run the same command again to resume" in str(error)
+    assert "\n" not in str(error)
+    assert results_only(run_search(lc, data, tmp_path, make_trainer)) == results_only(local)

@@ -25,7 +25,7 @@ def faults():
 # first pass after it grows the heap once), then those of a child started after it, which never calls it.
 _PROBE = _FAULTS + f"""
 import subprocess, sys
-from nasjax.host_memory import reuse_host_memory
+from nasjax.runtime import reuse_host_memory
 default = faults()
 applied = reuse_host_memory()
 faults()

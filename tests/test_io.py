@@ -1,12 +1,13 @@
-"""nasjax.io.atomic_write: the target holds the old or the new content, never a mix, and no temporary
-file is left behind."""
+"""nasjax.io: atomic_write's target holds the old or the new content, never a mix, and no temporary
+file is left behind (one left by a killed process is removed by `remove_temporaries`); a write that
+fails names its file."""
 
 import os
 import stat
 
 import pytest
 
-from nasjax.io import atomic_write, atomic_write_bytes
+from nasjax.io import append_jsonl, atomic_write, atomic_write_bytes, remove_temporaries
 
 
 def test_replaces_content_with_the_usual_file_mode(tmp_path):
@@ -28,9 +29,31 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, error):
         f.write(b"half of the new")
         raise error
 
-    with pytest.raises(type(error)):
+    with pytest.raises(type(error)) as raised:
         atomic_write(path, write)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    if isinstance(error, OSError):  # a full disk: the error names the file, for the one-line report
+        assert raised.value.filename == str(path) and raised.value.errno == 28
+
+
+def test_a_failed_append_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "log.jsonl"
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        append_jsonl(path, [{"a": 1}])
+    assert raised.value.filename == str(path) and raised.value.strerror == "No space left on device"
+
+
+def test_leftover_temporaries_are_removed(tmp_path):
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    (tmp_path / ".f.bin.deadbeef.tmp").write_bytes(b"killed mid-write")
+    (tmp_path / ".f.bin.tmp").write_bytes(b"not ours")
+    assert [p.name for p in remove_temporaries(tmp_path)] == [".f.bin.deadbeef.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.bin.tmp", "f.bin"]
 
 
 def test_callers_write_through_it(tmp_path, monkeypatch):

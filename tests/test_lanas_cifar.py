@@ -5,6 +5,8 @@ import errno
 import json
 import os
 import pathlib
+import pickle
+import runpy
 import shutil
 import signal
 import subprocess
@@ -14,8 +16,9 @@ import types
 
 import numpy as np
 import pytest
-from experiment_scripts import load_experiment
 
+from nasjax.experiment import UsageError, final_data, final_evaluation, search_data
+from nasjax.experiment import workdir as workdir_module
 from nasjax.io import CorruptFileError, read_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,8 +34,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def lc():
-    """The script as a module, for the checks that need no training (fast, in process)."""
-    return load_experiment("lanas_cifar")
+    """The script's names (its `main`, run in process for the checks that need no training)."""
+    return types.SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="lanas_cifar"))
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +159,12 @@ def test_killed_run_resumes_to_the_same_results(finished, env, tmp_path, lc):
     assert (workdir / "summary.md").read_text() == (full / "summary.md").read_text()
 
 
-def test_final_data_has_no_validation_set(lc, cifar):
-    data = lc.final_data(cifar, 0, 100)
+def test_final_data_has_no_validation_set(cifar):
+    data = final_data(cifar, 0, 100)
     assert len(data.val_labels) == 0 and data.val_images.shape[1:] == (32, 32, 3)
     assert len(data.train_labels) == len(cifar.train_labels) + len(cifar.val_labels)
     assert len(data.test_labels) == 100
-    searching = lc.search_data(cifar, 256, 0)
+    searching = search_data(cifar, 256, 0)
     assert len(searching.train_labels) == 256 and len(searching.test_labels) == 0
     np.testing.assert_array_equal(searching.val_labels, cifar.val_labels)
 
@@ -173,8 +176,8 @@ def test_final_records_survive_a_torn_line_and_must_match_the_run(lc, tmp_path, 
     assert read_jsonl(path) == [record] and path.read_text() == json.dumps(record) + "\n"
     # A line for the same (group, rank, seed) but another architecture is refused before training.
     other = {"search": np.array([[1, 1, -1, 0, -1]]), "random": np.array([[1, 0, -1, 0, -1]])}
-    with pytest.raises(lc.UsageError, match="holds another architecture for search #0 seed 0"):
-        lc.final_evaluation(lc.SPACES["tiny"](), cifar, None, other, 1, None, path, 1)
+    with pytest.raises(UsageError, match="holds another architecture for search #0 seed 0"):
+        final_evaluation(lc.SPACES["tiny"](), cifar, None, other, 1, None, path, 1)
     path.write_text("{torn\n" + json.dumps(record) + "\n")
     with pytest.raises(CorruptFileError, match="line 1 is damaged"):
         read_jsonl(path)
@@ -187,7 +190,7 @@ def test_final_records_survive_a_torn_line_and_must_match_the_run(lc, tmp_path, 
 
 def test_summary_json_is_strict_json(lc, tmp_path, monkeypatch):
     """Failed groups have no mean: summary.json says null, not NaN (which is not JSON)."""
-    monkeypatch.setattr(lc, "plot", lambda *args: None)  # test_outputs checks the plots
+    monkeypatch.setitem(lc.summarize.__globals__, "plot", lambda *args: None)  # test_outputs checks them
     space = lc.SPACES["tiny"]()
     encodings = np.asarray(space.enumerate()[:2])
     result = types.SimpleNamespace(scores=np.array([0.5, np.nan], np.float32), encodings=encodings,
@@ -237,12 +240,12 @@ def test_unwritable_workdir_is_one_line(lc, tmp_path, capsys, monkeypatch, probl
         workdir.mkdir()
         # Simulated: the tests run as root, whom file modes do not stop.
         if problem == "read_only":
-            monkeypatch.setattr(lc.os, "open", _failing_lock_open(
+            monkeypatch.setattr(os, "open", _failing_lock_open(
                 OSError(errno.EROFS, os.strerror(errno.EROFS), str(workdir / "lock"))))
         else:
             def full(path, data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            monkeypatch.setattr(lc, "atomic_write_bytes", full)
+            monkeypatch.setattr(workdir_module, "atomic_write_bytes", full)
     before = snapshot(tmp_path)
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
     assert message in one_line_error(capsys)
@@ -290,7 +293,7 @@ def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsy
     before = snapshot(workdir)
     (workdir / "lock").write_text(str(os.getppid()))  # a live process (our parent) holds it
     assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
-    assert "is used by a running search" in capsys.readouterr().err
+    assert "is used by a running process" in capsys.readouterr().err
     (workdir / "lock").unlink()
     assert lc.main([*TINY, "--workdir", str(workdir), "--seed", "1"]) == 2
     err = capsys.readouterr().err
@@ -301,4 +304,124 @@ def test_busy_or_other_workdir_is_refused_and_kept(lc, finished, tmp_path, capsy
 def test_command_line_exit_status(env, tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--budget", "0", "--workdir", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr == "error: --budget must be >= 1, got 0\n"
+    assert proc.returncode == 2 and proc.stderr == "error: argument --budget: must be >= 1, got 0 (see --help)\n"
+
+
+# --- issue 27's reproducers: refused in one line before anything is written --------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--workdir", ""], "--workdir: must name a folder, got an empty path"),
+    (["--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
+    (["--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr: must be a finite number > 0, got inf"),
+    (["--cutout", "-5"], "--cutout: must be in [0, 32], got -5"),
+    (["--cutout", "100"], "--cutout: must be in [0, 32], got 100"),
+    (["--seed", "-1"], "--seed: must be in [0, 4294967295], got -1"),
+    (["--seed", "18446744073709551616"], "--seed: must be in [0, 4294967295]"),
+    (["--ray-retries", "-1"], "--ray-retries: must be >= 0"),
+])
+def test_out_of_range_flags_are_refused_before_writing(lc, tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)  # `--workdir ""` would be the current folder
+    assert lc.main([*TINY, "--workdir", str(tmp_path / "w"), *flags]) == 2
+    assert message in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_dir_that_is_a_file_says_so(lc, tmp_path, capsys, data_dir, monkeypatch):
+    batch = data_dir / "cifar-10-batches-py" / "test_batch"
+    assert lc.main([*TINY, "--workdir", str(tmp_path / "w"), "--data-dir", str(batch)]) == 2
+    assert f"{batch} is a file, not a folder" in one_line_error(capsys)
+    monkeypatch.setenv("NASJAX_DATA_DIR", str(batch))
+    assert lc.main([*TINY, "--workdir", str(tmp_path / "w")]) == 2
+    assert f"$NASJAX_DATA_DIR {batch} is a file, not a folder" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cifar_copy(data_dir, target: pathlib.Path) -> pathlib.Path:
+    folder = target / "cifar-10-batches-py"
+    shutil.copytree(data_dir / "cifar-10-batches-py", folder)
+    return target
+
+
+def test_empty_batch_file_is_refused(lc, tmp_path, capsys, data_dir):
+    data = _cifar_copy(data_dir, tmp_path / "data")
+    (data / "cifar-10-batches-py" / "data_batch_5").write_bytes(
+        pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    assert lc.main([*TINY, "--workdir", str(tmp_path / "w"), "--data-dir", str(data)]) == 2
+    assert "data_batch_5 holds no images" in one_line_error(capsys)
+    assert not (tmp_path / "w").exists()
+
+
+def test_damaged_or_missing_config_is_one_line(lc, finished, tmp_path, capsys):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    config = workdir / "config.json"
+    text = config.read_text()
+    config.write_text(text[:len(text) // 2])  # truncated
+    before = snapshot(workdir)
+    assert lc.main([*TINY, "--workdir", str(workdir)]) == 2
+    assert f"{config} is damaged" in one_line_error(capsys)
+    config.unlink()  # missing, and other flags: refused, no new config.json
+    assert lc.main([*TINY, "--workdir", str(workdir), "--seed", "3"]) == 2
+    assert f"{config} is missing but {workdir} holds a run's files" in one_line_error(capsys)
+    assert not config.exists()
+    config.write_text(text)
+    assert snapshot(workdir) == {**before, config: text.encode()}
+
+
+def test_resume_with_other_data_is_refused(lc, finished, tmp_path, capsys, data_dir):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    (workdir / "summary.json").unlink()  # unfinished: it would load its data and go on
+    other = _cifar_copy(data_dir, tmp_path / "other")
+    batch = other / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "rb") as f:
+        content = pickle.load(f, encoding="bytes")
+    content[b"data"][-1, 0] ^= 1  # one pixel of the last image
+    batch.write_bytes(pickle.dumps(content))
+    before = snapshot(workdir)
+    assert lc.main([*TINY, "--workdir", str(workdir), "--data-dir", str(other)]) == 2
+    assert "holds a run on other data" in one_line_error(capsys)
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("damage", ["md_deleted", "json_garbage"])
+def test_incomplete_summary_is_written_again(finished, env, tmp_path, damage):
+    """A finished run whose summary is incomplete says what is missing and writes it again from its
+    logs (no training: every result is logged)."""
+    full = finished[0]
+    workdir = tmp_path / "copy"
+    shutil.copytree(full, workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    if damage == "md_deleted":
+        (workdir / "summary.md").unlink()
+        said = f"{workdir / 'summary.md'} is missing"
+    else:
+        (workdir / "summary.json").write_text("garbage")
+        said = f"{workdir / 'summary.json'} is damaged"
+    rc, out, err = finish(launch(workdir, env))
+    assert rc == 0 and said in err, err[-2000:]
+    assert (workdir / "summary.md").read_text() == (full / "summary.md").read_text()
+    summary = json.loads((workdir / "summary.json").read_text())
+    expected = json.loads((full / "summary.json").read_text())
+    assert {**summary, "wall_seconds_last_invocation": 0} == {**expected, "wall_seconds_last_invocation": 0}
+
+
+def test_temporaries_of_a_killed_run_are_removed(lc, finished, tmp_path, capsys):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir, ignore=shutil.ignore_patterns("xla_cache"))
+    left = [workdir / "search" / ".checkpoint.npz.0123abcd.tmp", workdir / ".summary.json.89abcdef.tmp"]
+    for path in left:
+        path.write_bytes(b"partial")
+    assert lc.main([*TINY, "--workdir", str(workdir)]) == 0
+    assert not any(path.exists() for path in left)
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_refused_command_then_corrected_runs(env, tmp_path):
+    """`--lr nan` is refused before anything is written; the corrected command then runs."""
+    workdir = tmp_path / "w"
+    rc, out, err = finish(launch(workdir, env, "--lr", "nan"))
+    assert rc == 2 and err.count("\n") == 1 and "--lr" in err and not workdir.exists()
+    rc, out, err = finish(launch(workdir, env, "--lr", "0.05"))
+    assert rc == 0, err[-2000:]
+    assert json.loads((workdir / "config.json").read_text())["lr"] == 0.05

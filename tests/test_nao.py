@@ -147,9 +147,10 @@ def test_many_vmapped_searches_finish_with_the_scheduler_flag():
     A fresh process (XLA reads its flags once), one device as a user's default; a hang fails the test
     at the timeout."""
     code = textwrap.dedent("""
-        import nasjax.search as search
-        search.avoid_cpu_scheduler_deadlock()
+        from nasjax.runtime import avoid_cpu_scheduler_deadlock
+        avoid_cpu_scheduler_deadlock()
         import jax
+        import nasjax.search as search
         from nasjax.spaces import NASBench201Space
         space = NASBench201Space()
         strat = search.make("nao", space, capacity=64)

@@ -1,11 +1,14 @@
 """experiments/protocol_ablation.py end to end at a tiny size on the real CIFAR-10 subset."""
 
 import csv
+import pathlib
+import runpy
+import types
 
 import pytest
-from experiment_scripts import load_experiment
 
-pa = load_experiment("protocol_ablation")
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+pa = types.SimpleNamespace(**runpy.run_path(str(EXPERIMENTS / "protocol_ablation.py"), run_name="protocol_ablation"))
 TINY = ["--archs", "2", "--protocols", "base", "+drop-path", "--layers", "3", "--channels", "4",
         "--batch-size", "32", "--train-images", "64", "--test-images", "64"]
 

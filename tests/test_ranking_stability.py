@@ -1,12 +1,16 @@
 """experiments/ranking_stability.py end to end at a tiny size on the real CIFAR-10 subset."""
 
+import pathlib
+import runpy
+import types
+
 import numpy as np
 import pytest
-from experiment_scripts import load_experiment
 
 from nasjax.spaces import ConvNetSpace
 
-rs = load_experiment("ranking_stability")
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+rs = types.SimpleNamespace(**runpy.run_path(str(EXPERIMENTS / "ranking_stability.py"), run_name="ranking_stability"))
 TINY = ["--archs", "3", "--channels", "8", "16", "--kernels", "3", "--max-depth", "2", "--epochs", "1",
         "--train-images", "64", "--test-images", "64"]
 
@@ -35,4 +39,4 @@ def test_main_twice_same_numbers(tmp_path, data_dir, capsys):
     for name in ("accuracies.csv", "summary.csv", "summary.md"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     assert (tmp_path / "a" / "rank_changes.png").stat().st_size > 0
-    assert rs.main(["--archs", "1"]) == 2 and "--archs >= 2" in capsys.readouterr().err
+    assert rs.main(["--archs", "1"]) == 2 and "--archs: must be >= 2" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import pathlib
+import runpy
 import types
 from math import comb
 
@@ -9,16 +11,19 @@ import jax
 import numpy as np
 import pytest
 
-from experiment_scripts import load_experiment
 from nasjax import search
 from nasjax.benchmarks import TabularBenchmark
+from nasjax.experiment import tabular_search
 from nasjax.spaces import ConvNetSpace, NASBench101Space, NASBench201Space
 
 SPACE = ConvNetSpace(channels=(4, 8), kernels=(3, 5), min_depth=1, max_depth=2)  # 20 networks
 EPOCHS = 9
 
 
-se = load_experiment("sample_efficiency")
+# The runner from the library, the script's own tables and files from the script (run as a module).
+se = types.SimpleNamespace(**{**vars(tabular_search), **runpy.run_path(
+    str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sample_efficiency.py"),
+    run_name="sample_efficiency")})
 
 
 @pytest.fixture(scope="module")

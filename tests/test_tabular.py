@@ -4,7 +4,9 @@ compiled programs as arguments rather than copied into them as constants."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from nasjax import benchmarks
 from nasjax.benchmarks import TabularBenchmark
 from nasjax.benchmarks import tabular
 from nasjax.spaces import ConvNetSpace
@@ -31,3 +33,22 @@ def test_objectives_take_the_tables_as_arguments():
     for program in programs:
         constants = [line for line in program.as_text().splitlines() if "stablehlo.constant" in line]
         assert not [c for c in constants if "84x" in c], "a table was compiled in as a constant"
+
+
+@pytest.mark.parametrize("name, data_dir, said", [
+    (["nasbench201-cifar10"], None, "unknown benchmark"),
+    ("nasbench201-nope", None, "unknown benchmark 'nasbench201-nope'"),
+    ("nasbench201-cifar10", "", "data_dir must name a folder, got ''"),
+    ("nasbench201-cifar10", 3, "data_dir must name a folder, got 3"),
+    ("nasbench101", "", "data_dir must name a folder"),
+])
+def test_loads_refuse_bad_arguments(name, data_dir, said):
+    with pytest.raises(ValueError, match=said):
+        benchmarks.load(name, data_dir)
+
+
+def test_loads_refuse_a_file_as_data_dir(tmp_path):
+    (tmp_path / "f").write_text("")
+    for name in ("nasbench201-cifar10", "nasbench101"):
+        with pytest.raises(ValueError, match=f"data_dir {tmp_path / 'f'} is a file"):
+            benchmarks.load(name, tmp_path / "f")

@@ -32,7 +32,7 @@ LOADERS: dict[str, Callable[[str | os.PathLike | None], Benchmark]] = {
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> Benchmark:
     """The benchmark `name` (see `LOADERS`), reading its data from `data_dir` where it needs files."""
-    if name not in LOADERS:
+    if not isinstance(name, str) or name not in LOADERS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(LOADERS))}")
     return LOADERS[name](data_dir)
 

@@ -106,7 +106,11 @@ def write_table(path: str | os.PathLike, table: ConvNetTable) -> pathlib.Path:
 
 def read_table(path: str | os.PathLike | None = None) -> ConvNetTable:
     """The table at `path` (default: the one shipped in the package, `DEFAULT_PATH`)."""
+    if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path).strip()):
+        raise ValueError(f"path must name a table file, got {path!r}")
     path = pathlib.Path(DEFAULT_PATH if path is None else path)
+    if path.is_dir():
+        raise ValueError(f"path {path} is a folder; expected a ConvNet table file (.npz)")
     if not path.is_file():
         raise BenchmarkDataError(f"ConvNet table not found at {path}; build it with `{BUILD_COMMAND}` "
                                  f"(add --out {path} for another location)")

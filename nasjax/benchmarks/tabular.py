@@ -62,12 +62,19 @@ class Benchmark(Protocol):
 
 def data_folder(data_dir: str | os.PathLike | None, needed: str | os.PathLike) -> pathlib.Path:
     """The benchmark data folder: `data_dir`, else $NASJAX_DATA_DIR; BenchmarkDataError naming
-    `needed` (the file to put there) when neither is given."""
+    `needed` (the file to put there) when neither is given; ValueError naming data_dir when it is
+    not a path, is empty, or is a file."""
+    if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir).strip():
+            raise ValueError(f"data_dir must name a folder, got {data_dir!r}")
     data_dir = data_dir if data_dir is not None else os.environ.get("NASJAX_DATA_DIR") or None
     if data_dir is None:
         raise BenchmarkDataError(f"no data directory: pass data_dir or set NASJAX_DATA_DIR to the folder "
                                  f"holding {needed}")
-    return pathlib.Path(data_dir).expanduser()
+    folder = pathlib.Path(data_dir).expanduser()
+    if folder.is_file():
+        raise ValueError(f"data_dir {folder} is a file, not the folder holding {needed}")
+    return folder
 
 
 def seed_mean(table: np.ndarray) -> np.ndarray:

@@ -112,7 +112,9 @@ def _read_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: expected uint8 data (N, 3072) and N labels, got data {data.dtype} "
                         f"{data.shape} and labels {labels.shape}; replace it with the original. "
                         f"{_HOW_TO_FIX}")
-    if n and not (np.issubdtype(labels.dtype, np.integer)
+    if n == 0:
+        raise DataError(f"{path} holds no images; replace it with the original. {_HOW_TO_FIX}")
+    if not (np.issubdtype(labels.dtype, np.integer)
                   and labels.min() >= 0 and labels.max() < NUM_CLASSES):
         raise DataError(f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}; replace it with the "
                         f"original. {_HOW_TO_FIX}")

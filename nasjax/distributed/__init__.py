@@ -7,6 +7,6 @@ trains in this process; `nasjax.distributed.ray_cluster.ray_trainer` (imported o
 Ray) on a cluster's workers. nasjax.search never imports this layer: experiments/ wire it to the search.
 """
 
-from nasjax.distributed.trainer import Trainer, local_trainer, worker_layout
+from nasjax.distributed.trainer import Trainer, WorkersLostError, local_trainer, worker_layout
 
-__all__ = ["Trainer", "local_trainer", "worker_layout"]
+__all__ = ["Trainer", "WorkersLostError", "local_trainer", "worker_layout"]

@@ -9,10 +9,10 @@ trains together on that GPU; on CPUs only, one architecture per task, one task p
 (the CPU engine trains architectures one after another anyway, and single tasks balance networks whose
 costs differ tenfold). Architecture i trains from keys[i] alone, so neither the cut nor the worker
 changes its bits, given the same device and thread layout: `connect` gives the workers this
-process's XLA_FLAGS (and its host-memory policy, `nasjax.host_memory`), and each result records its
+process's XLA_FLAGS (and its host-memory policy, `nasjax.runtime`), and each result records its
 worker's layout. A worker that dies mid-task (killed, node lost) has its task run again on another
-(Ray retries system failures `max_retries` times); finished results are already with this process and
-are kept.
+(Ray retries system failures `max_retries` times; past that, `WorkersLostError`); finished results are
+already with this process and are kept.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import ray
 from tqdm.auto import tqdm
 
 from nasjax.data import Dataset
-from nasjax.distributed.trainer import Trainer, worker_layout
-from nasjax.host_memory import CHILD_ENV
+from nasjax.distributed.trainer import Trainer, WorkersLostError, worker_layout
+from nasjax.runtime import CHILD_ENV
 from nasjax.train import TrainConfig, train_population
 
 
@@ -68,11 +68,15 @@ def ray_trainer(space, data: Dataset, config: TrainConfig, *, archs_per_task: in
 
     archs_per_task: architectures a task trains together (default: a round split evenly over the
     GPUs, else 1).
+    max_retries: times a task whose worker died is run again; one more death raises
+    WorkersLostError.
     The layout is `worker_layout()` plus task_seconds (training in the task) and result_seconds
     (from submitting the round to this result). The progress bar counts finished architectures.
     """
     if archs_per_task is not None and archs_per_task < 1:
         raise ValueError(f"archs_per_task must be >= 1, got {archs_per_task}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     data_ref = ray.put(data)
 
     def train(archs, keys):
@@ -90,7 +94,14 @@ def ray_trainer(space, data: Dataset, config: TrainConfig, *, archs_per_task: in
                   disable=not progress) as bar:
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                results, layout = ray.get(ref)
+                try:
+                    results, layout = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.ObjectLostError) as e:
+                    raise WorkersLostError(
+                        f"a Ray task's worker died {max_retries + 1} times (the retry limit is "
+                        f"{max_retries}: {type(e).__name__}); finished work is kept: run the same "
+                        "command again to resume") from None
                 layout["result_seconds"] = time.perf_counter() - t0
                 finished[pending.pop(ref)] = [(r, {"worker": layout}) for r in results]
                 bar.update(len(results))

@@ -15,6 +15,10 @@ from nasjax.train import ArchResult, TrainConfig, train_population
 Trainer = Callable[[np.ndarray, np.ndarray], list[tuple[ArchResult, dict]]]
 
 
+class WorkersLostError(RuntimeError):
+    """A task's workers died more often than its retry limit; the results already logged are kept."""
+
+
 def local_trainer(space, data: Dataset, config: TrainConfig) -> Trainer:
     """train(archs (n, *enc), keys (n, 2)) -> [(ArchResult, {})]: `train_population` in this process."""
 

@@ -5,7 +5,7 @@
     result = nasjax.search.run(strategy, objective, budget=200, key=key, workdir="runs/x")
 """
 
-from nasjax.search.base import (STRATEGIES, History, ModelBased, Strategy, WorkQueue, avoid_cpu_scheduler_deadlock,
+from nasjax.search.base import (STRATEGIES, History, ModelBased, Strategy, WorkQueue,
                                 make, register)
 from nasjax.search.bo import BayesOpt
 from nasjax.search.evolution import RegularizedEvolution
@@ -23,4 +23,4 @@ from nasjax.search.tpe import TPE
 __all__ = ["STRATEGIES", "BayesOpt", "History", "Hyperband", "LaNAS", "LaNASBO", "LocalSearch", "MCTS", "MCTSGlobal",
            "MCTSSequential", "ModelBased", "NAO",
            "RandomSearch", "RNAS", "RegressionTree", "RegularizedEvolution", "SearchResult", "Strategy", "SuccessiveHalving",
-           "TPE", "WorkQueue", "avoid_cpu_scheduler_deadlock", "make", "register", "run"]
+           "TPE", "WorkQueue", "make", "register", "run"]

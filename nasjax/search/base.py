@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Callable
 
 import chex
@@ -224,22 +223,6 @@ class ModelBased(Strategy):
                              lambda _, k_rand, history: sample_unseen(self.space, k_rand, history, n),
                              k_model, k_rand, state.history)
         return archs, state.replace(key=key)
-
-
-# XLA:CPU (jaxlib 0.10.2) deadlocks in some vmapped searches under its concurrency-optimized thunk
-# scheduler: NAO on NAS-Bench-201, jit(vmap(lax.scan(ask/tell))) over 48 or more seeds, never finishes
-# (every worker thread idle, the caller waiting; 32 seeds finish in 0.5 s). Turning the scheduler off
-# is the only remedy found; a jit's own compiler_options do not reach it, and it costs training
-# programs ~13 % (a DARTS step, 362 -> 411 ms), so only search-only processes turn it off.
-CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-
-
-def avoid_cpu_scheduler_deadlock() -> None:
-    """Add `CPU_SCHEDULER_FLAG` to XLA_FLAGS unless the user set that option. Takes effect only if
-    called before the process's first JAX computation (XLA reads its flags once)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_SCHEDULER_FLAG.split("=")[0] not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}".strip()
 
 
 def uniform_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, *operands):

@@ -8,6 +8,9 @@ Budget protocol: `ask_with_budget(state, n) -> (archs, budgets float32 (n,), sta
 returns the same architectures; new brackets start at architectures not evaluated before (where
 the space allows, see `sample_unseen`). The state knows each pending architecture's budget, so
 `tell` takes only (archs, scores). `state.budgets` (capacity,) holds the budget of every history row.
+
+`halving_rungs` / `halving_cost` plan successive halving over a fixed set of candidates for a caller
+that trains them itself (e.g. continuing each survivor's training, `nasjax.experiment.halving`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,29 @@ import numpy as np
 from flax import struct
 
 from nasjax.search.base import History, Strategy, WorkQueue, register, sample_unseen
+
+
+def halving_rungs(candidates: int, eta: int, min_budget: int, max_budget: int) -> list[tuple[int, int]]:
+    """Successive halving over `candidates` architectures: (architectures, budget) per rung, the
+    budget min_budget x eta^i and the last rung's max_budget; ceil(n / eta) survive each rung."""
+    if candidates < 1 or eta < 2 or not 1 <= min_budget <= max_budget:
+        raise ValueError(f"need candidates >= 1, eta >= 2 and 1 <= min_budget <= max_budget, got "
+                         f"{candidates}, {eta}, {min_budget}, {max_budget}")
+    out, n, budget = [], candidates, min_budget
+    while budget < max_budget and n > 1:
+        out.append((n, budget))
+        n, budget = -(-n // eta), min(budget * eta, max_budget)
+    return out + [(n, max_budget)]
+
+
+def halving_cost(rungs: list[tuple[int, int]]) -> int:
+    """Budget (architecture x budget units) successive halving spends on `rungs` when each survivor
+    continues from its previous rung's budget."""
+    done, total = 0, 0
+    for n, budget in rungs:
+        total += n * (budget - done)
+        done = budget
+    return total
 
 
 @struct.dataclass

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from nasjax.io import CorruptFileError, atomic_write, read_jsonl
+from nasjax.io import CorruptFileError, append_jsonl, atomic_write, read_jsonl
 from nasjax.search.base import Strategy
 
 CHECKPOINT, SIDECAR, LOG = "checkpoint.npz", "run.json", "evaluations.jsonl"
@@ -219,18 +219,12 @@ def _append_log(path: pathlib.Path, strategy: Strategy, archs, scores: np.ndarra
     now = time.time()
     archs = np.asarray(archs)
     budgets = None if budgets is None else np.asarray(budgets)
-    lines = []
-    for i, (arch, score, record) in enumerate(zip(archs, scores, records)):
-        lines.append(json.dumps({
-            "index": start + i, "round": round_, "encoding": arch.tolist(),
-            "arch_hash": strategy.space.arch_hash(arch),
-            "score": float(score) if np.isfinite(score) else None,
-            "budget": None if budgets is None else float(budgets[i]), "time": now,
-            **record}) + "\n")
-    with open(path, "a") as f:
-        f.write("".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(path, [{
+        "index": start + i, "round": round_, "encoding": arch.tolist(),
+        "arch_hash": strategy.space.arch_hash(arch),
+        "score": float(score) if np.isfinite(score) else None,
+        "budget": None if budgets is None else float(budgets[i]), "time": now,
+        **record} for i, (arch, score, record) in enumerate(zip(archs, scores, records))])
 
 
 # The checkpoint format of `run`, for other resumable loops (e.g. supernet training in experiments/):

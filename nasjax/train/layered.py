@@ -13,7 +13,7 @@ so the dispatches cost little.
 A unit's forward returns its input x_i beside z_i, and its backward takes both: the kernel gradient
 convolves a transposed x_i, and XLA:CPU transposed a stored x_i several times faster than an x_i it
 recomputes from z_{i-1} in the same loop (ReLU fused into the transpose, 128x32x32x64: 37 against
-13 ms, 27.5 against 3.5 ms with `nasjax.host_memory`). Augmentation, key use, parameters and
+13 ms, 27.5 against 3.5 ms with `nasjax.runtime`). Augmentation, key use, parameters and
 optimizer are those of `steps.train_step` on `ConvNet`, so results equal the whole-network program's
 up to float summation order (tests/test_layered.py states the tolerance).
 """
