@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces import ops
+from nasjax.nn import ops
 
 
 def interleaved_medians(fns: dict, steps: int) -> dict[str, float]:
