@@ -56,7 +56,8 @@ def test_darts_genotype_string_gives_darts_v2s_count(capsys, tmp_path):
     """DARTS' train.py logs 3.349342 MB for DARTS_V2 at 36 channels, 20 cells (the space's default size)."""
     code, lines, _ = _run(capsys, "darts", repr(DARTS_V2_CNN), "--out", tmp_path / "d.png")
     assert code == 0
-    assert lines[0] == repr(DARTS_V2_CNN) and "params 3349342" in lines
+    space = DARTSSpace()  # the canonical genotype: each node's smaller input first
+    assert lines[0] == space.describe(space.from_genotype(*DARTS_V2_CNN)) and "params 3349342" in lines
 
 
 def test_other_spaces_draw_what_fits(capsys, tmp_path):
