@@ -1,5 +1,7 @@
-"""Population training: protocols, train/eval steps, masked shared programs, `train_population`;
-language models on Penn Treebank and the recurrent weight-sharing supernet: `nasjax.train.lm`."""
+"""Training: protocols (`TrainConfig`), one `TrainState`, the optax optimizers (`optim`: SGD, ASGD, clipping),
+image train/eval steps (`steps`), the executions of a population (`executions`: per architecture, layered,
+masked, sharded) and `train_population`, one loop over an execution; language models on Penn Treebank
+and the recurrent weight-sharing supernet: `nasjax.train.lm`; the CNN supernet: `weight_sharing`."""
 
 from nasjax.train import lm
 
