@@ -3,7 +3,6 @@ mean, ASGD averages the iterates since averaging began, gradient clipping is opt
 clip, a tied decoder reads the embedding before embedding dropout, and a weight-sharing candidate is
 scored with batch-norm statistics recomputed on its own path (not the supernet's running ones)."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
