@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, catalogue, enumerable, first_occurrence, match, register,
+from nasjax.search.base import (History, State, Strategy, catalogue, enumerable, first_occurrence, match, register,
                                 uniform_cond)
 from nasjax.search.numerics import (exact_matmul, exact_parts, exact_sums, group_sums, hashed_uniform, mul,
                                     project, spd_solve)
@@ -77,10 +77,10 @@ from nasjax.spaces.base import Space
 
 
 @struct.dataclass
-class LaNASState:
+class LaNASState(State):
     """State of a LaNAS search; I = 2^(h-1) - 1 internal nodes, T = 2^h - 1 nodes, F features.
 
-    key; history; weights float32 (I, F), cuts float32 (I,): node j sends an architecture with
+    weights float32 (I, F), cuts float32 (I,): node j sends an architecture with
     features x left (good) iff project(x, weights[j]) >= cuts[j] (raw features, see `project`);
     visits int32 (T,): told samples routed through each node; scored int32 (T,): those with a
     finite score; total float32 (T,): sum of their scores; fitted_at int32: history count at the
@@ -89,8 +89,6 @@ class LaNASState:
     rejection mode).
     """
 
-    key: jax.Array
-    history: History
     weights: jax.Array
     cuts: jax.Array
     visits: jax.Array
@@ -167,8 +165,11 @@ class LaNAS(Strategy):
     max_catalogue: int = 200_000
     n_candidates: int = 256
     max_attempts: int = 16
+    HPARAMS = ("cp", "cp_scale", "ridge")
+    state_class = LaNASState
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [(self.height >= 2, f"height must be >= 2, got {self.height}"),
                   (self.n_init >= 1, f"n_init must be >= 1, got {self.n_init}"),
                   (self.n_select >= 1, f"n_select must be >= 1, got {self.n_select}"),
@@ -195,11 +196,10 @@ class LaNAS(Strategy):
         return 2 ** (self.height - 1) - 1
 
     # --- protocol -------------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> LaNASState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         f, nodes = self.space.num_features, 2 ** self.height - 1
         size = self.space.size() if self.from_catalogue else 0
-        return LaNASState(
-            key=key, history=History.empty(self.capacity, self.space.encoding_shape),
+        return key, dict(
             weights=jnp.zeros((self.num_internal, f), jnp.float32),
             cuts=jnp.zeros((self.num_internal,), jnp.float32),
             visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
@@ -235,7 +235,7 @@ class LaNAS(Strategy):
         """int32 (M,): the leaf of each of archs int32 (M, *enc) under the current tree."""
         return route(self.features(archs).T, state.weights, state.cuts, self.height)
 
-    def fit(self, history: History) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def fit(self, history: History, ridge: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Fit every internal node, level by level (a level's regions depend on the splits above).
 
         The ridge fits use features standardized over the successful samples (so the penalty is
@@ -263,7 +263,7 @@ class LaNAS(Strategy):
             weights, cuts, node = carry
             first = (1 << depth) - 1
             groups = node[None] == first + jnp.arange(width)[:, None]
-            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, self.ridge)
+            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, ridge)
             # z . w >= z_mean . w  <=>  x . (w / sd) >= x_mean . (w / sd). Rows past this level's
             # nodes belong to the next level, which overwrites them.
             w = mul(w.T, 1.0 / sd)  # (F, width)
@@ -285,7 +285,7 @@ class LaNAS(Strategy):
     def refit(self, state: LaNASState) -> LaNASState:
         """Learn the tree from the whole history; recompute every node's statistics."""
         h = state.history
-        weights, cuts, leaves = self.fit(h)
+        weights, cuts, leaves = self.fit(h, state.hparams["ridge"])
         visits, scored, total = node_stats(leaves, h.scores, h.filled, self.height)
         return state.replace(weights=weights, cuts=cuts, visits=visits, scored=scored,
                              total=total, fitted_at=h.count)
@@ -299,7 +299,7 @@ class LaNAS(Strategy):
     # --- search ---------------------------------------------------------------------------------
     def child_scores(self, state: LaNASState, children: jax.Array, parent: jax.Array) -> jax.Array:
         """UCB of `children` of `parent` (Algorithm 2, get_ucb)."""
-        c = exploration(state.history, self.cp, self.cp_scale, self.cp_spread)
+        c = exploration(state.history, state.hparams["cp"], state.hparams["cp_scale"], self.cp_spread)
         value = node_values(state.total, state.scored, state.history)
         return ucb(value[children], state.visits[children], state.visits[parent], c)
 

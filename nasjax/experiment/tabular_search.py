@@ -1,0 +1,156 @@
+"""Searches on a tabular benchmark, many seeds as one program: the runner behind
+experiments/sample_efficiency.py (LaNAS `002_*` §4.2, Fig. 5) and experiments/ri_benchmark.py.
+
+    outcome = run_strategy("lanas", bench, budget=1000, batch=1, keys=jax.random.split(key, 100))
+    rows = summarize({"lanas": outcome}, optimum, n, m)
+
+`run_strategy` runs `len(keys)` searches of a registered strategy (or a `VARIANTS` row) as ONE
+jit(vmap(`nasjax.search.scan`)) over the keys. The objective is the benchmark's `query` (one
+training seed drawn per evaluation unless `noisy=False`); multi-fidelity strategies read the
+learning curves (`objective_at_budget`) and an evaluation at budget b costs ceil(b) / epochs samples.
+Every evaluated architecture is scored by its seed mean, whatever the search saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import jax
+import numpy as np
+
+from nasjax import metrics, search
+from nasjax.benchmarks import TabularBenchmark
+from nasjax.search.lanas import PAPER_EXPLORATION
+
+MULTI_FIDELITY = ("hyperband", "successive_halving")
+# Architectures per round where one at a time is too slow: the model-based acquisitions (a GP fit
+# over a 256-sample window for BO, densities over the history for TPE, model training for NAO and
+# RNAS) dominate the search's cost.
+BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10, "nao": 10, "rnas": 10}
+# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
+VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One strategy's searches, `runs` of them, `budget` evaluations each.
+
+    scores float32 (runs, budget): seed-mean score of each evaluated architecture, NaN for a
+      low-fidelity evaluation; cost float32 (runs, budget): cumulative cost in samples (full
+      trainings) after each evaluation; batch: architectures per round; seconds: wall time of the
+      vmapped searches, compilation excluded; compile_seconds: their compilation.
+    """
+
+    scores: np.ndarray
+    cost: np.ndarray
+    batch: int
+    seconds: float
+    compile_seconds: float
+
+
+def make_strategy(name: str, bench: TabularBenchmark, capacity: int):
+    """(strategy, None), or (None, why) when the benchmark cannot host strategy `name`: multi-fidelity
+    ones need per-epoch scores; a strategy may declare the space unsupported (`Strategy.unsupported`).
+    Any other error constructing it is raised, not turned into an absent row."""
+    name, config = VARIANTS.get(name, (name, {}))
+    config = dict(config)
+    if name in MULTI_FIDELITY:
+        if bench.curves is None:
+            return None, "needs per-epoch scores; this benchmark has final scores only"
+        config.update(min_budget=1.0, max_budget=float(bench.curves.shape[2]))
+    why = search.STRATEGIES[name].unsupported(bench.space)
+    if why:
+        return None, why
+    return search.make(name, bench.space, capacity=capacity, **config), None
+
+
+def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, keys: jax.Array,
+                 noisy: bool = True) -> Outcome | str:
+    """`len(keys)` searches of strategy `name` on `bench`, vmapped over the keys; or why the benchmark
+    cannot host the strategy (see `make_strategy`)."""
+    rounds = -(-budget // batch)
+    strategy, why = make_strategy(name, bench, rounds * batch)
+    if strategy is None:
+        return why
+    multi = name in MULTI_FIDELITY
+    objective = bench.objective_at_budget() if multi else bench.objective(noisy)
+    fn = jax.jit(jax.vmap(functools.partial(search.scan, strategy, objective, rounds=rounds, batch=batch)))
+    start = time.perf_counter()
+    fn = fn.lower(keys).compile()
+    compiled = time.perf_counter()
+    state = jax.block_until_ready(fn(keys))
+    seconds = time.perf_counter() - compiled
+    archs = np.asarray(state.history.encodings)[:, :budget]
+    index = np.asarray(jax.vmap(jax.vmap(bench.space.index))(archs))
+    scores = np.asarray(bench.scores_mean)[index]
+    if multi:
+        epochs = bench.curves.shape[2]
+        used = np.clip(np.ceil(np.asarray(state.budgets)[:, :budget]), 1, epochs)
+        scores = np.where(used >= epochs, scores, np.nan)
+        cost = np.cumsum(used / epochs, axis=1)
+    else:
+        cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
+    return Outcome(scores=scores.astype(np.float32), cost=cost.astype(np.float32), batch=batch,
+                   seconds=seconds, compile_seconds=compiled - start)
+
+
+def samples_to_optimum(outcome: Outcome, optimum: float) -> np.ndarray:
+    """float32 (runs,): cost (samples) at which each run first evaluated an optimal architecture; inf
+    when it never did."""
+    steps = np.asarray(metrics.samples_to_optimum(outcome.scores, optimum))
+    reached = np.isfinite(steps)
+    at = np.where(reached, steps, 1).astype(int) - 1
+    return np.where(reached, np.take_along_axis(outcome.cost, at[:, None], axis=1)[:, 0], np.inf)
+
+
+def curve_band(outcome: Outcome, budget: int) -> np.ndarray:
+    """float32 (3, budget): 25 %, median and 75 % over runs of the best seed-mean score evaluated
+    within 1..budget samples of cost (NaN where no run has a score yet)."""
+    best = np.asarray(metrics.best_so_far(outcome.scores))
+    grid = np.arange(1, budget + 1, dtype=np.float32)
+    # Per run: the last evaluation whose cumulative cost fits in each grid point.
+    last = np.stack([np.searchsorted(c, grid + 1e-6, side="right") - 1 for c in outcome.cost])
+    values = np.where(last >= 0, np.take_along_axis(best, np.maximum(last, 0), axis=1), np.nan)
+    return np.asarray(metrics.quantile_band(values))
+
+
+def random_search_exact(n: int, m: int) -> tuple[float, float]:
+    """(median, mean) samples until uniform sampling without replacement from n architectures, m of
+    them optimal, first draws an optimal one."""
+    survive, t = 1.0, 0
+    while survive > 0.5:  # P(T > t) = prod_{j < t} (n - m - j) / (n - j)
+        survive *= (n - m - t) / (n - t)
+        t += 1
+    return float(t), (n + 1) / (m + 1)
+
+
+def summarize(outcomes: dict[str, Outcome | str], optimum: float, n: int, m: int) -> list[dict]:
+    """One row per strategy: the fraction of runs reaching the optimum, the median samples to it
+    (None: the median run did not reach it), the mean over the runs that did, the ratio of random
+    search's exact median to the median, the cost (seconds per search and milliseconds per
+    evaluation, from the vmapped searches' wall time; compilation apart), and why a strategy did
+    not run ("absent")."""
+    exact_median, _ = random_search_exact(n, m)
+    rows = []
+    for name, outcome in outcomes.items():
+        row = dict.fromkeys(("strategy", "runs", "batch", "reached", "median", "mean_reached",
+                             "ratio_random_over_strategy", "seconds", "seconds_per_search",
+                             "ms_per_sample", "compile_seconds", "absent"))
+        row["strategy"] = name
+        if isinstance(outcome, str):
+            rows.append({**row, "runs": 0, "absent": outcome})
+            continue
+        s = samples_to_optimum(outcome, optimum)
+        median, hit = float(np.median(s)), s[np.isfinite(s)]
+        runs, evaluations = outcome.scores.shape
+        rows.append({**row, "runs": runs, "batch": outcome.batch, "reached": float(np.mean(np.isfinite(s))),
+                     "median": median if math.isfinite(median) else None,
+                     "mean_reached": float(np.mean(hit)) if hit.size else None,
+                     "ratio_random_over_strategy": exact_median / median if math.isfinite(median) else None,
+                     "seconds": outcome.seconds, "seconds_per_search": outcome.seconds / runs,
+                     "ms_per_sample": 1e3 * outcome.seconds / (runs * evaluations),
+                     "compile_seconds": outcome.compile_seconds})
+    return rows
