@@ -430,3 +430,24 @@ def test_a_sweep_over_cp_is_one_compilation_and_equals_separate_strategies():
             strategy(n_init=10, cp_scale=0.0, cp=c), lambda archs, _: synthetic(archs), key, 12, BATCH))(
             jax.random.key(4))
         np.testing.assert_array_equal(np.asarray(alone.history.encodings), told[i])
+
+
+def test_rank_split_targets_are_the_scores_order_and_ignore_monotone_changes():
+    """`split_scores="rank"`: the targets are the successful scores' ranks in [0, 1] (lowest 0,
+    highest 1, in the scores' order); the fitted tree is bit for bit the same after an increasing
+    transform of the scores, which changes the raw fit."""
+    archs = jnp.asarray(base.catalogue(SPACE))[::9][:60]
+    scores = synthetic(archs).at[7].set(jnp.nan)
+    history = base.History.empty(64, SPACE.encoding_shape).add(archs, scores)
+    y = np.asarray(lanas.split_targets(history, "rank"))
+    ok = np.isfinite(np.asarray(scores))
+    order = np.argsort(np.asarray(scores)[ok], kind="stable")
+    np.testing.assert_allclose(y[:60][ok][order], np.arange(ok.sum()) / (ok.sum() - 1), rtol=1e-6, atol=0)
+    warped = base.History.empty(64, SPACE.encoding_shape).add(archs, jnp.exp(scores / 50.0) ** 3 - 7.0)
+    fit = jax.jit(lambda strat, h: strat.fit(h, jnp.float32(1e-3)), static_argnums=0)
+    ranked, raw = strategy(split_scores="rank"), strategy()
+    for a, b in zip(fit(ranked, history), fit(ranked, warped)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(fit(raw, history)[0], fit(raw, warped)[0])
+    with pytest.raises(ValueError, match="split_scores must be one of"):
+        strategy(split_scores="quantile")

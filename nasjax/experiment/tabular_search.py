@@ -30,8 +30,9 @@ MULTI_FIDELITY = ("hyperband", "successive_halving")
 # over a 256-sample window for BO, densities over the history for TPE, model training for NAO and
 # RNAS) dominate the search's cost.
 BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10, "nao": 10, "rnas": 10}
-# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
-VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
+# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)):
+# LaNAS with the paper's exploration constant; LaNAS whose splits fit the scores' ranks.
+VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION), "lanas_rank": ("lanas", dict(split_scores="rank"))}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,6 +125,27 @@ def ridge_from_moments(sums: jax.Array, f: int, ridge: float):
     return w, z_mean, y_mean, count
 
 
+# What the splits' regressors fit: "raw" scores, or "rank": each successful score's rank among them
+# scaled to [0, 1], invariant to any increasing transform of the scores (a heavy low tail of broken
+# architectures then weighs no more than any other rank).
+SPLIT_SCORES = ("raw", "rank")
+
+
+def split_targets(history: History, kind: str) -> jax.Array:
+    """float32 (capacity,): the targets of the splits' fits for the successful rows ("raw": the
+    scores; "rank": ordinal rank among the successful scores / (their count - 1), ties by history
+    order); other rows are ignored by the fit."""
+    if kind == "raw":
+        return history.scores
+    ranked = history.ranked_scores()  # -inf for failed and unused rows: they sort first
+    ok = jnp.isfinite(ranked)
+    position = jnp.zeros(ranked.shape, jnp.int32).at[jnp.argsort(ranked, stable=True)].set(
+        jnp.arange(ranked.shape[0], dtype=jnp.int32))
+    count = jnp.sum(ok)
+    rank = (position - (ranked.shape[0] - count)).astype(jnp.float32)
+    return jnp.where(ok, mul(rank, 1.0 / jnp.maximum(count - 1, 1).astype(jnp.float32)), 0.0)
+
+
 # The paper's setting (`002_*`: Cp = 0.1 x the best score, tuned on NAS-Bench-101 accuracies).
 PAPER_EXPLORATION = dict(cp_spread="max", cp_scale=0.1)
 
@@ -144,7 +165,8 @@ class LaNAS(Strategy):
     """LaNAS over `space`: a tree of `height` levels (2^(height-1) leaves), `n_init` random samples
     before the first fit, a refit every `n_select` told samples, UCB constant cp + cp_scale * the
     `cp_spread` of the successful scores (std by default; PAPER_EXPLORATION for the paper's),
-    ridge penalty `ridge` (relative to the node's sample count, on standardized features). Spaces with
+    ridge penalty `ridge` (relative to the node's sample count, on standardized features), the
+    splits fitted to `split_scores` ("raw" or "rank", see `SPLIT_SCORES`). Spaces with
     at most `max_catalogue` members are sampled from their catalogue, others by rejection sampling
     with `n_candidates` candidates per attempt and at most `max_attempts` attempts per ask.
 
@@ -165,6 +187,7 @@ class LaNAS(Strategy):
     max_catalogue: int = 200_000
     n_candidates: int = 256
     max_attempts: int = 16
+    split_scores: str = "raw"
     HPARAMS = ("cp", "cp_scale", "ridge")
     state_class = LaNASState
 
@@ -178,6 +201,8 @@ class LaNAS(Strategy):
                   (self.cp_spread in SPREADS,
                    f"cp_spread must be one of {SPREADS}, got {self.cp_spread!r}"),
                   (self.ridge > 0, f"ridge must be > 0, got {self.ridge}"),
+                  (self.split_scores in SPLIT_SCORES,
+                   f"split_scores must be one of {SPLIT_SCORES}, got {self.split_scores!r}"),
                   (self.n_candidates >= 1 and self.max_attempts >= 1,
                    f"n_candidates and max_attempts must be >= 1, got "
                    f"{self.n_candidates}, {self.max_attempts}")]
@@ -252,7 +277,7 @@ class LaNAS(Strategy):
         sd = jnp.sqrt(mul(exact_sums(ok[None], jnp.where(ok, mul(x - mu, x - mu), 0.0))[0],
                           inv_count))
         sd = jnp.where(sd > 1e-6, sd, 1.0)[:, None]  # constant features: leave unscaled
-        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), history.scores, ok))
+        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), split_targets(history, self.split_scores), ok))
         # One loop step per level, each fitting the widest level's number of nodes: the product
         # adding the rows costs the same at any width, and the loop keeps each level's routing
         # materialized (an unrolled loop lets XLA recompute it in every group's mask).
