@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from nasjax.experiment.cli import COUNT, SEED, Parser, check
 from nasjax.experiment.cli import main as run_main
+from nasjax.search import scan
 from nasjax.search.lanas import LaNAS
 from nasjax.spaces import ConvNetSpace
 
@@ -51,13 +52,8 @@ def data(a: jax.Array) -> jax.Array:
 
 
 def search(strat: LaNAS, table: jax.Array, key: jax.Array, rounds: int, batch: int):
-    """rounds x ask(batch)/tell as one lax.scan -> final state."""
-
-    def body(state, _):
-        archs, state = strat.ask(state, batch)
-        return strat.tell(state, archs, table[jax.vmap(SPACE.index)(archs)]), None
-
-    return jax.lax.scan(body, strat.init(key), None, length=rounds)[0]
+    """rounds x ask(batch)/tell on the table (`nasjax.search.scan`) -> final state."""
+    return scan(strat, lambda archs, _: table[jax.vmap(SPACE.index)(archs)], key, rounds, batch)
 
 
 def ask_tell_times(table, key, sizes, repeats):

@@ -5,14 +5,15 @@ the benchmark's landscape (`003_*`).
     python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100 [--table FILE]
 
 Every strategy of `nasjax.search.STRATEGIES` (and each row of `VARIANTS`: LaNAS with the paper's
-exploration constant, `lanas_paper`) runs `--seeds` independent searches of `--budget`
-evaluations (default 1,000, or the table's size if smaller) as ONE program per strategy,
-jit(vmap(lax.scan(ask/tell))) over the seeds' keys (every registered strategy is vmappable over keys:
+exploration constant, `lanas_paper`, and with rank targets for its splits, `lanas_rank`) runs
+`--seeds` independent searches of `--budget` evaluations (default 1,000, or the table's size if
+smaller) as ONE program per strategy, jit(vmap(`nasjax.search.scan`)) over the seeds' keys
+(`nasjax.experiment.tabular_search`; every registered strategy is vmappable over keys:
 tests/test_strategies.py); all strategies get the same seed keys. Each round asks one architecture
-(as Algorithm 1), except BO and TPE, which ask 10 per round (`BATCH`: their acquisition is the
-cost); `--batch` sets one value for all. The objective is the benchmark's `query`: one training
-seed drawn per evaluation (`--denoised`: the seed mean, for single-fidelity strategies);
-NAS-Bench-201's export holds one value per architecture, so there it is noise-free.
+(as Algorithm 1), except the model-based strategies, which ask 10 per round (`BATCH`: their
+acquisition is the cost); `--batch` sets one value for all. The objective is the benchmark's
+`query`: one training seed drawn per evaluation (`--denoised`: the seed mean, for single-fidelity
+strategies); NAS-Bench-201's export holds one value per architecture, so there it is noise-free.
 
 What is measured: each evaluated architecture is scored by its seed-mean (`query_mean`), whatever the
 search saw; best-so-far curves are the best seed-mean among the architectures evaluated so far

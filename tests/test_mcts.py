@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax import search
 from nasjax.search import base, mcts
 from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench101Space
 from nasjax.spaces.nasbench201 import NASBench201Space
@@ -84,13 +85,10 @@ def test_finds_the_optimum_sooner_than_random_search(name):
     evaluations to the optimum below uniform random search's exact median, SIZE / 2."""
     strat = base.make(name, SPACE, capacity=SIZE)
 
-    def search(key):
-        def body(state, _):
-            archs, state = strat.ask(state, 11)
-            return strat.tell(state, archs, synthetic(archs)), None
-        return jax.lax.scan(body, strat.init(key), None, length=SIZE // 11)[0]
+    def one(key):
+        return search.scan(strat, lambda archs, _: synthetic(archs), key, SIZE // 11, 11)
 
-    final = jax.jit(jax.vmap(search))(jax.random.split(jax.random.key(2), 4))
+    final = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(2), 4))
     scores = np.asarray(final.history.scores)
     np.testing.assert_array_equal(np.max(scores, axis=1), np.zeros(4))
     assert all(len(np.unique(e, axis=0)) == SIZE for e in np.asarray(final.history.encodings))

@@ -50,8 +50,8 @@ def trained(name: str):
     state = nao.init(jax.random.key(0))
     archs = space.sample(jax.random.key(1), TOLD)
     history = History.empty(TOLD, space.encoding_shape).add(archs, score(space, archs))
-    params, opt_state, losses = jax.jit(nao.fit, static_argnums=4)(
-        jax.random.key(2), state.params, state.opt_state, history, steps)
+    params, opt_state, losses = jax.jit(nao.fit, static_argnums=5)(
+        jax.random.key(2), state.params, state.opt_state, history, state.hparams, steps)
 
     @jax.jit
     def reconstruct(params, archs):
@@ -61,7 +61,8 @@ def trained(name: str):
             return jnp.mean(decoded == tokens), jnp.all(space.from_tokens(decoded) == a)
         return jax.vmap(one)(archs)
 
-    propose = {s.__class__.__name__: jax.jit(s.propose, static_argnums=3) for s in (nao, rnas)}
+    propose = {s.__class__.__name__: jax.jit(functools.partial(s.propose, hparams=s.default_hparams()),
+                                             static_argnums=3) for s in (nao, rnas)}
     return types.SimpleNamespace(space=space, nao=nao, rnas=rnas, params=params, losses=np.asarray(losses),
                                  history=history, reconstruct=reconstruct, propose=propose)
 
@@ -156,10 +157,7 @@ def test_many_vmapped_searches_finish_with_the_scheduler_flag():
         strat = search.make("nao", space, capacity=64)
         table = jax.random.normal(jax.random.key(5), (space.size(),))
         def one(key):
-            def body(state, _):
-                archs, state = strat.ask(state, 1)
-                return strat.tell(state, archs, table[jax.vmap(space.index)(archs)]), None
-            return jax.lax.scan(body, strat.init(key), None, length=1)[0]
+            return search.scan(strat, lambda archs, _: table[jax.vmap(space.index)(archs)], key, 1, 1)
         jax.block_until_ready(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), 48)))
         print("finished")
     """)

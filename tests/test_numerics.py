@@ -112,3 +112,48 @@ def test_hashed_uniform_is_uniform_and_depends_on_the_key():
     other = np.asarray(numerics.hashed_uniform(jax.random.key(1), 100_000))
     assert np.mean(u == other) < 1e-3
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.02  # neighbouring indices look independent
+
+
+def test_exact_parts_are_on_their_grids_inside_a_jit():
+    """Compiled, the parts are still rounded to their grids (a rounding trick that XLA simplifies
+    away returned the values unchanged: then the sums were not exact), and their sums are the
+    float64 sums exactly."""
+    rng = np.random.default_rng(4)
+    values = jnp.asarray(rng.normal(size=(5, 84)).astype(np.float32))
+    parts = np.asarray(jax.jit(numerics.exact_parts)(values))
+    np.testing.assert_array_equal(parts, numerics.exact_parts(values))  # op by op: the same bits
+    grid = 2.0 ** (np.frexp(np.max(np.abs(np.asarray(values)), axis=1) * 84)[1] - 23)
+    np.testing.assert_array_equal(np.mod(parts[:5], grid[:, None]), 0.0)
+    groups = jnp.asarray(rng.random((3, 84)) < 0.5)
+    for backend in ("cpu", "gpu"):
+        sums = jax.jit(lambda g, p, b=backend: numerics.exact_matmul(p, g.T, backend=b))(groups, parts)
+        exact = np.asarray(parts, np.float64) @ np.asarray(groups, np.float64).T
+        np.testing.assert_array_equal(np.asarray(sums, np.float64), exact)
+
+
+def test_vmapped_lanas_equals_looped_with_the_accelerators_branch_forced():
+    """With `exact_matmul`'s reduction (the branch every backend but CPU takes) forced on CPU,
+    LaNAS vmapped over 4 keys equals the 4 searches run by Python loops of jitted ask/tell."""
+    from nasjax.search import base, scan
+    from nasjax.spaces import ConvNetSpace
+
+    space = ConvNetSpace(channels=(16, 32), kernels=(3, 5), max_depth=3)
+    weights = jnp.asarray([1.0, -0.01, 0.02, -0.03, 0.5, -0.25, 0.125])
+
+    def objective(archs, key=None):
+        return jnp.round(100 * jax.vmap(space.features)(archs) @ weights) / 100
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    with numerics.matmul_backend("gpu"):
+        # A configuration of its own, so that no program compiled outside the block is reused.
+        strat = base.make("lanas", space, capacity=84, n_candidates=253, n_init=8, n_select=4)
+        batched = jax.jit(jax.vmap(lambda k: scan(strat, objective, k, 21, 4)))(keys)
+        init, ask, tell = jax.jit(strat.init), jax.jit(strat.ask, static_argnums=1), jax.jit(strat.tell)
+        for i, key in enumerate(keys):
+            state = init(jax.random.split(key)[0])
+            for _ in range(21):
+                archs, state = ask(state, 4)
+                state = tell(state, archs, objective(archs))
+            np.testing.assert_array_equal(np.asarray(batched.history.encodings[i]),
+                                          np.asarray(state.history.encodings))
+            np.testing.assert_array_equal(np.asarray(batched.weights[i]), np.asarray(state.weights))

@@ -1,4 +1,5 @@
-"""experiments/sample_efficiency.py's core on a tiny ConvNet benchmark with a random table."""
+"""The tabular-search runner (`nasjax.experiment.tabular_search`) and experiments/sample_efficiency.py on a
+tiny ConvNet benchmark with a random table."""
 
 import dataclasses
 import json
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from nasjax import search
+from nasjax.experiment import tabular_search as ts
 from nasjax.benchmarks import TabularBenchmark
 from nasjax.experiment import tabular_search
 from nasjax.spaces import ConvNetSpace, NASBench101Space, NASBench201Space
@@ -40,22 +42,22 @@ def keys():
 
 def test_random_search_covers_the_space_and_finds_the_optimum(bench, keys):
     n = SPACE.size()
-    out = se.run_strategy("random", bench, n, 1, keys)
+    out = ts.run_strategy("random", bench, n, 1, keys)
     assert out.scores.shape == out.cost.shape == (4, n) and out.batch == 1
     for run in out.scores:  # without replacement: every member's seed mean exactly once
         np.testing.assert_array_equal(np.sort(run), np.sort(bench.scores_mean))
     _, optimum = bench.optimum()
-    hit = se.samples_to_optimum(out, optimum)
+    hit = ts.samples_to_optimum(out, optimum)
     np.testing.assert_array_equal(hit, 1 + np.argmax(out.scores == optimum, axis=1))
-    band = se.curve_band(out, n)
+    band = ts.curve_band(out, n)
     assert band.shape == (3, n) and np.all(np.diff(band[1]) >= 0) and band[1, -1] == optimum
     # vmapped over keys == each key alone
-    alone = se.run_strategy("random", bench, n, 1, keys[2:3])
+    alone = ts.run_strategy("random", bench, n, 1, keys[2:3])
     np.testing.assert_array_equal(alone.scores[0], out.scores[2])
 
 
 def test_hyperband_reads_curves_and_counts_full_trainings(bench, keys):
-    out = se.run_strategy("hyperband", bench, 30, 1, keys)
+    out = ts.run_strategy("hyperband", bench, 30, 1, keys)
     assert out.scores.shape == (4, 30)
     step = np.diff(out.cost, axis=1, prepend=0)
     epochs_read = np.round(step * EPOCHS).astype(int)
@@ -68,15 +70,15 @@ def test_hyperband_reads_curves_and_counts_full_trainings(bench, keys):
 
 def test_absent_strategies_say_why_and_other_errors_are_raised(bench, keys, monkeypatch):
     final_only = TabularBenchmark("final", SPACE, bench.table)
-    assert "per-epoch" in se.run_strategy("hyperband", final_only, 10, 1, keys)
+    assert "per-epoch" in ts.run_strategy("hyperband", final_only, 10, 1, keys)
     nb201 = TabularBenchmark("nb201", NASBench201Space(), np.zeros((15_625, 1)))
-    strategy, why = se.make_strategy("mcts_global", nb201, 10)  # MCTS has NB-201 action spaces
+    strategy, why = ts.make_strategy("mcts_global", nb201, 10)  # MCTS has NB-201 action spaces
     assert why is None and strategy.space == nb201.space
-    paper, _ = se.make_strategy("lanas_paper", nb201, 10)  # a variant row: LaNAS, the paper's Cp
+    paper, _ = ts.make_strategy("lanas_paper", nb201, 10)  # a variant row: LaNAS, the paper's Cp
     assert (paper.cp_spread, paper.cp_scale) == ("max", 0.1) and type(paper) is search.LaNAS
     # A space a strategy declares unsupported: the reason comes from the strategy.
     nb101 = types.SimpleNamespace(space=NASBench101Space(), curves=None)
-    assert "has no 'global' action space" in se.make_strategy("mcts_global", nb101, 10)[1]
+    assert "has no 'global' action space" in ts.make_strategy("mcts_global", nb101, 10)[1]
 
     @dataclasses.dataclass(frozen=True)
     class Broken(search.Strategy):
@@ -85,19 +87,19 @@ def test_absent_strategies_say_why_and_other_errors_are_raised(bench, keys, monk
 
     monkeypatch.setitem(search.STRATEGIES, "broken", Broken)
     with pytest.raises(ValueError, match="broken on purpose"):
-        se.run_strategy("broken", bench, 10, 1, keys)
+        ts.run_strategy("broken", bench, 10, 1, keys)
 
 
 def test_summary_table_and_outputs(bench, keys, tmp_path):
-    outcomes = {name: se.run_strategy(name, bench, 12, 1, keys) for name in ("random", "local_search")}
+    outcomes = {name: ts.run_strategy(name, bench, 12, 1, keys) for name in ("random", "local_search")}
     outcomes["hyperband"] = "needs per-epoch scores"
     _, optimum = bench.optimum()
-    rows = se.summarize(outcomes, optimum, SPACE.size(), 1)
+    rows = ts.summarize(outcomes, optimum, SPACE.size(), 1)
     by = {r["strategy"]: r for r in rows}
-    hits = se.samples_to_optimum(outcomes["random"], optimum)
+    hits = ts.samples_to_optimum(outcomes["random"], optimum)
     assert by["random"]["reached"] == np.mean(np.isfinite(hits))
     median = float(np.median(hits))
-    exact = se.random_search_exact(SPACE.size(), 1)[0]
+    exact = ts.random_search_exact(SPACE.size(), 1)[0]
     assert by["random"]["median"] == (median if np.isfinite(median) else None)
     assert by["random"]["ratio_random_over_strategy"] == (exact / median if np.isfinite(median) else None)
     assert by["hyperband"]["absent"] and by["hyperband"]["runs"] == 0
@@ -119,7 +121,7 @@ def test_summary_table_and_outputs(bench, keys, tmp_path):
 @pytest.mark.parametrize("n, m", [(10, 1), (20, 3), (84, 2)])
 def test_exact_random_search_distribution(n, m):
     cdf = [1 - comb(n - m, t) / comb(n, t) for t in range(n - m + 2)]
-    median, mean = se.random_search_exact(n, m)
+    median, mean = ts.random_search_exact(n, m)
     assert median == min(t for t, p in enumerate(cdf) if p >= 0.5)
     assert mean == pytest.approx(sum(1 - p for p in cdf))
 

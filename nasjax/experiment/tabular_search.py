@@ -5,7 +5,7 @@ experiments/sample_efficiency.py (LaNAS `002_*` §4.2, Fig. 5) and experiments/r
     rows = summarize({"lanas": outcome}, optimum, n, m)
 
 `run_strategy` runs `len(keys)` searches of a registered strategy (or a `VARIANTS` row) as ONE
-jit(vmap(lax.scan(ask/tell))) over the keys. The objective is the benchmark's `query` (one
+jit(vmap(`nasjax.search.scan`)) over the keys. The objective is the benchmark's `query` (one
 training seed drawn per evaluation unless `noisy=False`); multi-fidelity strategies read the
 learning curves (`objective_at_budget`) and an evaluation at budget b costs ceil(b) / epochs samples.
 Every evaluated architecture is scored by its seed mean, whatever the search saw.
@@ -19,7 +19,6 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nasjax import metrics, search
@@ -31,8 +30,9 @@ MULTI_FIDELITY = ("hyperband", "successive_halving")
 # over a 256-sample window for BO, densities over the history for TPE, model training for NAO and
 # RNAS) dominate the search's cost.
 BATCH = {"bo": 10, "tpe": 10, "lanas_bo": 10, "nao": 10, "rnas": 10}
-# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)).
-VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION)}
+# Extra rows: a registered strategy with another configuration (row name -> (strategy, config)):
+# LaNAS with the paper's exploration constant; LaNAS whose splits fit the scores' ranks.
+VARIANTS = {"lanas_paper": ("lanas", PAPER_EXPLORATION), "lanas_rank": ("lanas", dict(split_scores="rank"))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,23 +68,6 @@ def make_strategy(name: str, bench: TabularBenchmark, capacity: int):
     return search.make(name, bench.space, capacity=capacity, **config), None
 
 
-def _search(strategy, objective, multi_fidelity: bool, rounds: int, batch: int, key: jax.Array):
-    """One search of `rounds` x ask(batch)/tell as a lax.scan -> final state."""
-    k_init, k_objective = jax.random.split(key)
-
-    def body(state, r):
-        k = jax.random.fold_in(k_objective, r)
-        if multi_fidelity:
-            archs, budgets, state = strategy.ask_with_budget(state, batch)
-            scores = objective(archs, k, budgets)
-        else:
-            archs, state = strategy.ask(state, batch)
-            scores = objective(archs, k)
-        return strategy.tell(state, archs, scores), None
-
-    return jax.lax.scan(body, strategy.init(k_init), jnp.arange(rounds))[0]
-
-
 def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, keys: jax.Array,
                  noisy: bool = True) -> Outcome | str:
     """`len(keys)` searches of strategy `name` on `bench`, vmapped over the keys; or why the benchmark
@@ -95,7 +78,7 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
         return why
     multi = name in MULTI_FIDELITY
     objective = bench.objective_at_budget() if multi else bench.objective(noisy)
-    fn = jax.jit(jax.vmap(functools.partial(_search, strategy, objective, multi, rounds, batch)))
+    fn = jax.jit(jax.vmap(functools.partial(search.scan, strategy, objective, rounds=rounds, batch=batch)))
     start = time.perf_counter()
     fn = fn.lower(keys).compile()
     compiled = time.perf_counter()

@@ -5,15 +5,20 @@ A strategy is a frozen dataclass of static configuration (hashable, so it can be
     state = strategy.init(key)
     archs, state = strategy.ask(state, n)        # archs: int32 (n, *space.encoding_shape); n static
     state = strategy.tell(state, archs, scores)  # scores: float32 (n,), higher is better, NaN = failed
-State is an immutable pytree (a `flax.struct.dataclass`) holding the PRNG key and a fixed-capacity
-`History`, so `init/ask/tell` jit and `jax.vmap` over keys runs many independent searches.
+State is an immutable pytree (a `flax.struct.dataclass` subclassing `State`) holding the PRNG key, a
+fixed-capacity `History` and the numeric hyperparameters (`hparams`), so `init/ask/tell` jit and
+`jax.vmap` over keys runs many independent searches. The strategy's numbers named in `HPARAMS`
+(LaNAS's `cp`, NAO's `trade_off`, ...) are read from `state.hparams`, not from the strategy:
+`strategy.init(key, hparams)` with batched hparams sweeps them in one compiled program
+(`nasjax.search.scan`); `init(key)` takes the strategy's own values (`default_hparams`).
 
 Multi-fidelity strategies (hyperband) also define
     archs, budgets, state = strategy.ask_with_budget(state, n)  # budgets: float32 (n,) epochs
 their plain `ask` returns the same architectures and keeps the budgets in the state, so `tell` needs
 no extra argument; `nasjax.search.run` calls their objectives as objective(archs, key, budgets).
 
-Writing a strategy: implement `init`, `ask` and `_tell(state, archs, scores)`. `Strategy.tell` does
+Writing a strategy: implement `_init(key)` (its own state fields; `Strategy.init` adds the key, the
+history and the hparams), `ask` and `_tell(state, archs, scores)`. `Strategy.tell` does
 the bookkeeping every strategy shares (shape checks, archs to int32 and scores to float32, appending
 to `state.history`) and then calls `_tell`, whose `state.history` already holds the told rows.
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, ClassVar
 
 import chex
 import jax
@@ -143,6 +148,25 @@ class WorkQueue:
                                  scores=jnp.where(found, scores[first], self.scores))
 
 
+@struct.dataclass
+class State:
+    """What every strategy's state holds: key (split at each use, never reused); history;
+    hparams dict name -> float32 scalar (the strategy's `HPARAMS`)."""
+
+    key: jax.Array
+    history: History
+    hparams: dict
+
+
+def check_base_config(space, capacity) -> None:
+    """ValueError unless `space` is a Space and `capacity` an integer >= 1 (every strategy's
+    fields; a subclass's own `__post_init__` checks the rest)."""
+    if not isinstance(space, Space):
+        raise ValueError(f"space must be a nasjax Space, got {space!r}")
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+        raise ValueError(f"capacity must be an integer >= 1 (history rows), got {capacity!r}")
+
+
 def check_told(space: Space, archs: jax.Array, scores: jax.Array) -> None:
     """chex shape checks for `tell`: archs (n, *encoding_shape), scores (n,)."""
     chex.assert_shape(archs, (None, *space.encoding_shape))
@@ -156,14 +180,41 @@ class Strategy:
     space: Space
     capacity: int = 2048
 
+    # The numeric hyperparameters (dataclass fields) that the search reads from `state.hparams`.
+    HPARAMS: ClassVar[tuple[str, ...]] = ()
+    # The state class `init` builds (a `State` subclass with the strategy's own fields).
+    state_class: ClassVar[type] = State
+
+    def __post_init__(self):
+        check_base_config(self.space, self.capacity)
+
     @classmethod
     def unsupported(cls, space: Space) -> str | None:
         """Why this strategy, with its default configuration, cannot search `space`; None when it
         can. Experiments ask this before constructing, so that a construction error stays an error."""
         return None
 
-    def init(self, key: jax.Array):
-        raise NotImplementedError
+    def default_hparams(self) -> dict[str, jax.Array]:
+        """The strategy's own `HPARAMS` values as float32 scalars."""
+        return {name: jnp.float32(getattr(self, name)) for name in self.HPARAMS}
+
+    def init(self, key: jax.Array, hparams: dict | None = None) -> State:
+        """The initial state: `key` (or what `_init` keeps of it), an empty history of `capacity`
+        rows, `hparams` (default: `default_hparams()`; a dict with exactly the `HPARAMS` names,
+        float32 scalars, batched when the call is vmapped) and the strategy's own fields."""
+        if hparams is None:
+            hparams = self.default_hparams()
+        elif set(hparams) != set(self.HPARAMS):
+            raise ValueError(f"{type(self).__name__} hparams must name exactly {sorted(self.HPARAMS)}, "
+                             f"got {sorted(hparams)}")
+        hparams = {name: jnp.asarray(hparams[name], jnp.float32) for name in self.HPARAMS}
+        key, fields = self._init(key)
+        return self.state_class(key=key, history=History.empty(self.capacity, self.space.encoding_shape),
+                                hparams=hparams, **fields)
+
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
+        """-> (the key the state keeps, the strategy's own initial state fields)."""
+        return key, {}
 
     def ask(self, state, n: int):
         raise NotImplementedError
@@ -181,14 +232,6 @@ class Strategy:
         return state
 
 
-@struct.dataclass
-class ModelState:
-    """State of a model-based strategy: everything it knows is the history."""
-
-    key: jax.Array
-    history: History
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelBased(Strategy):
     """Shared ask/tell of model-based strategies (BO, TPE): uniform random (unseen first, see
@@ -200,28 +243,25 @@ class ModelBased(Strategy):
     n_random: int = 256
     n_mutate: int = 64
 
-    def acquisition(self, key: jax.Array, history: History) -> tuple[jax.Array, jax.Array]:
+    def acquisition(self, key: jax.Array, history: History, hparams: dict) -> tuple[jax.Array, jax.Array]:
         """-> (pool int32 (n_random + n_mutate, *enc), acquisition value float32 (pool,))."""
         raise NotImplementedError
 
-    def init(self, key: jax.Array) -> ModelState:
-        return ModelState(key=key, history=History.empty(self.capacity, self.space.encoding_shape))
-
-    def _propose(self, key: jax.Array, history: History, n: int) -> jax.Array:
-        pool, value = self.acquisition(key, history)
+    def _propose(self, key: jax.Array, history: History, hparams: dict, n: int) -> jax.Array:
+        pool, value = self.acquisition(key, history, hparams)
         seen, _ = match(history.encodings, history.filled, pool)
         value = jnp.where(~seen & first_occurrence(pool) & ~jnp.isnan(value), value, -jnp.inf)
         return pool[jax.lax.top_k(value, n)[1]]
 
-    def ask(self, state: ModelState, n: int) -> tuple[jax.Array, ModelState]:
+    def ask(self, state: State, n: int) -> tuple[jax.Array, State]:
         if n > self.n_random + self.n_mutate:
             raise ValueError(f"ask(n={n}) exceeds the candidate pool ({self.n_random + self.n_mutate})")
         key, k_rand, k_model = jax.random.split(state.key, 3)
         told = jnp.sum(state.history.filled & jnp.isfinite(state.history.scores))
         archs = uniform_cond(told >= self.n_init,
-                             lambda k_model, _, history: self._propose(k_model, history, n),
-                             lambda _, k_rand, history: sample_unseen(self.space, k_rand, history, n),
-                             k_model, k_rand, state.history)
+                             lambda k_model, _, history, hp: self._propose(k_model, history, hp, n),
+                             lambda _, k_rand, history, __: sample_unseen(self.space, k_rand, history, n),
+                             k_model, k_rand, state.history, state.hparams)
         return archs, state.replace(key=key)
 
 
@@ -285,9 +325,12 @@ def register(name: str):
 
 
 def make(name: str, space: Space, **config) -> Strategy:
-    """The registered strategy `name` over `space`."""
+    """The registered strategy `name` over `space`; a ValueError naming the argument when `space` or
+    `capacity` (or the strategy's own configuration) is not valid."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+    # Checked here too: a strategy's own __post_init__ may not chain to Strategy's.
+    check_base_config(space, config.get("capacity", 1))
     return STRATEGIES[name](space, **config)
 
 

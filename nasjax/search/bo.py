@@ -103,7 +103,7 @@ class BayesOpt(ModelBased):
     lengthscales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     noises: tuple[float, ...] = (1e-3, 1e-1)
 
-    def acquisition(self, key: jax.Array, history: History) -> tuple[jax.Array, jax.Array]:
+    def acquisition(self, key: jax.Array, history: History, hparams: dict) -> tuple[jax.Array, jax.Array]:
         incumbent, _ = history.best()
         parents = jnp.broadcast_to(incumbent, (self.n_mutate, *incumbent.shape))
         pool = candidate_pool(self.space, key, parents, self.n_random)

@@ -9,17 +9,15 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import History, Strategy, draw_without_replacement, register
+from nasjax.search.base import State, Strategy, draw_without_replacement, register
 
 
 @struct.dataclass
-class EvolutionState:
-    """key; history; population int32 (P, *enc) as a ring buffer of the last P successful
+class EvolutionState(State):
+    """population int32 (P, *enc) as a ring buffer of the last P successful
     evaluations; fitness float32 (P,); size int32 (members so far, <= P); head int32 (next slot
     to overwrite: the oldest member once full)."""
 
-    key: jax.Array
-    history: History
     population: jax.Array
     fitness: jax.Array
     size: jax.Array
@@ -35,18 +33,19 @@ class RegularizedEvolution(Strategy):
 
     population_size: int = 100
     sample_size: int = 25
+    state_class = EvolutionState
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.sample_size <= self.population_size:
             raise ValueError(f"need 1 <= sample_size <= population_size, got "
                              f"{self.sample_size}, {self.population_size}")
 
-    def init(self, key: jax.Array) -> EvolutionState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         p, shape = self.population_size, self.space.encoding_shape
-        return EvolutionState(key=key, history=History.empty(self.capacity, shape),
-                              population=jnp.zeros((p, *shape), jnp.int32),
-                              fitness=jnp.full((p,), -jnp.inf, jnp.float32),
-                              size=jnp.zeros((), jnp.int32), head=jnp.zeros((), jnp.int32))
+        return key, dict(population=jnp.zeros((p, *shape), jnp.int32),
+                         fitness=jnp.full((p,), -jnp.inf, jnp.float32),
+                         size=jnp.zeros((), jnp.int32), head=jnp.zeros((), jnp.int32))
 
     def ask(self, state: EvolutionState, n: int) -> tuple[jax.Array, EvolutionState]:
         key, k_rand, k_tour, k_mut = jax.random.split(state.key, 4)

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, catalogue, enumerable, first_occurrence, match, register,
+from nasjax.search.base import (History, State, Strategy, catalogue, enumerable, first_occurrence, match, register,
                                 uniform_cond)
 from nasjax.search.numerics import (exact_matmul, exact_parts, exact_sums, group_sums, hashed_uniform, mul,
                                     project, spd_solve)
@@ -77,10 +77,10 @@ from nasjax.spaces.base import Space
 
 
 @struct.dataclass
-class LaNASState:
+class LaNASState(State):
     """State of a LaNAS search; I = 2^(h-1) - 1 internal nodes, T = 2^h - 1 nodes, F features.
 
-    key; history; weights float32 (I, F), cuts float32 (I,): node j sends an architecture with
+    weights float32 (I, F), cuts float32 (I,): node j sends an architecture with
     features x left (good) iff project(x, weights[j]) >= cuts[j] (raw features, see `project`);
     visits int32 (T,): told samples routed through each node; scored int32 (T,): those with a
     finite score; total float32 (T,): sum of their scores; fitted_at int32: history count at the
@@ -89,8 +89,6 @@ class LaNASState:
     rejection mode).
     """
 
-    key: jax.Array
-    history: History
     weights: jax.Array
     cuts: jax.Array
     visits: jax.Array
@@ -127,6 +125,27 @@ def ridge_from_moments(sums: jax.Array, f: int, ridge: float):
     return w, z_mean, y_mean, count
 
 
+# What the splits' regressors fit: "raw" scores, or "rank": each successful score's rank among them
+# scaled to [0, 1], invariant to any increasing transform of the scores (a heavy low tail of broken
+# architectures then weighs no more than any other rank).
+SPLIT_SCORES = ("raw", "rank")
+
+
+def split_targets(history: History, kind: str) -> jax.Array:
+    """float32 (capacity,): the targets of the splits' fits for the successful rows ("raw": the
+    scores; "rank": ordinal rank among the successful scores / (their count - 1), ties by history
+    order); other rows are ignored by the fit."""
+    if kind == "raw":
+        return history.scores
+    ranked = history.ranked_scores()  # -inf for failed and unused rows: they sort first
+    ok = jnp.isfinite(ranked)
+    position = jnp.zeros(ranked.shape, jnp.int32).at[jnp.argsort(ranked, stable=True)].set(
+        jnp.arange(ranked.shape[0], dtype=jnp.int32))
+    count = jnp.sum(ok)
+    rank = (position - (ranked.shape[0] - count)).astype(jnp.float32)
+    return jnp.where(ok, mul(rank, 1.0 / jnp.maximum(count - 1, 1).astype(jnp.float32)), 0.0)
+
+
 # The paper's setting (`002_*`: Cp = 0.1 x the best score, tuned on NAS-Bench-101 accuracies).
 PAPER_EXPLORATION = dict(cp_spread="max", cp_scale=0.1)
 
@@ -146,7 +165,8 @@ class LaNAS(Strategy):
     """LaNAS over `space`: a tree of `height` levels (2^(height-1) leaves), `n_init` random samples
     before the first fit, a refit every `n_select` told samples, UCB constant cp + cp_scale * the
     `cp_spread` of the successful scores (std by default; PAPER_EXPLORATION for the paper's),
-    ridge penalty `ridge` (relative to the node's sample count, on standardized features). Spaces with
+    ridge penalty `ridge` (relative to the node's sample count, on standardized features), the
+    splits fitted to `split_scores` ("raw" or "rank", see `SPLIT_SCORES`). Spaces with
     at most `max_catalogue` members are sampled from their catalogue, others by rejection sampling
     with `n_candidates` candidates per attempt and at most `max_attempts` attempts per ask.
 
@@ -167,8 +187,12 @@ class LaNAS(Strategy):
     max_catalogue: int = 200_000
     n_candidates: int = 256
     max_attempts: int = 16
+    split_scores: str = "raw"
+    HPARAMS = ("cp", "cp_scale", "ridge")
+    state_class = LaNASState
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [(self.height >= 2, f"height must be >= 2, got {self.height}"),
                   (self.n_init >= 1, f"n_init must be >= 1, got {self.n_init}"),
                   (self.n_select >= 1, f"n_select must be >= 1, got {self.n_select}"),
@@ -177,6 +201,8 @@ class LaNAS(Strategy):
                   (self.cp_spread in SPREADS,
                    f"cp_spread must be one of {SPREADS}, got {self.cp_spread!r}"),
                   (self.ridge > 0, f"ridge must be > 0, got {self.ridge}"),
+                  (self.split_scores in SPLIT_SCORES,
+                   f"split_scores must be one of {SPLIT_SCORES}, got {self.split_scores!r}"),
                   (self.n_candidates >= 1 and self.max_attempts >= 1,
                    f"n_candidates and max_attempts must be >= 1, got "
                    f"{self.n_candidates}, {self.max_attempts}")]
@@ -195,11 +221,10 @@ class LaNAS(Strategy):
         return 2 ** (self.height - 1) - 1
 
     # --- protocol -------------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> LaNASState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         f, nodes = self.space.num_features, 2 ** self.height - 1
         size = self.space.size() if self.from_catalogue else 0
-        return LaNASState(
-            key=key, history=History.empty(self.capacity, self.space.encoding_shape),
+        return key, dict(
             weights=jnp.zeros((self.num_internal, f), jnp.float32),
             cuts=jnp.zeros((self.num_internal,), jnp.float32),
             visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
@@ -235,7 +260,7 @@ class LaNAS(Strategy):
         """int32 (M,): the leaf of each of archs int32 (M, *enc) under the current tree."""
         return route(self.features(archs).T, state.weights, state.cuts, self.height)
 
-    def fit(self, history: History) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def fit(self, history: History, ridge: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Fit every internal node, level by level (a level's regions depend on the splits above).
 
         The ridge fits use features standardized over the successful samples (so the penalty is
@@ -252,7 +277,7 @@ class LaNAS(Strategy):
         sd = jnp.sqrt(mul(exact_sums(ok[None], jnp.where(ok, mul(x - mu, x - mu), 0.0))[0],
                           inv_count))
         sd = jnp.where(sd > 1e-6, sd, 1.0)[:, None]  # constant features: leave unscaled
-        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), history.scores, ok))
+        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), split_targets(history, self.split_scores), ok))
         # One loop step per level, each fitting the widest level's number of nodes: the product
         # adding the rows costs the same at any width, and the loop keeps each level's routing
         # materialized (an unrolled loop lets XLA recompute it in every group's mask).
@@ -263,7 +288,7 @@ class LaNAS(Strategy):
             weights, cuts, node = carry
             first = (1 << depth) - 1
             groups = node[None] == first + jnp.arange(width)[:, None]
-            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, self.ridge)
+            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, ridge)
             # z . w >= z_mean . w  <=>  x . (w / sd) >= x_mean . (w / sd). Rows past this level's
             # nodes belong to the next level, which overwrites them.
             w = mul(w.T, 1.0 / sd)  # (F, width)
@@ -285,7 +310,7 @@ class LaNAS(Strategy):
     def refit(self, state: LaNASState) -> LaNASState:
         """Learn the tree from the whole history; recompute every node's statistics."""
         h = state.history
-        weights, cuts, leaves = self.fit(h)
+        weights, cuts, leaves = self.fit(h, state.hparams["ridge"])
         visits, scored, total = node_stats(leaves, h.scores, h.filled, self.height)
         return state.replace(weights=weights, cuts=cuts, visits=visits, scored=scored,
                              total=total, fitted_at=h.count)
@@ -299,7 +324,7 @@ class LaNAS(Strategy):
     # --- search ---------------------------------------------------------------------------------
     def child_scores(self, state: LaNASState, children: jax.Array, parent: jax.Array) -> jax.Array:
         """UCB of `children` of `parent` (Algorithm 2, get_ucb)."""
-        c = exploration(state.history, self.cp, self.cp_scale, self.cp_spread)
+        c = exploration(state.history, state.hparams["cp"], state.hparams["cp_scale"], self.cp_spread)
         value = node_values(state.total, state.scored, state.history)
         return ucb(value[children], state.visits[children], state.visits[parent], c)
 

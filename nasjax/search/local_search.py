@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import History, Strategy, WorkQueue, match, register, sample_unseen
+from nasjax.search.base import History, State, Strategy, WorkQueue, match, register, sample_unseen
 
 
 @struct.dataclass
-class LocalSearchState:
-    """key; history; current int32 (*enc) and current_score float32 (-inf before the first move);
+class LocalSearchState(State):
+    """current int32 (*enc) and current_score float32 (-inf before the first move);
     queue: the current neighbourhood (or, on a restart, the random start in slot 0)."""
 
-    key: jax.Array
-    history: History
     current: jax.Array
     current_score: jax.Array
     queue: WorkQueue
@@ -39,6 +37,7 @@ class LocalSearch(Strategy):
     `max_steps` bounds the moves/restarts taken in one `tell` through already-evaluated regions."""
 
     max_steps: int = 64
+    state_class = LocalSearchState
 
     @property
     def _queue_size(self) -> int:
@@ -54,13 +53,12 @@ class LocalSearch(Strategy):
         nbrs, real = self.space.neighbors(enc)
         return _with_known(WorkQueue.of(nbrs, real), history)
 
-    def init(self, key: jax.Array) -> LocalSearchState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         key, sub = jax.random.split(key)
         history = History.empty(self.capacity, self.space.encoding_shape)
-        return LocalSearchState(key=key, history=history,
-                                current=jnp.zeros(self.space.encoding_shape, jnp.int32),
-                                current_score=jnp.asarray(-jnp.inf, jnp.float32),
-                                queue=self._restart_queue(sub, history), restart=jnp.asarray(True))
+        return key, dict(current=jnp.zeros(self.space.encoding_shape, jnp.int32),
+                         current_score=jnp.asarray(-jnp.inf, jnp.float32),
+                         queue=self._restart_queue(sub, history), restart=jnp.asarray(True))
 
     def ask(self, state: LocalSearchState, n: int) -> tuple[jax.Array, LocalSearchState]:
         key, sub = jax.random.split(state.key)

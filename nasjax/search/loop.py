@@ -1,4 +1,6 @@
-"""`run`: the host loop for expensive objectives (training, tabular benchmarks).
+"""`run`: the host loop for expensive objectives (training, tabular benchmarks); `scan`: the same
+ask/evaluate/tell rounds as one in-device `lax.scan`, for objectives that are JAX functions (tabular
+benchmarks, synthetic scores), jittable and vmappable over keys and hyperparameters.
 
 Each round: ask `batch_size` architectures, evaluate them, tell the scores, append one JSON line per
 evaluation to `workdir/evaluations.jsonl`, then atomically replace `workdir/checkpoint.npz` (every
@@ -19,6 +21,7 @@ import json
 import os
 import pathlib
 import time
+import warnings
 import zipfile
 from typing import Any, Callable
 
@@ -141,12 +144,12 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
     Single-fidelity strategies refuse a budget above the size of a finite space (the rest would be
     re-evaluations); multi-fidelity ones re-evaluate promoted architectures by design. With
     `workdir`, the run is logged and checkpointed every round and resumes from there (a larger
-    `budget` extends a finished run).
+    `budget` extends a finished run; a smaller one than it holds runs nothing and warns, and the
+    result holds every evaluation made).
     """
-    if budget < 1:
-        raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, value in (("budget", budget), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if budget > strategy.capacity:
         raise ValueError(f"budget {budget} exceeds the strategy's history capacity "
                          f"{strategy.capacity}; construct it with capacity >= budget")
@@ -168,6 +171,10 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         if (workdir / CHECKPOINT).exists():
             state, meta = _load(workdir, state, config)
             done, rounds = meta["evaluations"], meta["rounds"]
+            if done > budget:
+                warnings.warn(f"{workdir} already holds {done} evaluations, more than the budget of "
+                              f"{budget}: nothing to run; the result holds all {done}",
+                              stacklevel=2)
         read_jsonl(workdir / LOG, keep=done)  # later lines are redone
 
     ask = jax.jit(strategy.ask_with_budget if with_budgets else strategy.ask, static_argnums=1)
@@ -212,6 +219,42 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         scores=np.asarray(state.history.scores[:count]),
         budgets=None if budgets is None else np.asarray(budgets[:count]),
         rounds=rounds, stopped="target" if reached else "budget")
+
+
+def scan(strategy: Strategy, objective: Callable, key: jax.Array, rounds: int, batch: int,
+         hparams: dict | None = None, record: Callable | None = None):
+    """`rounds` rounds of ask(batch) / objective / tell as one `jax.lax.scan` -> the final state (and,
+    with `record`, the records stacked over rounds).
+
+    The keys are `run`'s: init gets the first half of split(key), round r's objective
+    fold_in(second half, r); so a `run` with the same key, batch_size and a budget of rounds * batch
+    evaluations asks the same architectures. objective(archs int32 (batch, *enc), key) -> float32
+    (batch,) must be traceable; multi-fidelity strategies (`ask_with_budget`) call
+    objective(archs, key, budgets float32 (batch,)). `hparams`: the strategy's numeric
+    hyperparameters (`Strategy.init`; default its own). `record(before, archs, after)`, called each
+    round with the state before the ask, the asked architectures and the state after it (before the
+    tell), returns a pytree kept per round.
+
+    Everything is traced: jit it, and `jax.vmap` over keys (and hparams) runs many searches as one
+    program, bit for bit the searches run one by one (tests/test_strategies.py).
+    """
+    k_init, k_objective = jax.random.split(key)
+    with_budgets = hasattr(strategy, "ask_with_budget")
+    state = strategy.init(k_init) if hparams is None else strategy.init(k_init, hparams)
+
+    def body(state, r):
+        k = jax.random.fold_in(k_objective, r)
+        if with_budgets:
+            archs, budgets, asked = strategy.ask_with_budget(state, batch)
+            scores = objective(archs, k, budgets)
+        else:
+            archs, asked = strategy.ask(state, batch)
+            scores = objective(archs, k)
+        out = None if record is None else record(state, archs, asked)
+        return strategy.tell(asked, archs, scores), out
+
+    state, records = jax.lax.scan(body, state, jnp.arange(rounds))
+    return state if record is None else (state, records)
 
 
 def _append_log(path: pathlib.Path, strategy: Strategy, archs, scores: np.ndarray, budgets,

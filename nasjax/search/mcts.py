@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, catalogue, enumerable, register
+from nasjax.search.base import State, Strategy, catalogue, enumerable, register
 from nasjax.search.tree import exploration, node_values, ucb
 from nasjax.spaces.base import ActionOrders, Space
 
@@ -105,13 +105,11 @@ def action_tree(space: Space, order: str) -> ActionTree:
 
 
 @struct.dataclass
-class MCTSState:
-    """key; history; visits int32 (nodes,): told networks below each node; scored int32 (nodes,):
+class MCTSState(State):
+    """visits int32 (nodes,): told networks below each node; scored int32 (nodes,):
     those with a finite score; total float32 (nodes,): sum of those scores; taken bool (size,):
     networks asked or told."""
 
-    key: jax.Array
-    history: History
     visits: jax.Array
     scored: jax.Array
     total: jax.Array
@@ -129,8 +127,11 @@ class MCTS(Strategy):
     cp: float = 0.0
     cp_scale: float = 0.1
     max_catalogue: int = 200_000
+    HPARAMS = ("cp", "cp_scale")
+    state_class = MCTSState
 
     def __post_init__(self):
+        super().__post_init__()
         if self.action_order not in ORDERS:
             raise ValueError(f"action_order must be one of {ORDERS}, got {self.action_order!r}")
         why = refusal(self.space, self.action_order, self.max_catalogue)
@@ -147,10 +148,9 @@ class MCTS(Strategy):
     def tree(self) -> ActionTree:
         return action_tree(self.space, self.action_order)
 
-    def init(self, key: jax.Array) -> MCTSState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         nodes = self.tree.num_nodes
-        return MCTSState(key=key, history=History.empty(self.capacity, self.space.encoding_shape),
-                         visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
+        return key, dict(visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
                          total=jnp.zeros((nodes,), jnp.float32),
                          taken=jnp.zeros((self.space.size(),), bool))
 
@@ -158,7 +158,7 @@ class MCTS(Strategy):
         tree = self.tree
         children, member, paths = (jnp.asarray(a) for a in (tree.children, tree.member, tree.paths))
         key, sub = jax.random.split(state.key)
-        c = exploration(state.history, self.cp, self.cp_scale, "max")
+        c = exploration(state.history, state.hparams["cp"], state.hparams["cp_scale"], "max")
         value = node_values(state.total, state.scored, state.history)
         # Untaken networks below each node; updated as this ask takes networks.
         remaining = jnp.zeros((tree.num_nodes,), jnp.int32).at[paths].add(

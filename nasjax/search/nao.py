@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, first_occurrence, match, register, sample_unseen,
+from nasjax.search.base import (History, State, Strategy, first_occurrence, match, register, sample_unseen,
                                 uniform_cond)
 from nasjax.spaces.base import TokenView
 
@@ -104,11 +104,9 @@ class Seq2Seq(nn.Module):
 
 
 @struct.dataclass
-class EmbeddingState:
-    """key; history; params: the Seq2Seq parameters; opt_state: their Adam state."""
+class EmbeddingState(State):
+    """params: the Seq2Seq parameters; opt_state: their Adam state."""
 
-    key: jax.Array
-    history: History
     params: dict
     opt_state: optax.OptState
 
@@ -127,8 +125,11 @@ class EmbeddingSearch(Strategy):
     unlabeled: int = 32
     learning_rate: float = 3e-3
     trade_off: float = 0.5
+    HPARAMS = ("learning_rate", "trade_off")
+    state_class = EmbeddingState
 
     def __post_init__(self):
+        super().__post_init__()
         why = self.unsupported(self.space)
         if why:
             raise ValueError(why)
@@ -149,9 +150,8 @@ class EmbeddingSearch(Strategy):
     def model(self) -> Seq2Seq:
         return Seq2Seq(vocab=tuple(self.space.token_vocab), hidden=self.hidden, features=self.features)
 
-    @property
-    def optimizer(self) -> optax.GradientTransformation:
-        return optax.adam(self.learning_rate)
+    def optimizer(self, learning_rate: jax.Array) -> optax.GradientTransformation:
+        return optax.adam(learning_rate)
 
     def encode(self, params, tokens: jax.Array) -> jax.Array:
         """int (L,) -> embedding float32 (hidden,) of the encoder's hidden states."""
@@ -192,8 +192,9 @@ class EmbeddingSearch(Strategy):
         """Greedy constrained decode of one embedding -> (tokens int32 (L,), log-probs (L, V))."""
         return self.greedy(self.logits(params, z))
 
-    def loss(self, params, tokens: jax.Array, y: jax.Array, labeled: jax.Array) -> jax.Array:
-        """tokens int (B, L), y float32 (B,) standardized scores, labeled bool (B,) -> scalar."""
+    def loss(self, params, tokens: jax.Array, y: jax.Array, labeled: jax.Array, trade_off: jax.Array) -> jax.Array:
+        """tokens int (B, L), y float32 (B,) standardized scores, labeled bool (B,), trade_off scalar
+        -> scalar."""
 
         def one(seq):
             z = self.encode(params, seq)
@@ -202,8 +203,8 @@ class EmbeddingSearch(Strategy):
 
         nll, pred = jax.vmap(one)(tokens)
         err = jnp.where(labeled, (pred - y) ** 2, 0.0)
-        return ((1 - self.trade_off) * jnp.mean(nll)
-                + self.trade_off * jnp.sum(err) / jnp.maximum(jnp.sum(labeled), 1))
+        return ((1 - trade_off) * jnp.mean(nll)
+                + trade_off * jnp.sum(err) / jnp.maximum(jnp.sum(labeled), 1))
 
     def standardized(self, history: History) -> tuple[jax.Array, jax.Array]:
         """(scores standardized over the successful told rows (capacity,), which rows are labeled)."""
@@ -214,7 +215,7 @@ class EmbeddingSearch(Strategy):
         sd = jnp.sqrt(jnp.sum(jnp.where(ok, (y - mu) ** 2, 0.0)) / m)
         return jnp.where(ok, (y - mu) / jnp.where(sd > 0, sd, 1.0), 0.0), ok
 
-    def train_step(self, key: jax.Array, params, opt_state, history: History):
+    def train_step(self, key: jax.Array, params, opt_state, history: History, hparams: dict):
         """One Adam step on a minibatch: `batch_size` told rows (labeled where their score is finite)
         and `unlabeled` uniform samples. -> (params, opt_state, loss)."""
         k_rows, k_space = jax.random.split(key)
@@ -226,45 +227,46 @@ class EmbeddingSearch(Strategy):
             labeled = jnp.concatenate([labeled, jnp.zeros((self.unlabeled,), bool)])
             y = jnp.concatenate([y, jnp.zeros((self.unlabeled,), jnp.float32)])
         tokens = jax.vmap(self.space.to_tokens)(archs)
-        value, grads = jax.value_and_grad(self.loss)(params, tokens, y, labeled)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        value, grads = jax.value_and_grad(self.loss)(params, tokens, y, labeled, hparams["trade_off"])
+        updates, opt_state = self.optimizer(hparams["learning_rate"]).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
-    def fit(self, key: jax.Array, params, opt_state, history: History, steps: int):
+    def fit(self, key: jax.Array, params, opt_state, history: History, hparams: dict, steps: int):
         """`steps` train steps (a lax.scan) -> (params, opt_state, losses float32 (steps,))."""
 
         def body(carry, k):
-            params, opt_state, loss = self.train_step(k, *carry, history)
+            params, opt_state, loss = self.train_step(k, *carry, history, hparams)
             return (params, opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), jax.random.split(key, steps))
         return params, opt_state, losses
 
     # --- protocol --------------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> EmbeddingState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         key, k_model = jax.random.split(key)
         tokens = jnp.zeros((len(self.space.token_vocab),), jnp.int32)
         params = self.model.init(k_model, tokens)
-        return EmbeddingState(key=key, history=History.empty(self.capacity, self.space.encoding_shape),
-                              params=params, opt_state=self.optimizer.init(params))
+        # Adam's initial state does not depend on the learning rate.
+        return key, dict(params=params, opt_state=self.optimizer(self.learning_rate).init(params))
 
     def ask(self, state: EmbeddingState, n: int) -> tuple[jax.Array, EmbeddingState]:
         key, k_rand, k_model = jax.random.split(state.key, 3)
         told = jnp.sum(state.history.filled & jnp.isfinite(state.history.scores))
         archs = uniform_cond(told >= self.n_init,
-                             lambda k_model, _, params, history: self.propose(k_model, params, history, n),
-                             lambda _, k_rand, __, history: sample_unseen(self.space, k_rand, history, n),
-                             k_model, k_rand, state.params, state.history)
+                             lambda k_model, _, params, history, hp: self.propose(k_model, params, history, n, hp),
+                             lambda _, k_rand, __, history, ___: sample_unseen(self.space, k_rand, history, n),
+                             k_model, k_rand, state.params, state.history, state.hparams)
         return archs, state.replace(key=key)
 
     def _tell(self, state: EmbeddingState, archs: jax.Array, scores: jax.Array) -> EmbeddingState:
         """Train the model on the history (which already holds the told rows)."""
         key, k_fit = jax.random.split(state.key)
-        params, opt_state, _ = self.fit(k_fit, state.params, state.opt_state, state.history, self.train_steps)
+        params, opt_state, _ = self.fit(k_fit, state.params, state.opt_state, state.history, state.hparams,
+                                       self.train_steps)
         return state.replace(key=key, params=params, opt_state=opt_state)
 
     # --- proposals -------------------------------------------------------------------------------
-    def embeddings(self, key: jax.Array, params, parents: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def embeddings(self, key: jax.Array, params, parents: jax.Array, hparams: dict) -> tuple[jax.Array, jax.Array]:
         """The embeddings to decode, from the parents' embeddings (P, hidden): (float32 (C, hidden),
         int32 (C,) the parent each one is closest in origin to, for `repair`)."""
         raise NotImplementedError
@@ -289,12 +291,12 @@ class EmbeddingSearch(Strategy):
         fallback = jnp.where(jnp.any(real), best, self.space.mutate(key, parent))
         return jnp.where(self.space.is_valid(enc), enc, fallback).astype(jnp.int32)
 
-    def propose(self, key: jax.Array, params, history: History, n: int) -> jax.Array:
+    def propose(self, key: jax.Array, params, history: History, n: int, hparams: dict) -> jax.Array:
         """int32 (n, *enc): the n new decoded architectures the predictor rates highest, then uniform
         unseen ones if fewer than n are new."""
         k_emb, k_repair, k_fill = jax.random.split(key, 3)
         parent_archs, parent_z = self.parents(params, history)
-        z, origin = self.embeddings(k_emb, params, parent_z)
+        z, origin = self.embeddings(k_emb, params, parent_z, hparams)
         tokens, logp = jax.vmap(lambda zi: self.decode(params, zi))(z)
         decoded = jax.vmap(self.space.from_tokens)(tokens)
         parent = parent_archs[origin]
@@ -325,7 +327,7 @@ class NAO(EmbeddingSearch):
 
     step_sizes: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
-    def embeddings(self, key: jax.Array, params, parents: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def embeddings(self, key: jax.Array, params, parents: jax.Array, hparams: dict) -> tuple[jax.Array, jax.Array]:
         grad = jax.vmap(jax.grad(lambda z: self.predict(params, z)))(parents)
         direction = grad / (jnp.linalg.norm(grad, axis=1, keepdims=True) + 1e-12)
         steps = jnp.asarray(self.step_sizes)[:, None, None] * spread(parents)

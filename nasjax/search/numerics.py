@@ -13,6 +13,8 @@ systems through `spd_solve` (elementwise steps only); the rest is elementwise (c
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -58,11 +60,12 @@ def exact_parts(values: jax.Array) -> jax.Array:
 
 
 def to_grid(values: jax.Array, exponent: jax.Array) -> jax.Array:
-    """`values` rounded to the nearest multiple of 2^exponent (broadcasting), given |values| < 2^(22 +
-    exponent): adding and removing 1.5 * 2^23 rounds to an integer exactly; the scalings by powers of
-    two are exact."""
-    magic = jnp.float32(1.5 * 2 ** 23)
-    return ((values * jnp.ldexp(1.0, -exponent) + magic) - magic) * jnp.ldexp(1.0, exponent)
+    """`values` rounded to the nearest multiple of 2^exponent (broadcasting; ties to even): the
+    scalings by powers of two are exact. An explicit rounding op: the textbook trick, adding and
+    removing 1.5 * 2^23, is simplified away by XLA inside a jit (values came back unrounded, so the
+    "exact" sums were not, and only the CPU matrix product's fixed order kept vmapped and separate
+    searches equal; the reduction of `exact_matmul`'s other branch then differed)."""
+    return jnp.round(values * jnp.ldexp(1.0, -exponent)) * jnp.ldexp(1.0, exponent)
 
 
 def group_sums(groups: jax.Array, parts: jax.Array, count: jax.Array | None = None) -> jax.Array:
@@ -98,11 +101,29 @@ def exact_matmul(a: jax.Array, b: jax.Array, backend: str | None = None) -> jax.
     of 24-bit operands even at Precision.HIGHEST or the F32_F32_F32 algorithm, so vmapped and
     separate LaNAS fits differed (experiments/accelerator_check.py); a reduction has no such kernel
     choice. On CPU the reduction costs 3.5x the product in a LaNAS search (perf_search). Both are
-    exact, so they give the same bits. `backend`: the default backend unless given.
+    exact, so they give the same bits. `backend`: the one set by `matmul_backend`, else the
+    default backend, unless given.
     """
-    if (backend or jax.default_backend()) == "cpu":
+    if (backend or _FORCED_BACKEND[0] or jax.default_backend()) == "cpu":
         return jnp.matmul(a, b.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
     return jnp.sum(jnp.where(b[..., None, :, :], a[..., :, :, None], 0.0), axis=-2)
+
+
+_FORCED_BACKEND: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def matmul_backend(backend: str):
+    """Within the block, `exact_matmul` takes `backend`'s branch ("cpu": the matrix product; any
+    other name: the masked reduction) whatever the default backend, so the accelerators' branch can
+    be tested on CPU. It acts when a program is traced: a function jitted and compiled before keeps
+    the branch it was traced with."""
+    previous = _FORCED_BACKEND[0]
+    _FORCED_BACKEND[0] = backend
+    try:
+        yield
+    finally:
+        _FORCED_BACKEND[0] = previous
 
 
 def chunk_loop(groups: jax.Array, parts: jax.Array, count: jax.Array) -> jax.Array:

@@ -9,17 +9,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nasjax.search.base import (History, Strategy, catalogue, draw_without_replacement, enumerable,
-                                register)
+from nasjax.search.base import State, Strategy, catalogue, draw_without_replacement, enumerable, register
 
 
 @struct.dataclass
-class RandomState:
-    """key; history; taken bool (size,): catalogue members already asked (pending or told), or
+class RandomState(State):
+    """taken bool (size,): catalogue members already asked (pending or told), or
     shape (0,) when sampling with replacement."""
 
-    key: jax.Array
-    history: History
     taken: jax.Array
 
 
@@ -30,15 +27,15 @@ class RandomSearch(Strategy):
     replacement (never re-asking a pending or told member until all have been asked)."""
 
     max_catalogue: int = 200_000
+    state_class = RandomState
 
     @property
     def without_replacement(self) -> bool:
         return enumerable(self.space, self.max_catalogue)
 
-    def init(self, key: jax.Array) -> RandomState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         size = self.space.size() if self.without_replacement else 0
-        return RandomState(key=key, history=History.empty(self.capacity, self.space.encoding_shape),
-                           taken=jnp.zeros((size,), bool))
+        return key, dict(taken=jnp.zeros((size,), bool))
 
     def ask(self, state: RandomState, n: int) -> tuple[jax.Array, RandomState]:
         key, sub = jax.random.split(state.key)

@@ -27,6 +27,7 @@ class RNAS(EmbeddingSearch):
     n_samples: int = 64
     concentration: float = 1.0
     noise: float = 0.25
+    HPARAMS = EmbeddingSearch.HPARAMS + ("concentration", "noise")
 
     def __post_init__(self):
         super().__post_init__()
@@ -34,9 +35,9 @@ class RNAS(EmbeddingSearch):
             raise ValueError(f"need n_samples >= 1, concentration > 0, noise >= 0; got {self.n_samples}, "
                              f"{self.concentration}, {self.noise}")
 
-    def embeddings(self, key: jax.Array, params, parents: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def embeddings(self, key: jax.Array, params, parents: jax.Array, hparams: dict) -> tuple[jax.Array, jax.Array]:
         k_mix, k_noise = jax.random.split(key)
         p, h = parents.shape
-        weights = jax.random.dirichlet(k_mix, jnp.full((p,), self.concentration), (self.n_samples,))
-        noise = jax.random.normal(k_noise, (self.n_samples, h)) * (self.noise * spread(parents) / jnp.sqrt(h))
+        weights = jax.random.dirichlet(k_mix, jnp.full((p,), hparams["concentration"]), (self.n_samples,))
+        noise = jax.random.normal(k_noise, (self.n_samples, h)) * (hparams["noise"] * spread(parents) / jnp.sqrt(h))
         return weights @ parents + noise, jnp.argmax(weights, axis=1).astype(jnp.int32)

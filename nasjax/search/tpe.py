@@ -48,15 +48,18 @@ class TPE(ModelBased):
     gamma: float = 0.25
     prior: float = 1.0
 
+    HPARAMS = ("gamma", "prior")
+
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
 
-    def acquisition(self, key: jax.Array, history: History) -> tuple[jax.Array, jax.Array]:
+    def acquisition(self, key: jax.Array, history: History, hparams: dict) -> tuple[jax.Array, jax.Array]:
         k_parent, k_pool = jax.random.split(key)
         ranked = history.ranked_scores()
         ok = jnp.isfinite(ranked)
-        n_good = jnp.maximum(1, jnp.ceil(self.gamma * jnp.sum(ok))).astype(jnp.int32)
+        n_good = jnp.maximum(1, jnp.ceil(hparams["gamma"] * jnp.sum(ok))).astype(jnp.int32)
         rank = jnp.argsort(jnp.argsort(-ranked, stable=True), stable=True)
         good = ok & (rank < n_good)
         parents = jax.random.categorical(k_parent, jnp.where(good, 0.0, -jnp.inf), shape=(self.n_mutate,))
@@ -64,6 +67,6 @@ class TPE(ModelBased):
         flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
         k = jnp.asarray(categories(self.space), jnp.float32)
         rows = flat(history.encodings)
-        ratio = (log_density(flat(pool), rows, good, k, self.prior)
-                 - log_density(flat(pool), rows, ok & ~good, k, self.prior))
+        ratio = (log_density(flat(pool), rows, good, k, hparams["prior"])
+                 - log_density(flat(pool), rows, ok & ~good, k, hparams["prior"]))
         return pool, ratio
