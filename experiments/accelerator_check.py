@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 
 from nasjax.experiment.cli import COUNT, SEED, Parser, folder, integer
@@ -100,20 +99,27 @@ def layout(space, archs, data, config, key) -> dict:
 
 
 def lanas_bitwise(searches: int, samples: int, key) -> dict:
-    """Vmapped LaNAS searches against the same searches one by one (perf_search's table and space)."""
+    """Vmapped LaNAS searches against the same searches one by one, on an enumerable ConvNet space
+    (22,620 networks) scored by a fixed random table."""
     import functools
 
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from perf_search import SPACE, data, search
+    from nasjax.search import LaNAS, scan
+    from nasjax.spaces import ConvNetSpace
 
-    from nasjax.search import LaNAS
+    space = ConvNetSpace(channels=(16, 32, 64), kernels=(1, 3, 5, 7), min_depth=1, max_depth=4)
+
+    def search(strat, table, key, rounds, batch):
+        return scan(strat, lambda archs, _: table[jax.vmap(space.index)(archs)], key, rounds, batch)
+
+    def data(a):
+        return jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a
 
     k_table, k_search = jax.random.split(key)
-    table = jax.random.normal(k_table, (SPACE.size(),))
-    strat = LaNAS(SPACE, capacity=samples, n_select=10)
+    table = jax.random.normal(k_table, (space.size(),))
+    strat = LaNAS(space, capacity=samples, n_select=10)
     run = functools.partial(search, strat, table, rounds=samples // strat.n_select, batch=strat.n_select)
     keys = jax.random.split(k_search, searches)
     batched = jax.jit(jax.vmap(run))(keys)
