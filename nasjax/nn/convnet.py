@@ -41,8 +41,9 @@ class ConvNet(nn.Module):
                  kernel_mask: jax.Array | None = None, train: bool = False) -> jax.Array:
         pools = pool_positions(self.pool_every, len(self.channels), x.shape[1])
         for i, (c, k) in enumerate(zip(self.channels, self.kernels)):
-            x = ops.Conv(c, (k, k), use_bias=not self.batch_norm, name=f"conv{i}")(
-                x, None if kernel_mask is None else kernel_mask[i])
+            conv = ops.Conv(c, (k, k), use_bias=not self.batch_norm, name=f"conv{i}")
+            # The unmasked call takes the input alone, as Flax's nn.Conv does (tests swap it in).
+            x = conv(x) if kernel_mask is None else conv(x, kernel_mask[i])
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
             x = nn.relu(x)
