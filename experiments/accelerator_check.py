@@ -24,20 +24,13 @@ import os
 import pathlib
 import time
 
-from nasjax.experiment.cli import COUNT, SEED, Parser, folder, integer
+from nasjax.experiment.cli import COUNT, Parser, add_population_flags, integer
 from nasjax.experiment.cli import main as run_main
 
 
 def parse_args(argv=None):
     p = Parser(__doc__)
-    p.add_argument("--data-dir", type=folder, default=os.environ.get("NASJAX_DATA_DIR"))
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--archs", type=COUNT, default=16)
-    p.add_argument("--epochs", type=COUNT, default=1)
-    p.add_argument("--batch-size", type=COUNT, default=128)
-    p.add_argument("--train-images", type=integer(0), default=2048, help="first N training images (0: all)")
-    p.add_argument("--eval-images", type=integer(0), default=1000,
-                   help="first N validation and test images (0: all)")
+    add_population_flags(p, train_images=2048, eval_images=1000)
     p.add_argument("--searches", type=COUNT, default=8, help="LaNAS searches compared vmapped vs looped")
     p.add_argument("--samples", type=integer(10), default=300, help="samples per LaNAS search")
     p.add_argument("--host-devices", type=integer(0), default=0, help="forced CPU host devices (0: leave as is)")

@@ -40,7 +40,7 @@ import numpy as np
 
 import nasjax.nn
 from nasjax.data import load_cifar10, normalize
-from nasjax.experiment.cli import COUNT, SEED, Parser, folder, integer
+from nasjax.experiment.cli import COUNT, Parser, add_population_flags
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.timing import interleaved_medians, matmul_peaks, plain_flax
 from nasjax.nn import ops
@@ -229,14 +229,7 @@ def single_step_gflops(space, data, config, key) -> tuple[float, float]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(__doc__)
-    p.add_argument("--data-dir", type=folder, default=os.environ.get("NASJAX_DATA_DIR"))
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--archs", type=COUNT, default=16)
-    p.add_argument("--epochs", type=COUNT, default=1)
-    p.add_argument("--batch-size", type=COUNT, default=128)
-    p.add_argument("--train-images", type=integer(0), default=0, help="use the first N training images (0: all)")
-    p.add_argument("--eval-images", type=integer(0), default=0,
-                   help="use the first N validation and test images (0: all)")
+    add_population_flags(p, train_images=0, eval_images=0)
     p.add_argument("--host-devices", type=COUNT, default=1, help="forced CPU host devices (sharded engine)")
     p.add_argument("--executions", default="layered")
     p.add_argument("--flax-baseline", action="store_true",

@@ -25,68 +25,74 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
 import nasjax.nn
-from nasjax.experiment.cli import COUNT, Parser, integer
+from nasjax.experiment.cli import COUNT, Parser, UsageError, integer
 from nasjax.experiment.cli import main as run_main
 from nasjax.spaces import DARTS_V2_RNN, RNNCellSpace
 from nasjax.train import lm
 
 VOCAB = 10_000
 DROPOUT = dict(dropout=0.75, dropout_h=0.25, dropout_x=0.75, dropout_i=0.2, dropout_e=0.1)  # DARTS'
-TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda g: g}
+def torch_darts_lm(hidden: int, genotype, seed: int, threads: int):
+    """DARTS' RNNModel + DARTSCell (quark0/darts rnn/model.py) in eager PyTorch, tied weights, initialised
+    from `seed` on `threads` threads (0: PyTorch's default), and its training step
+    `step(model, opt, config, tokens, targets, hidden) -> hidden`. PyTorch is imported here, so the flags
+    parse (and --help works) without it."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("perf_rnn compares against PyTorch: pip install torch") from None
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    activations = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda g: g}
 
-
-class TorchDARTSLM(torch.nn.Module):
-    """DARTS' RNNModel + DARTSCell (quark0/darts rnn/model.py) in eager PyTorch, tied weights."""
-
-    def __init__(self, hidden: int, genotype):
-        super().__init__()
-        self.hidden, self.genotype = hidden, genotype
-        init = functools.partial(torch.empty, dtype=torch.float32)
-        self.embedding = torch.nn.Parameter(init(VOCAB, hidden).uniform_(-0.1, 0.1))
-        self.w0 = torch.nn.Parameter(init(2 * hidden, 2 * hidden).uniform_(-0.04, 0.04))
-        self.ws = torch.nn.Parameter(init(len(genotype.recurrent), hidden, 2 * hidden).uniform_(-0.04, 0.04))
-        self.bias = torch.nn.Parameter(torch.zeros(VOCAB))
-
-    @staticmethod
-    def _mask(shape, rate):
+    def mask(shape, rate):
         return torch.bernoulli(torch.full(shape, 1 - rate)) / (1 - rate)
 
-    def forward(self, tokens, hidden):
-        steps, batch = tokens.shape
-        h_size = self.hidden
-        table = self.embedding * self._mask((VOCAB, 1), DROPOUT["dropout_e"])
-        x = torch.nn.functional.embedding(tokens, table)
-        x = x * self._mask((1, batch, h_size), DROPOUT["dropout_i"])
-        x = x * self._mask((batch, h_size), DROPOUT["dropout_x"])
-        h_mask = self._mask((batch, h_size), DROPOUT["dropout_h"])
-        x_proj = (x.reshape(steps * batch, h_size) @ self.w0[:h_size]).view(steps, batch, 2 * h_size)
-        outputs = []
-        for t in range(steps):
-            c, g = torch.split(x_proj[t] + (hidden * h_mask) @ self.w0[h_size:], h_size, dim=-1)
-            states = [hidden + torch.sigmoid(c) * (torch.tanh(g) - hidden)]
-            for i, (name, pred) in enumerate(self.genotype.recurrent):
-                s = states[pred]
-                c, g = torch.split((s * h_mask) @ self.ws[i], h_size, dim=-1)
-                states.append(s + torch.sigmoid(c) * (TORCH_ACT[name](g) - s))
-            hidden = torch.stack([states[i] for i in self.genotype.concat]).mean(0)
-            outputs.append(hidden)
-        raw = torch.stack(outputs)
-        out = raw * self._mask((1, batch, h_size), DROPOUT["dropout"])
-        return out @ self.embedding.T + self.bias, hidden, raw
+    class TorchDARTSLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            init = functools.partial(torch.empty, dtype=torch.float32)
+            self.embedding = torch.nn.Parameter(init(VOCAB, hidden).uniform_(-0.1, 0.1))
+            self.w0 = torch.nn.Parameter(init(2 * hidden, 2 * hidden).uniform_(-0.04, 0.04))
+            self.ws = torch.nn.Parameter(init(len(genotype.recurrent), hidden, 2 * hidden).uniform_(-0.04, 0.04))
+            self.bias = torch.nn.Parameter(torch.zeros(VOCAB))
 
+        def forward(self, tokens, state):
+            steps, batch = tokens.shape
+            table = self.embedding * mask((VOCAB, 1), DROPOUT["dropout_e"])
+            x = torch.nn.functional.embedding(tokens, table)
+            x = x * mask((1, batch, hidden), DROPOUT["dropout_i"])
+            x = x * mask((batch, hidden), DROPOUT["dropout_x"])
+            h_mask = mask((batch, hidden), DROPOUT["dropout_h"])
+            x_proj = (x.reshape(steps * batch, hidden) @ self.w0[:hidden]).view(steps, batch, 2 * hidden)
+            outputs = []
+            for t in range(steps):
+                c, g = torch.split(x_proj[t] + (state * h_mask) @ self.w0[hidden:], hidden, dim=-1)
+                states = [state + torch.sigmoid(c) * (torch.tanh(g) - state)]
+                for i, (name, pred) in enumerate(genotype.recurrent):
+                    s = states[pred]
+                    c, g = torch.split((s * h_mask) @ self.ws[i], hidden, dim=-1)
+                    states.append(s + torch.sigmoid(c) * (activations[name](g) - s))
+                state = torch.stack([states[i] for i in genotype.concat]).mean(0)
+                outputs.append(state)
+            raw = torch.stack(outputs)
+            out = raw * mask((1, batch, hidden), DROPOUT["dropout"])
+            return out @ self.embedding.T + self.bias, state, raw
 
-def torch_step(model, opt, config: lm.LMConfig, tokens, targets, hidden):
-    logits, hidden, raw = model(tokens, hidden)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
-    loss = loss + config.beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-    opt.step()
-    return hidden.detach()
+    def step(model, opt, config: lm.LMConfig, tokens, targets, state):
+        logits, state, raw = model(tokens, state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        loss = loss + config.beta * (raw[1:] - raw[:-1]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        opt.step()
+        return state.detach()
+
+    return TorchDARTSLM(), step
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,6 +113,9 @@ def main(argv=None) -> int:
 def perf_rnn(args: argparse.Namespace) -> None:
     """The measurements: printed, and written where the flags say."""
 
+    tmodel, torch_step = torch_darts_lm(args.hidden, DARTS_V2_RNN, seed=0, threads=args.torch_threads)
+    import torch  # present: torch_darts_lm refused its absence
+
     space = RNNCellSpace()
     model = nasjax.nn.build(space, space.from_genotype(*DARTS_V2_RNN), num_classes=VOCAB,
                             hidden_size=args.hidden, **DROPOUT)
@@ -122,10 +131,6 @@ def perf_rnn(args: argparse.Namespace) -> None:
     loss.block_until_ready()
     print(f"nasjax compile + first step: {time.perf_counter() - t0:.1f} s", flush=True)
 
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(0)
-    tmodel = TorchDARTSLM(args.hidden, DARTS_V2_RNN)
     opt = torch.optim.SGD(tmodel.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tx, ty = torch.from_numpy(tokens.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))
     hidden = torch_step(tmodel, opt, config, tx, ty, torch.zeros(args.batch, args.hidden))  # warm-up

@@ -37,7 +37,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import write_outputs
+from nasjax.experiment.outputs import publish
 from nasjax.spaces import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, preset, train_population
 
@@ -159,11 +159,8 @@ def protocol_ablation(args: argparse.Namespace) -> None:
     summary = summarize(runs, args.protocols)
     text = (f"# Training protocols (`001_*` §4): {args.archs} random DARTS genotypes, test accuracy (%)\n\n"
             + table(summary) + "\n")
-    out = write_outputs(args.out, {"runs.csv": runs, "summary.csv": summary}, text)
-    plot(summary, runs, out / "protocols.png")
-    print(text)
-    print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: runs.csv, summary.csv, summary.md, "
-          "protocols.png")
+    publish(args.out, {"runs.csv": runs, "summary.csv": summary}, text,
+            {"protocols.png": lambda path: plot(summary, runs, path)}, t0)
 
 
 if __name__ == "__main__":

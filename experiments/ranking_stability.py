@@ -44,7 +44,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import write_outputs
+from nasjax.experiment.outputs import publish
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key, train_population
 
@@ -180,11 +180,8 @@ def ranking_stability(args: argparse.Namespace) -> None:
     summary = compare(rows)
     text = (f"# Ranking stability (`001_*` §5.3): {args.archs} ConvNets, test accuracy (%)\n\n"
             + table(summary) + "\n")
-    out = write_outputs(args.out, {"accuracies.csv": rows, "summary.csv": summary}, text)
-    plot(rows, summary, out / "rank_changes.png")
-    print(text)
-    print(f"wall time {time.perf_counter() - t0:.0f} s; wrote {out}/: accuracies.csv, summary.csv, "
-          "summary.md, rank_changes.png")
+    publish(args.out, {"accuracies.csv": rows, "summary.csv": summary}, text,
+            {"rank_changes.png": lambda path: plot(rows, summary, path)}, t0)
 
 
 if __name__ == "__main__":

@@ -282,7 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     space = CONVNET_SPACES[args.space]()
     check((not unknown, f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}"),
           (args.top_k <= args.budget, f"--top-k {args.top_k} exceeds --budget {args.budget}"),
-          (args.n_init <= args.budget, f"--n-init {args.n_init} exceeds --budget {args.budget}"),
+          ("lanas" not in args.strategies_trained or args.n_init <= args.budget,
+           f"--n-init {args.n_init} exceeds --budget {args.budget}"),
           (args.budget <= space.size(),
            f"--budget {args.budget} exceeds the {space.size()} networks of the {args.space} space"),
           (args.sample_size <= args.population_size,

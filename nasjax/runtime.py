@@ -9,6 +9,8 @@ library code that a caller imports, and none changes a result's bits:
   compile in ~0.1 s each, a whole network's training program in seconds, a traced DARTS step in
   ~16 s. JAX's default floor (1 s) would skip exactly the many small programs nasjax shares, so every
   program is cached. The programs loaded are those compiled: the same bits with and without it.
+- `cpu_identity()` names the host CPU: XLA:CPU compiles for the features of the CPU it runs on, so the
+  same program can sum in another order (other low bits) on another CPU model.
 - `reuse_host_memory()` keeps freed host memory for reuse. glibc's malloc serves each request of
   32 MiB or more (a 128x32x32x64 float32 activation is exactly 32 MiB) with a fresh `mmap` and unmaps
   it on `free`; every such buffer then costs a page fault per 4 KiB page when first written, and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import os
 import pathlib
 import warnings
@@ -87,3 +90,16 @@ def reuse_host_memory() -> bool:
         return False
     os.environ.update(CHILD_ENV)
     return True
+
+
+def cpu_identity() -> str:
+    """The host CPU as "model name (flags <digest>)" from /proc/cpuinfo ("unknown" elsewhere): equal
+    identities compile XLA:CPU programs for the same instruction set."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in info.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = hashlib.sha256(fields.get("flags", "").encode()).hexdigest()[:12]
+    return f"{fields.get('model name', 'unknown')} (flags {flags})"

@@ -5,9 +5,12 @@ import pathlib
 import runpy
 import types
 
+import pytest
+
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
 
+@pytest.mark.slow
 def test_accelerator_check_passes_on_forced_host_devices(tmp_path, data_dir):
     out = tmp_path / "check.jsonl"
     check = types.SimpleNamespace(**runpy.run_path(str(EXPERIMENTS / "accelerator_check.py"), run_name="accelerator_check"))

@@ -43,6 +43,7 @@ def run_fresh(cache_dir) -> list:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_second_process_compiles_nothing_and_gets_the_same_bits(tmp_path):
     cache = tmp_path / "xla"
     asked, found, val_acc, test_acc = run_fresh(cache)

@@ -1,6 +1,7 @@
 """The ConvNet table shipped in the package: it loads, covers its whole space, and re-training three
-random entries with the table's stored protocol reproduces their stored accuracies bit for bit
-(`build_convnet_table.py --verify 3`: entries of the cheaper half by FLOPs, about half a minute)."""
+random entries with the table's stored protocol reproduces their stored accuracies
+(`build_convnet_table.py --verify 3`: entries of the cheaper half by FLOPs, about a minute): bit for bit
+on the CPU model that built it, within 0.02 on another (XLA:CPU compiles for the CPU's features)."""
 
 
 import os
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from nasjax import benchmarks
+from nasjax import benchmarks, runtime
 from nasjax.benchmarks import convnet
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
@@ -38,7 +39,8 @@ def test_shipped_table_loads_and_covers_the_space(table):
     assert log.is_file() and build["command"] in log.read_text()
 
 
-def test_retraining_three_entries_reproduces_them_bit_for_bit(table, data_dir):
+@pytest.mark.slow
+def test_retraining_three_entries_reproduces_them(table, data_dir):
     training = table.meta["training"]
     if training["backend"] != jax.default_backend():
         pytest.skip(f"table built on {training['backend']}, this is {jax.default_backend()}")
@@ -48,4 +50,6 @@ def test_retraining_three_entries_reproduces_them_bit_for_bit(table, data_dir):
     proc = subprocess.run([sys.executable, str(EXPERIMENTS / "build_convnet_table.py"), "--verify", "3",
                            "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(": reproduced:") == 3 and "warning" not in proc.stdout, proc.stdout
+    exact = training.get("cpu") == runtime.cpu_identity()
+    agreed = proc.stdout.count(": reproduced:") + (0 if exact else proc.stdout.count(": within tolerance"))
+    assert agreed == 3, proc.stdout

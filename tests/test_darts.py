@@ -2,7 +2,6 @@
 and the DARTS evaluation network (parameter count of DARTS_V2_CNN, real-image forward, drop-path, aux head)."""
 
 import dataclasses
-import functools
 import itertools
 import math
 
@@ -274,7 +273,9 @@ def test_build_rejects_bad_flags(kwargs, message):
 
 
 # --- the genotype as data (the weight-sharing supernet) ---------------------------------------------
-def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variables):
+@pytest.mark.slow
+def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variables,
+                                                     assert_supernet_paths_equal_standalone):
     """`nasjax.nn.supernet` (genotype traced: a scan over the edges, lax.switch per edge, hand-written
     backward) against `nasjax.nn.build` (genotype built in, ops chosen in Python, autodiff) on the same
     weights: training-mode logits, auxiliary logits, updated batch statistics and every gradient, with
@@ -286,27 +287,6 @@ def test_supernet_path_equals_its_standalone_network(cifar_batch, random_variabl
     genotype = nasjax.nn.arch_data(space, enc)
     x = cifar_batch[:4]
     variables = random_variables(supernet, x[:1], genotype)
-
-    def loss(net, params, key, *genotype):
-        (logits, aux), updates = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                                           *genotype, train=True, rngs={"dropout": key},
-                                           mutable=["batch_stats"])
-        return jnp.sum(jnp.sin(logits)) + jnp.sum(aux ** 2), (logits, aux, updates)
-
-    traced = jax.jit(jax.value_and_grad(functools.partial(loss, supernet), has_aux=True))
     second = np.asarray(space.sample(jax.random.key(8), 1)[0])
-    for arch in (enc, second):
-        static = nasjax.nn.build(space, arch, auxiliary=True, drop_path_rate=0.2)
-        expected = jax.jit(jax.value_and_grad(functools.partial(loss, static), has_aux=True))(
-            variables["params"], jax.random.key(1))
-        actual = traced(variables["params"], jax.random.key(1), jnp.asarray(arch))
-        chex.assert_trees_all_equal_structs(actual, expected)
-        # Within float rounding of each leaf's scale: the summation orders differ, and a batch of 4 makes the
-        # auxiliary head's batch norm (over 4 values at 1x1) amplify that in a few small elements.
-        for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
-            scale = float(np.max(np.abs(e), initial=0.0))
-            np.testing.assert_allclose(a, e, rtol=0, atol=1e-4 * scale + 1e-7, err_msg=jax.tree_util.keystr(path))
-        # Only the chosen ops' parameters get gradients.
-        grads = actual[1]
-        touched = sum(int(np.count_nonzero(g)) for g in jax.tree.leaves(grads))
-        assert 0.9 * nasjax.nn.param_count(space, arch, grads) <= touched <= nasjax.nn.param_count(space, arch, grads)
+    assert_supernet_paths_equal_standalone(space, supernet, variables, x, (enc, second), auxiliary=True,
+                                           drop_path_rate=0.2)

@@ -64,6 +64,7 @@ def trained(cifar):
     return data, first, second
 
 
+@pytest.mark.slow
 def test_second_genotype_compiles_nothing(trained):
     _, first, ((results, state), compilations) = trained
     assert not first[0].failed and not results[0].failed
@@ -71,6 +72,7 @@ def test_second_genotype_compiles_nothing(trained):
     assert results[0].params == nasjax.nn.param_count(SPACE, ARCHS[1], state.states[0].params) != first[0].params
 
 
+@pytest.mark.slow
 def test_second_genotype_matches_a_fresh_process(trained):
     """Same device layout as this process (XLA:CPU's sums depend on it): with 1 device instead of the
     suite's 4 the parameters differed in the 7th digit while the accuracies were equal."""

@@ -130,6 +130,7 @@ def check_layouts(records):
         assert 0 < worker["task_seconds"] <= worker["result_seconds"]
 
 
+@pytest.mark.slow
 def test_search_through_ray_writes_the_local_jsonl(local, lc, data, make_trainer, tmp_path):
     records = run_search(lc, data, tmp_path, make_trainer)
     assert results_only(records) == results_only(local)
@@ -149,6 +150,7 @@ def kill_a_worker_mid_round(search_in_thread, log) -> psutil.Process:
     return victim
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_round_changes_nothing(local, lc, data, make_trainer, tmp_path):
     outcome = {}
 

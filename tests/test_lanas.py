@@ -246,6 +246,7 @@ def assert_same_bits(batched, i, alone):
                                 jax.tree_util.tree_map(data, alone))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [{}, REJECTION])
 def test_vmap_over_keys_equals_separate_runs(config):
     keys = jax.random.split(jax.random.key(7), 8)
@@ -388,7 +389,8 @@ def test_std_exploration_is_invariant_to_an_affine_rescaling_of_the_scores(low, 
 # --- no duplicate proposals in rejection mode -------------------------------------------------------
 @pytest.mark.parametrize("space", [
     NASBench101Space(num_vertices=4),  # a few hundred encodings; NB-101 is never enumerated
-    DARTSSpace(num_nodes=1, ops=("skip_connect", "max_pool_3x3", "avg_pool_3x3")),  # 81 cells
+    pytest.param(DARTSSpace(num_nodes=1, ops=("skip_connect", "max_pool_3x3", "avg_pool_3x3")),  # 81 cells
+                 marks=pytest.mark.slow),
 ], ids=["nb101", "darts"])
 def test_rejection_mode_never_proposes_a_told_or_repeated_architecture(space):
     rounds = 6
@@ -407,6 +409,7 @@ def test_rejection_mode_never_proposes_a_told_or_repeated_architecture(space):
     assert len(np.unique(uniform, axis=0)) < rounds * BATCH
 
 
+@pytest.mark.slow
 def test_a_sweep_over_cp_is_one_compilation_and_equals_separate_strategies():
     """vmap over 8 `cp` values through `state.hparams`: one trace, one compiled program, and each
     member is bit for bit the search of a strategy constructed with that cp."""

@@ -127,6 +127,7 @@ def test_nasbench101_repair_picks_a_valid_neighbour_or_mutates_the_parent():
     np.testing.assert_array_equal(repair(jax.random.key(4), valid, flat_logp, parent), valid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nao", "rnas"])
 def test_history_smaller_than_n_parents(name):
     """capacity 6 < n_parents 8: the parents are the whole history (top_k once raised here while
@@ -142,6 +143,7 @@ def test_history_smaller_than_n_parents(name):
     assert int(state.history.count) == 6
 
 
+@pytest.mark.slow
 def test_many_vmapped_searches_finish_with_the_scheduler_flag():
     """XLA:CPU's concurrency-optimized scheduler deadlocks jit(vmap(scan(NAO ask/tell))) over 48 seeds
     on one host device (every thread idle, forever); `avoid_cpu_scheduler_deadlock` must prevent it.

@@ -2,10 +2,8 @@
 the paper's size, the loose-end concatenation, LaNet's published parameter count, and its networks (the
 genotype built in or as data: same values and gradients, one compiled program for every cell)."""
 
-import functools
 import math
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,6 +133,7 @@ def test_concatenation_rule_on_a_hand_made_cell():
     assert (g.normal_concat, g.reduce_concat) == ([0, 3], [3])
 
 
+@pytest.mark.slow
 def test_the_network_reads_the_unused_cell_input_and_twins_are_two_ops(cifar_batch):
     """The first cell (normal) has no node reading c_{k-2}, its preprocessed stem: the concatenation
     alone carries it, so the loss has a gradient for that preprocessing (it would have none if unused
@@ -181,7 +180,9 @@ def _every_op_cell(space: NASNetSpace) -> np.ndarray:
     return np.asarray([[[i % 2, 2 * i], [(i + 1) % 2, 2 * i + 1]] for i in range(space.num_nodes)], np.int32)
 
 
-def test_supernet_path_equals_its_standalone_network_and_compiles_once(cifar_batch, random_variables):
+@pytest.mark.slow
+def test_supernet_path_equals_its_standalone_network_and_compiles_once(cifar_batch, random_variables,
+                                                                        assert_supernet_paths_equal_standalone):
     """`nasjax.nn.supernet` (the scan cell, genotype traced) against `nasjax.nn.build` (genotype built in)
     on the same weights: training-mode logits, auxiliary logits, batch statistics and every gradient,
     with drop-path, for a cell running every paper op at stride 1 and 2 and a cell whose c_{k-2} is a
@@ -196,23 +197,6 @@ def test_supernet_path_equals_its_standalone_network_and_compiles_once(cifar_bat
     supernet = nasjax.nn.supernet(space, auxiliary=True, drop_path_rate=0.2)
     x = cifar_batch[:4]
     variables = random_variables(supernet, x[:1], nasjax.nn.arch_data(space, first))
-
-    def loss(net, params, key, *genotype):
-        (logits, aux), updates = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                                           *genotype, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
-        return jnp.sum(jnp.sin(logits)) + jnp.sum(aux ** 2), (logits, aux, updates)
-
-    traced = jax.jit(jax.value_and_grad(functools.partial(loss, supernet), has_aux=True))
-    for arch in (first, second):
-        static = nasjax.nn.build(space, arch, auxiliary=True, drop_path_rate=0.2)
-        expected = jax.jit(jax.value_and_grad(functools.partial(loss, static), has_aux=True))(
-            variables["params"], jax.random.key(1))
-        actual = traced(variables["params"], jax.random.key(1), nasjax.nn.arch_data(space, arch))
-        chex.assert_trees_all_equal_structs(actual, expected)
-        for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
-            scale = float(np.max(np.abs(e), initial=0.0))
-            np.testing.assert_allclose(a, e, rtol=0, atol=1e-4 * scale + 1e-7, err_msg=jax.tree_util.keystr(path))
-        grads = actual[1]
-        touched = sum(int(np.count_nonzero(g)) for g in jax.tree.leaves(grads))
-        assert 0.9 * nasjax.nn.param_count(space, arch, grads) <= touched <= nasjax.nn.param_count(space, arch, grads)
+    traced = assert_supernet_paths_equal_standalone(space, supernet, variables, x, (first, second),
+                                                    auxiliary=True, drop_path_rate=0.2)
     assert traced._cache_size() == 1  # the second cell compiled nothing

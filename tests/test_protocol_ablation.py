@@ -24,6 +24,7 @@ def test_protocols_are_cumulative_presets():
     assert [n.init_channels for n in networks] == [36] * 6 + [50]
 
 
+@pytest.mark.slow
 def test_main_twice_same_numbers(tmp_path, data_dir, capsys):
     for name in ("a", "b"):
         assert pa.main([*TINY, "--out", str(tmp_path / name), "--data-dir", str(data_dir)]) == 0

@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -17,6 +19,7 @@ def test_two_setup_commands():
     assert "experiments/lanas_cifar.py" in commands[0] and "pytest" in commands[1]
 
 
+@pytest.mark.slow
 def test_research_snippets_run(data_dir, monkeypatch, capsys):
     """The python blocks, in order, in one namespace (a later block uses names of an earlier one)."""
     snippets = _blocks("python")

@@ -32,6 +32,13 @@ CONFIGS = {
     "rnas": dict(hidden=8, features=4, train_steps=2, batch_size=8, unlabeled=8, n_parents=4, n_samples=16),
 }
 NAMES = sorted(base.STRATEGIES)
+
+
+def with_slow(names, slow):
+    """pytest params of `names`, those in `slow` (20-55 s of compilation each) marked slow."""
+    return [pytest.param(n, marks=[pytest.mark.slow] if n in slow else []) for n in names]
+
+
 # Multi-fidelity strategies spend evaluations on re-evaluating promoted architectures at higher
 # budgets, which the synthetic objective ignores: not compared with random search here.
 MULTI_FIDELITY = {n for n in NAMES if hasattr(base.STRATEGIES[n], "ask_with_budget")}
@@ -94,7 +101,7 @@ def rows(state) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the protocol, for every registered strategy ---------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", with_slow(NAMES, ("nao", "rnas")))
 def test_init_ask_tell_jit(name):
     _, init, ask, tell = compiled(name)
     state = init(jax.random.key(1))
@@ -111,7 +118,7 @@ def test_init_ask_tell_jit(name):
     np.testing.assert_array_equal(state.history.scores[:8], synthetic(state.history.encodings[:8]))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", with_slow(NAMES, ("bo", "lanas", "lanas_bo", "nao", "rnas", "tpe")))
 def test_vmap_over_keys_equals_separate_runs(name):
     """vmap(scan) over 8 keys == 8 Python loops of jitted ask/tell; the 8 searches differ."""
     batched = vmapped(name)

@@ -63,7 +63,8 @@ def test_unknown_preset():
         preset("nope")
 
 
-@pytest.mark.parametrize("layers", [[(8, 3), (4, 5), (8, 3)], [(4, 5)], [(8, 5), (8, 3)]])
+@pytest.mark.parametrize("layers", [pytest.param([(8, 3), (4, 5), (8, 3)], marks=pytest.mark.slow),
+                                    [(4, 5)], [(8, 5), (8, 3)]])
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_masked_matches_true_module(cifar_batch, layers, batch_norm):
     """Logits (train and eval mode) and gradients of the masked program equal the true-size module's."""

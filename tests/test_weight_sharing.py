@@ -52,6 +52,7 @@ def tiny(cifar):
     return space, data, config, candidates
 
 
+@pytest.mark.slow
 def test_same_seed_same_ranking(tiny):
     space, data, config, candidates = tiny
     runs = []

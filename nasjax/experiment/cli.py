@@ -90,6 +90,21 @@ def folder(text: str) -> str:
     return text
 
 
+def add_population_flags(p: argparse.ArgumentParser, *, train_images: int, eval_images: int) -> None:
+    """The flags of a script that trains a population of random ConvNets on the first images of
+    CIFAR-10: --data-dir, --seed, --archs, --epochs, --batch-size, --train-images, --eval-images
+    (defaults `train_images` and `eval_images`; 0: all)."""
+    p.add_argument("--data-dir", type=folder, default=os.environ.get("NASJAX_DATA_DIR"))
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--archs", type=COUNT, default=16)
+    p.add_argument("--epochs", type=COUNT, default=1)
+    p.add_argument("--batch-size", type=COUNT, default=128)
+    p.add_argument("--train-images", type=IMAGES, default=train_images,
+                   help="use the first N training images (0: all)")
+    p.add_argument("--eval-images", type=IMAGES, default=eval_images,
+                   help="use the first N validation and test images (0: all)")
+
+
 def check(*conditions: tuple[bool, str]) -> None:
     """Raise UsageError with the message of the first (ok, message) whose ok is false."""
     for ok, message in conditions:

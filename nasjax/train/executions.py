@@ -108,13 +108,19 @@ def _eval_fn(module, config: TrainConfig):
     return lambda state, extra, images, labels: accuracy(state, extra, images, labels, config.eval_batch_size)
 
 
-def _each(fn, states, extras, data_keys, epoch, images, labels) -> tuple[list, list]:
-    out = [fn(s, e, d, epoch, images, labels) for s, e, d in zip(states, extras, data_keys)]
-    return [o[0] for o in out], [o[1] for o in out]
+class _OneByOne:
+    """An execution that trains a group's architectures one after the other with the group's one-arch
+    epoch function, `epoch_fn(...)(state, extra, data_key, epoch, images, labels) -> (state, losses)`."""
+
+    def epoch(self, space, config, group, num_classes, steps_per_epoch, states, extras, data_keys, epoch,
+              images, labels):
+        fn = self.epoch_fn(space, config, group, num_classes, steps_per_epoch)
+        out = [fn(s, e, d, epoch, images, labels) for s, e, d in zip(states, extras, data_keys)]
+        return [o[0] for o in out], [o[1] for o in out]
 
 
 @dataclasses.dataclass(frozen=True)
-class PerArch:
+class PerArch(_OneByOne):
     shared = False
 
     def supports(self, space) -> bool:
@@ -126,17 +132,15 @@ class PerArch:
     def extra(self, space, enc, config, num_classes):
         return tuple(jnp.asarray(e) for e in trainable(space, enc, config, num_classes)[1])
 
-    def epoch(self, space, config, group, num_classes, steps_per_epoch, states, extras, data_keys, epoch,
-              images, labels):
-        return _each(_epoch_fn(group, config, steps_per_epoch), states, extras, data_keys, epoch, images,
-                     labels)
+    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
+        return _epoch_fn(group, config, steps_per_epoch)
 
     def evaluator(self, space, config, group, num_classes):
         return _eval_fn(group, config)
 
 
 @dataclasses.dataclass(frozen=True)
-class Layered:
+class Layered(_OneByOne):
     """Groups are encodings (tuples); the unit programs are shared through jit's shape cache."""
 
     shared = False
@@ -153,10 +157,8 @@ class Layered:
     def _plan(self, space, group):
         return layered.plan(space, np.asarray(group, np.int32).reshape(space.encoding_shape))
 
-    def epoch(self, space, config, group, num_classes, steps_per_epoch, states, extras, data_keys, epoch,
-              images, labels):
-        fn = functools.partial(layered.train_epoch, self._plan(space, group), config)
-        return _each(fn, states, extras, data_keys, epoch, images, labels)
+    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
+        return functools.partial(layered.train_epoch, self._plan(space, group), config)
 
     def evaluator(self, space, config, group, num_classes):
         """Batches of the training batch size: the forward units are then the training step's programs
@@ -166,7 +168,7 @@ class Layered:
 
 
 @dataclasses.dataclass(frozen=True)
-class Masked:
+class Masked(_OneByOne):
     """Groups are depths; one masked ConvNet program per depth, a Python loop over the architectures."""
 
     shared = True
@@ -180,10 +182,8 @@ class Masked:
     def extra(self, space, enc, config, num_classes):
         return tuple(jnp.asarray(m) for m in convnet.masks(space, enc))
 
-    def epoch(self, space, config, group, num_classes, steps_per_epoch, states, extras, data_keys, epoch,
-              images, labels):
-        fn = _epoch_fn(convnet.masked(space, group, num_classes), config, steps_per_epoch)
-        return _each(fn, states, extras, data_keys, epoch, images, labels)
+    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
+        return _epoch_fn(convnet.masked(space, group, num_classes), config, steps_per_epoch)
 
     def evaluator(self, space, config, group, num_classes):
         return _eval_fn(convnet.masked(space, group, num_classes), config)
