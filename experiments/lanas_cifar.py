@@ -1,7 +1,26 @@
-"""LaNAS over a ConvNet space on CIFAR-10, end to end: search, final evaluation, summary; resumable.
+"""LaNAS over a ConvNet or cell space on CIFAR-10, end to end: search, final evaluation, summary; resumable.
 
     python experiments/lanas_cifar.py --data-dir ../shared/data   # a local cifar-10-batches-py folder
     python experiments/lanas_cifar.py                              # $NASJAX_DATA_DIR, else tfds (internet)
+    python experiments/lanas_cifar.py --space nasnet --evaluation supernet   # one-shot LaNAS (`002_*` §4.3)
+
+Cell spaces (`--space nasnet`: LaNAS's NASNet cells, LaNet's space; `--space darts`): networks of
+`--channels` x `--layers` cells. `--evaluation standalone` trains every searched cell (as for ConvNets,
+on a Ray cluster with `--ray`); `--evaluation supernet` trains the space's weight-sharing supernet once
+for `--supernet-epochs` on the search's training images (one uniformly sampled path per batch; saved in
+the work directory as supernet.msgpack) and scores each asked cell by its validation accuracy with the
+inherited weights, batch-norm statistics recomputed on its path (`nasjax.experiment.one_shot`). The
+final evaluation trains the found and random cells from scratch, with `--final-protocol`'s switches;
+summary.md then also gives the best cell's parameters (drawn in best_cell.png) and, one-shot, the
+Kendall tau between supernet scores and stand-alone accuracies of the finally trained cells. The
+paper's protocol (`002_*` §4.3, A.2; hours on accelerators): search with 32 filters, the top 20
+retrained for 600 epochs with cutout, drop-path and the auxiliary tower:
+
+    python experiments/lanas_cifar.py --space nasnet --evaluation supernet --channels 32 --layers 8 \
+        --supernet-epochs 100 --budget 800 --n-init 100 --n-select 50 --height 5 --train-images 0 \
+        --val-images 0 --batch-size 96 --lr 0.025 --final-channels 36 --final-layers 20 \
+        --final-top-k 20 --final-random-k 20 --final-seeds 1 --final-epochs 600 \
+        --final-train-images 0 --test-images 0 --final-protocol +auxiliary
 
 Search (`002_*`): each round LaNAS asks `--n-select` architectures; the population engine trains them
 together on all local devices for `--epochs` epochs on the first `--train-images` images of the search
@@ -70,21 +89,30 @@ from nasjax import metrics, search
 from nasjax.data import load_cifar10
 from nasjax.data.cifar10 import resolve_data_dir
 from nasjax.distributed import local_trainer
+from nasjax import describe
 from nasjax.experiment import (CONVNET_SPACES, UsageError, begin, check_config, data_fingerprint,
                                final_data, final_evaluation, finished, group_stats, make_objective,
                                own_workdir, search_data)
+from nasjax.experiment.one_shot import SUPERNET_FILE, supernet_objective, trained_supernet
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.evaluation import nan_to_null
 from nasjax.io import atomic_write_bytes
 from nasjax.runtime import reuse_host_memory, use_compile_cache
-from nasjax.train import TrainConfig
+from nasjax.spaces import DARTSSpace, NASNetSpace
+from nasjax.train import TrainConfig, preset
+from nasjax.train.protocol import PRESETS
 
-SPACES = CONVNET_SPACES
+# Cell spaces: their networks' size comes from --channels and --layers (CELL_DEFAULTS when not given).
+CELL_SPACES = {"nasnet": NASNetSpace, "darts": DARTSSpace}
+SPACES = {**CONVNET_SPACES, **CELL_SPACES}
+CELL_DEFAULTS = dict(channels=8, layers=5, evaluation="standalone")
+SUPERNET_EPOCHS = 2  # --supernet-epochs' default
 SUMMARY = "summary.json"
 # Fields that depend on the wall clock, not on the seed: everything else is the same bits on resume.
 WALL_CLOCK_FIELDS = ("time", "train_seconds")
-# Flags that do not decide the results: not part of config.json.
+# Flags that do not decide the results: not part of config.json (nor are flags left at None: those that
+# do not apply to the space, so a ConvNet run's config is what it was before cell spaces existed).
 NOT_CONFIG = ("workdir", "data_dir", "ray", "ray_retries")
 
 
@@ -98,7 +126,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where results go; re-run to resume")
     p.add_argument("--seed", type=SEED, default=0, help="seeds the split, search and final training")
     p.add_argument("--space", choices=sorted(SPACES), default="motivating",
-                   help="ConvNet space: LaNAS §2's, ConvNet-60K's ranges, or a smoke-test one")
+                   help="ConvNet space (LaNAS §2's, ConvNet-60K's ranges, or a smoke-test one) or cell "
+                        "space (LaNAS's NASNet cells, DARTS' cells)")
+    c = p.add_argument_group("cell spaces (nasnet, darts)")
+    c.add_argument("--channels", type=COUNT, default=None,
+                   help=f"initial channels of the networks, even (default {CELL_DEFAULTS['channels']})")
+    c.add_argument("--layers", type=COUNT, default=None,
+                   help=f"cells per network (default {CELL_DEFAULTS['layers']})")
+    c.add_argument("--final-channels", type=COUNT, default=None,
+                   help="initial channels of the finally trained networks (default: --channels)")
+    c.add_argument("--final-layers", type=COUNT, default=None,
+                   help="cells of the finally trained networks (default: --layers)")
+    c.add_argument("--evaluation", choices=("standalone", "supernet"), default=None,
+                   help="score each searched cell by training it (standalone, the default) or by the "
+                        "weight-sharing supernet's validation accuracy (supernet: one-shot LaNAS)")
+    c.add_argument("--supernet-epochs", type=COUNT, default=None,
+                   help=f"--evaluation supernet: epochs of supernet training (default {SUPERNET_EPOCHS})")
+    c.add_argument("--final-protocol", choices=sorted(PRESETS), default=None,
+                   help="the final training's switches (cutout, drop-path, auxiliary tower, AutoAugment) "
+                        "from this `001_*` protocol; epochs, batch and lr stay the flags' (default: the "
+                        "search's protocol)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="train on a Ray cluster: 'local' starts one here, 'auto' joins this machine's "
                         "(`ray start`), or the head's host:port (default: in this process)")
@@ -126,7 +173,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="final training images from train + validation (0: all)")
     f.add_argument("--test-images", type=IMAGES, default=0, help="test images (0: all)")
     args = p.parse_args(argv)
-    space = SPACES[args.space]()
+    cell = args.space in CELL_SPACES
+    given = [f"--{k.replace('_', '-')}" for k in ("channels", "layers", "final_channels", "final_layers",
+                                                    "evaluation", "supernet_epochs", "final_protocol")
+             if getattr(args, k) is not None]
+    check((cell or not given, f"{', '.join(given)}: only for the cell spaces {sorted(CELL_SPACES)}"),
+          *[(n is None or n % 2 == 0, f"--{flag} {n} must be even")
+            for flag, n in (("channels", args.channels), ("final-channels", args.final_channels))],
+          (args.supernet_epochs is None or args.evaluation == "supernet",
+           "--supernet-epochs needs --evaluation supernet"))
+    if cell:
+        for k, v in CELL_DEFAULTS.items():
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+        if args.evaluation == "supernet" and args.supernet_epochs is None:
+            args.supernet_epochs = SUPERNET_EPOCHS
+        args.final_channels = args.final_channels or args.channels
+        args.final_layers = args.final_layers or args.layers
+    space = make_space(args)
     check((args.n_init <= args.budget, f"--n-init must be in [1, --budget={args.budget}]"),
           (args.n_select <= args.budget, f"--n-select must be in [1, --budget={args.budget}]"),
           *[(n == 0 or n >= args.batch_size, f"--{flag} {n} is smaller than one batch ({args.batch_size})")
@@ -134,21 +197,64 @@ def parse_args(argv=None) -> argparse.Namespace:
                             ("final-train-images", args.final_train_images))],
           (space.size() >= args.budget,
            f"--budget {args.budget} exceeds the {space.size()} networks of the {args.space} space"),
-          (args.final_top_k <= args.budget, f"--final-top-k {args.final_top_k} exceeds --budget {args.budget}"))
+          (args.final_top_k <= args.budget, f"--final-top-k {args.final_top_k} exceeds --budget {args.budget}"),
+          (args.evaluation != "supernet" or args.train_images == 0 or args.train_images >= 2 * args.batch_size,
+           f"--evaluation supernet recomputes batch-norm statistics on 2 batches: --train-images "
+           f"{args.train_images} is fewer than {2 * args.batch_size}"))
     return args
+
+
+def make_space(args, final: bool = False):
+    """The space `--space` names; cell spaces at --channels x --layers (--final-channels x
+    --final-layers for the `final` evaluation: the same encodings, other networks)."""
+    if args.space in CELL_SPACES:
+        return CELL_SPACES[args.space](init_channels=args.final_channels if final else args.channels,
+                                       layers=args.final_layers if final else args.layers)
+    return CONVNET_SPACES[args.space]()
 
 
 def resolved_config(args) -> dict:
     """Everything that decides the results (not where the data and results live)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG and v is not None}
 
 
 def _pm(mean: float | None, std: float | None) -> str:
     return "failed" if mean is None or not math.isfinite(mean) else f"{mean:.2f} ± {std:.2f}"
 
 
-def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: float) -> str:
-    """Write the plots, summary.md and, last, summary.json; returns summary.md's text."""
+def final_protocol(search_config: TrainConfig, args) -> TrainConfig:
+    """The final training's protocol: the search's with --final-epochs, and with --final-protocol's
+    switches (cutout, drop-path, auxiliary tower, AutoAugment) when given."""
+    config = search_config.replace(epochs=args.final_epochs)
+    if args.final_protocol is None:
+        return config
+    switches = preset(args.final_protocol)
+    return config.replace(cutout=switches.cutout, drop_path=switches.drop_path,
+                          auxiliary_weight=switches.auxiliary_weight, autoaugment=switches.autoaugment)
+
+
+def cell_summary(args, space, result, final: list[dict], objective, workdir: pathlib.Path) -> dict:
+    """For cell spaces: best_cell.png (the best cell found, drawn), and the fields summary.md and
+    summary.json add: the space and evaluation, and under one-shot evaluation the Kendall tau between
+    the supernet's score and the stand-alone test accuracy (seed mean) of the finally trained cells."""
+    best = int(np.argmax(np.where(np.isfinite(result.scores), result.scores, -np.inf)))
+    describe.draw(describe.graphs(space, result.encodings[best]), str(workdir / "best_cell.png"))
+    out = {"space": args.space, "channels": args.final_channels, "layers": args.final_layers,
+           "evaluation": args.evaluation,  # the best found is the search group's rank 0
+           "params_of_best": next(r["params"] for r in final if r["group"] == "search" and r["rank"] == 0)}
+    if args.evaluation == "supernet":
+        archs = [a for g in ("search", "random") for a in group_stats(final, g)["archs"]
+                 if a["mean"] is not None]
+        one_shot = objective.scores(np.array([a["encoding"] for a in archs]))
+        out["supernet_kendall_tau"] = float(metrics.kendall_tau(one_shot, [a["mean"] for a in archs]))
+        out["supernet_tau_cells"] = len(archs)
+    return out
+
+
+def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: float,
+              cells: dict) -> str:
+    """Write the plots, summary.md and, last, summary.json; returns summary.md's text. `cells`: the
+    cell spaces' fields (`cell_summary`), empty for ConvNet spaces."""
     best = int(np.argmax(np.where(np.isfinite(result.scores), result.scores, -np.inf)))
     found, random = group_stats(final, "search"), group_stats(final, "random")
     ri = float(metrics.relative_improvement(found["mean"], random["mean"]))
@@ -157,6 +263,12 @@ def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: 
         f"Searched {result.evaluations} architectures. Best found (validation accuracy "
         f"{result.scores[best]:.4f}): {space.describe(result.encodings[best])}, encoding "
         f"{result.encodings[best].tolist()}.", "",
+        *([f"Space {cells['space']} ({cells['channels']} channels x {cells['layers']} cells; the best cell's "
+           f"network has {cells['params_of_best']:,} parameters, drawn in best_cell.png), evaluation "
+           f"{cells['evaluation']}."
+           + (f" Kendall tau between the supernet's score and the stand-alone test accuracy of the "
+              f"{cells['supernet_tau_cells']} finally trained cells: {cells['supernet_kendall_tau']:.3f}."
+              if "supernet_kendall_tau" in cells else ""), ""] if cells else []),
         f"Final evaluation (`001_*`): test accuracy (%), mean ± std over architectures of the mean "
         f"over {max(r['seed'] for r in final) + 1} seeds.", "",
         "| architectures | k | test accuracy (%) |", "|---|---|---|",
@@ -174,7 +286,7 @@ def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: 
                "best_encoding": result.encodings[best].tolist(),
                "best_description": space.describe(result.encodings[best]),
                "search": found, "random": random, "relative_improvement": ri,
-               "wall_seconds_last_invocation": elapsed}
+               **cells, "wall_seconds_last_invocation": elapsed}
     atomic_write_bytes(workdir / SUMMARY, (json.dumps(nan_to_null(summary), indent=2, allow_nan=False)
                                            + "\n").encode())
     return text
@@ -224,7 +336,7 @@ def trainer_factory(address: str | None, retries: int, cluster: contextlib.ExitS
 def lanas_cifar(args: argparse.Namespace) -> str:
     """Run (or resume, or report) the whole job in args.workdir; returns what it prints."""
     t0 = time.time()
-    space = SPACES[args.space]()
+    space = make_space(args)
     check_data_dir(args.data_dir)
     resolve_data_dir(args.data_dir)  # a missing folder is reported before the work directory is made
     with own_workdir(args.workdir) as workdir, contextlib.ExitStack() as cluster:
@@ -249,9 +361,14 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         k_search, k_final, k_random = jax.random.split(jax.random.key(args.seed), 3)
         strategy = search.make("lanas", space, capacity=args.budget, height=args.height,
                                n_init=args.n_init, n_select=args.n_select)
-        result = search.run(strategy, make_objective(space, searching, train_config, args.seed,
-                                                     make_trainer),
-                            budget=args.budget, key=k_search, workdir=workdir / "search",
+        if args.evaluation == "supernet":
+            supernet_config = train_config.replace(epochs=args.supernet_epochs)
+            k_supernet = jax.random.fold_in(jax.random.key(args.seed), 3)
+            supernet = trained_supernet(space, searching, supernet_config, k_supernet, workdir / SUPERNET_FILE)
+            objective = supernet_objective(space, supernet, searching, train_config, args.seed)
+        else:
+            objective = make_objective(space, searching, train_config, args.seed, make_trainer)
+        result = search.run(strategy, objective, budget=args.budget, key=k_search, workdir=workdir / "search",
                             batch_size=args.n_select)
         finite = np.isfinite(result.scores)
         if not finite.any():
@@ -260,10 +377,12 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         order = np.argsort(-np.where(finite, result.scores, -np.inf), kind="stable")
         groups = {"search": result.encodings[order[:min(args.final_top_k, int(finite.sum()))]],
                   "random": np.asarray(space.sample(k_random, args.final_random_k))}
-        final = final_evaluation(space, final_set, train_config.replace(epochs=args.final_epochs),
+        final = final_evaluation(make_space(args, final=True), final_set, final_protocol(train_config, args),
                                  groups, args.final_seeds, k_final, workdir / "final.jsonl", args.n_select,
                                  make_trainer)
-        text = summarize(space, result, final, workdir, time.time() - t0)
+        cells = {} if args.space not in CELL_SPACES else cell_summary(args, space, result, final, objective,
+                                                                      workdir)
+        text = summarize(space, result, final, workdir, time.time() - t0, cells)
     return text + f"\nwall time of this invocation {time.time() - t0:.0f} s; results in {workdir}\n"
 
 

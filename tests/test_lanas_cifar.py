@@ -45,8 +45,17 @@ def env(tmp_path_factory, data_dir):
             "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache"))}
 
 
-def launch(workdir, env, *extra):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--workdir", str(workdir), *extra],
+# One-shot LaNAS on LaNAS's NASNet cells: a 4-channel, 3-cell supernet trained 1 epoch, 2 rounds of 2 cells
+# scored by it, then 1 top + 1 random cell trained from scratch.
+CELLS_TINY = ["--space", "nasnet", "--evaluation", "supernet", "--channels", "4", "--layers", "3",
+              "--supernet-epochs", "1", "--budget", "4", "--n-init", "2", "--n-select", "2", "--height", "2",
+              "--epochs", "1", "--final-epochs", "1", "--batch-size", "32", "--train-images", "64",
+              "--val-images", "64", "--final-train-images", "64", "--test-images", "64", "--final-top-k", "1",
+              "--final-random-k", "1", "--final-seeds", "1"]
+
+
+def launch(workdir, env, *extra, flags=TINY):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *flags, "--workdir", str(workdir), *extra],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -144,6 +153,7 @@ def wait_for_lines(proc, path: pathlib.Path, n: int) -> None:
     proc.communicate()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_results(finished, env, tmp_path, lc):
     full, _, _ = finished
     workdir = tmp_path / "interrupted"
@@ -157,6 +167,61 @@ def test_killed_run_resumes_to_the_same_results(finished, env, tmp_path, lc):
     for name in ("search/evaluations.jsonl", "final.jsonl"):
         assert without_wall_clock(jsonl(workdir / name), lc) == without_wall_clock(jsonl(full / name), lc)
     assert (workdir / "summary.md").read_text() == (full / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_one_shot_nasnet_search_resumes_to_the_same_results(env, tmp_path, lc):
+    """`--space nasnet --evaluation supernet`: the supernet is saved before the search; killed in the
+    search and in the final training, the run resumes to an uninterrupted run's files."""
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    rc, out, err = finish(launch(full, env, flags=CELLS_TINY))
+    assert rc == 0, err[-3000:]
+    assert "supernet epoch 1/1" in err and (full / "supernet.msgpack").stat().st_size > 0
+    evals = jsonl(full / "search" / "evaluations.jsonl")
+    assert len(evals) == 4 and all(e["evaluation"] == "supernet" and 0 <= e["score"] <= 1 for e in evals)
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["space"] == "nasnet" and summary["evaluation"] == "supernet"
+    assert summary["supernet_tau_cells"] == 2 and -1 <= summary["supernet_kendall_tau"] <= 1
+    assert summary["params_of_best"] > 0 and (full / "best_cell.png").read_bytes()[:8] == PNG
+    assert "Kendall tau between the supernet's score" in out
+
+    wait_for_lines(launch(interrupted, env, flags=CELLS_TINY), interrupted / "search" / "evaluations.jsonl", 2)
+    assert (interrupted / "supernet.msgpack").read_bytes() == (full / "supernet.msgpack").read_bytes()
+    wait_for_lines(launch(interrupted, env, flags=CELLS_TINY), interrupted / "final.jsonl", 1)
+    rc, out, err = finish(launch(interrupted, env, flags=CELLS_TINY))
+    assert rc == 0, err[-3000:]
+    assert "supernet epoch" not in err  # read back, not trained again
+    for name in ("search/evaluations.jsonl", "final.jsonl"):
+        assert without_wall_clock(jsonl(interrupted / name), lc) == without_wall_clock(jsonl(full / name), lc)
+    assert (interrupted / "summary.md").read_text() == (full / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--channels", "8"], "--channels: only for the cell spaces"),
+    (["--space", "nasnet", "--supernet-epochs", "2"], "--supernet-epochs needs --evaluation supernet"),
+    (["--space", "darts", "--final-channels", "7"], "--final-channels 7 must be even"),
+    (["--space", "nasnet", "--evaluation", "supernet", "--train-images", "128", "--batch-size", "128"],
+     "fewer than 256"),
+])
+def test_cell_space_flags_are_checked(lc, flags, said):
+    with pytest.raises(UsageError, match=said):
+        lc.parse_args(flags)
+
+
+def test_convnet_config_has_no_cell_flags_and_cells_get_defaults(lc):
+    convnet = lc.resolved_config(lc.parse_args([]))
+    assert not {"channels", "layers", "evaluation", "final_protocol"} & set(convnet)
+    args = lc.parse_args(["--space", "nasnet", "--evaluation", "supernet"])
+    assert (args.channels, args.layers, args.supernet_epochs) == (8, 5, 2)
+    assert (args.final_channels, args.final_layers) == (8, 5)
+    args = lc.parse_args(["--space", "nasnet", "--final-channels", "36", "--final-layers", "20"])
+    space = lc.make_space(args, final=True)
+    assert (space.init_channels, space.layers) == (36, 20)
+    config = lc.final_protocol(lc.TrainConfig(epochs=1, lr=0.05),
+                               lc.parse_args(["--space", "darts", "--final-protocol", "+auxiliary"]))
+    switches = (config.cutout, config.drop_path, config.auxiliary_weight, config.autoaugment)
+    assert switches == (16, 0.2, 0.4, False)
+    assert (config.lr, config.epochs) == (0.05, 2)
 
 
 def test_final_data_has_no_validation_set(cifar):
@@ -199,7 +264,7 @@ def test_summary_json_is_strict_json(lc, tmp_path, monkeypatch):
               "description": space.describe(encodings[0]), "test_acc": 0.4},
              {"group": "random", "rank": 0, "seed": 0, "encoding": encodings[1].tolist(),
               "description": space.describe(encodings[1]), "test_acc": None}]
-    lc.summarize(space, result, final, tmp_path, 1.0)
+    lc.summarize(space, result, final, tmp_path, 1.0, {})
     summary = json.loads((tmp_path / "summary.json").read_text(),
                          parse_constant=lambda name: pytest.fail(f"summary.json holds {name}"))
     assert summary["random"]["mean"] is None and summary["relative_improvement"] is None

@@ -1,0 +1,72 @@
+"""nasjax.experiment.one_shot's own mechanisms, with the supernet's training and scoring replaced by
+stand-ins (the real ones run in test_weight_sharing.py and test_lanas_cifar.py's one-shot run): the
+supernet is trained once and read back after, a diverging one is refused and not saved, and a cell asked
+again is not scored again."""
+
+import jax
+import numpy as np
+import pytest
+
+from nasjax.experiment import UsageError, one_shot
+from nasjax.spaces import NASNetSpace
+from nasjax.train import TrainConfig
+
+SPACE = NASNetSpace(num_nodes=2, init_channels=4, layers=3)
+CONFIG = TrainConfig(epochs=2, batch_size=4)
+
+
+class Data:
+    train_labels = np.zeros(8, np.int32)
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    """Calls of the stand-in train_supernet; its state is {'w': epochs * [1, 2]}, its loss `loss`."""
+    calls = []
+
+    def train(space, data, config, key, progress=None):
+        calls.append(config.epochs)
+        for epoch in range(config.epochs):
+            progress(epoch, trainings.loss)
+        return {"w": np.float32([1, 2]) * config.epochs}, np.full((config.epochs, 2), trainings.loss)
+
+    trainings = type("T", (), {"calls": calls, "loss": 0.5})
+    monkeypatch.setattr(one_shot, "init_supernet", lambda *a: {"w": np.zeros(2, np.float32)})
+    monkeypatch.setattr(one_shot, "train_supernet", train)
+    return trainings
+
+
+def test_the_supernet_is_trained_once_and_read_back(trainings, tmp_path, capsys):
+    path = tmp_path / one_shot.SUPERNET_FILE
+    first = one_shot.trained_supernet(SPACE, Data, CONFIG, None, path)
+    assert trainings.calls == [2] and path.stat().st_size > 0
+    assert "supernet epoch 2/2: mean training loss 0.5000" in capsys.readouterr().err
+    again = one_shot.trained_supernet(SPACE, Data, CONFIG, None, path)
+    assert trainings.calls == [2]  # read, not trained
+    np.testing.assert_array_equal(again["w"], first["w"])
+
+
+def test_a_diverging_supernet_is_refused_and_not_saved(trainings, tmp_path):
+    trainings.loss = float("nan")
+    path = tmp_path / one_shot.SUPERNET_FILE
+    with pytest.raises(UsageError, match="not finite from epoch 1 on"):
+        one_shot.trained_supernet(SPACE, Data, CONFIG, None, path)
+    assert not path.exists()
+
+
+def test_a_repeated_cell_is_answered_from_the_cache(monkeypatch):
+    scored = []
+
+    def score(space, state, candidates, data, config, bn_batches):
+        scored.append(candidates.copy())
+        return np.asarray([candidates.sum() / 100.0])
+
+    monkeypatch.setattr(one_shot, "score_candidates", score)
+    objective = one_shot.supernet_objective(SPACE, None, None, CONFIG, seed=3)
+    cells = np.asarray(SPACE.sample(jax.random.key(0), 2))
+    scores, records = objective(np.stack([cells[0], cells[1], cells[0]]), None)
+    assert len(scored) == 2  # cells[0] once
+    np.testing.assert_array_equal(scores, np.float32([cells[0].sum(), cells[1].sum(), cells[0].sum()]) / 100)
+    assert [r["seed"] for r in records] == [3, 3, 3] and records[1]["description"] == SPACE.describe(cells[1])
+    np.testing.assert_array_equal(objective.scores(cells[1:]), scores[1:2])
+    assert len(scored) == 2
