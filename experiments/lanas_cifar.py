@@ -233,15 +233,14 @@ def final_protocol(search_config: TrainConfig, args) -> TrainConfig:
                           auxiliary_weight=switches.auxiliary_weight, autoaugment=switches.autoaugment)
 
 
-def cell_summary(args, space, result, final: list[dict], objective, workdir: pathlib.Path) -> dict:
+def cell_summary(args, space, final: list[dict], objective, workdir: pathlib.Path) -> dict:
     """For cell spaces: best_cell.png (the best cell found, drawn), and the fields summary.md and
     summary.json add: the space and evaluation, and under one-shot evaluation the Kendall tau between
     the supernet's score and the stand-alone test accuracy (seed mean) of the finally trained cells."""
-    best = int(np.argmax(np.where(np.isfinite(result.scores), result.scores, -np.inf)))
-    describe.draw(describe.graphs(space, result.encodings[best]), str(workdir / "best_cell.png"))
+    best = next(r for r in final if r["group"] == "search" and r["rank"] == 0)  # the best cell found
+    describe.draw(describe.graphs(space, np.asarray(best["encoding"])), str(workdir / "best_cell.png"))
     out = {"space": args.space, "channels": args.final_channels, "layers": args.final_layers,
-           "evaluation": args.evaluation,  # the best found is the search group's rank 0
-           "params_of_best": next(r["params"] for r in final if r["group"] == "search" and r["rank"] == 0)}
+           "evaluation": args.evaluation, "params_of_best": best["params"]}
     if args.evaluation == "supernet":
         archs = [a for g in ("search", "random") for a in group_stats(final, g)["archs"]
                  if a["mean"] is not None]
@@ -380,8 +379,7 @@ def lanas_cifar(args: argparse.Namespace) -> str:
         final = final_evaluation(make_space(args, final=True), final_set, final_protocol(train_config, args),
                                  groups, args.final_seeds, k_final, workdir / "final.jsonl", args.n_select,
                                  make_trainer)
-        cells = {} if args.space not in CELL_SPACES else cell_summary(args, space, result, final, objective,
-                                                                      workdir)
+        cells = {} if args.space not in CELL_SPACES else cell_summary(args, space, final, objective, workdir)
         text = summarize(space, result, final, workdir, time.time() - t0, cells)
     return text + f"\nwall time of this invocation {time.time() - t0:.0f} s; results in {workdir}\n"
 

@@ -83,9 +83,10 @@ def rnas_ws(space, state, data, config: TrainConfig, evaluations: int, batch: in
     """RNASNet-WS's search: RNAS with the supernet's shared-weight validation accuracy as objective.
     -> (encodings int32 (E, *enc), accuracies in % (E,)) in evaluation order."""
     strategy = search.make("rnas", space, capacity=evaluations)
+    score = ws.candidate_scorer(space, data, config, bn_batches)
 
     def objective(archs, _):
-        return ws.score_candidates(space, state, np.asarray(archs), data, config, bn_batches)
+        return score(state, archs)
 
     result = search.run(strategy, objective, evaluations, key, batch_size=batch, progress=False)
     return result.encodings, 100 * result.scores

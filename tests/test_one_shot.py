@@ -57,11 +57,11 @@ def test_a_diverging_supernet_is_refused_and_not_saved(trainings, tmp_path):
 def test_a_repeated_cell_is_answered_from_the_cache(monkeypatch):
     scored = []
 
-    def score(space, state, candidates, data, config, bn_batches):
+    def score(state, candidates):
         scored.append(candidates.copy())
         return np.asarray([candidates.sum() / 100.0])
 
-    monkeypatch.setattr(one_shot, "score_candidates", score)
+    monkeypatch.setattr(one_shot, "candidate_scorer", lambda space, data, config, bn_batches: score)
     objective = one_shot.supernet_objective(SPACE, None, None, CONFIG, seed=3)
     cells = np.asarray(SPACE.sample(jax.random.key(0), 2))
     scores, records = objective(np.stack([cells[0], cells[1], cells[0]]), None)

@@ -25,7 +25,7 @@ from nasjax.experiment.cli import UsageError
 from nasjax.io import atomic_write_bytes
 from nasjax.train import TrainConfig
 from nasjax.train.state import TrainState
-from nasjax.train.weight_sharing import init_supernet, score_candidates, train_supernet
+from nasjax.train.weight_sharing import candidate_scorer, init_supernet, train_supernet
 
 SUPERNET_FILE = "supernet.msgpack"
 
@@ -60,13 +60,13 @@ def supernet_objective(space, state: TrainState, data: Dataset, config: TrainCon
     architecture) for nasjax.search.run, scored with the supernet `state` (the key is not used: the
     scores are deterministic). `objective.scores(archs)` is the same lookup without records."""
     cache: dict[bytes, float] = {}
+    score = candidate_scorer(space, data, config, bn_batches)
 
     def scores(archs) -> np.ndarray:
         archs = np.asarray(archs, np.int32)
         for arch in archs:
             if arch.tobytes() not in cache:
-                cache[arch.tobytes()] = float(score_candidates(space, state, arch[None], data, config,
-                                                               bn_batches)[0])
+                cache[arch.tobytes()] = float(score(state, arch[None])[0])
         return np.array([cache[a.tobytes()] for a in archs], np.float32)
 
     def objective(archs, key):

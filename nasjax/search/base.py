@@ -158,15 +158,6 @@ class State:
     hparams: dict
 
 
-def check_base_config(space, capacity) -> None:
-    """ValueError unless `space` is a Space and `capacity` an integer >= 1 (every strategy's
-    fields; a subclass's own `__post_init__` checks the rest)."""
-    if not isinstance(space, Space):
-        raise ValueError(f"space must be a nasjax Space, got {space!r}")
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
-        raise ValueError(f"capacity must be an integer >= 1 (history rows), got {capacity!r}")
-
-
 def check_told(space: Space, archs: jax.Array, scores: jax.Array) -> None:
     """chex shape checks for `tell`: archs (n, *encoding_shape), scores (n,)."""
     chex.assert_shape(archs, (None, *space.encoding_shape))
@@ -186,7 +177,13 @@ class Strategy:
     state_class: ClassVar[type] = State
 
     def __post_init__(self):
-        check_base_config(self.space, self.capacity)
+        """ValueError unless `space` is a Space and `capacity` an integer >= 1; a subclass's own
+        `__post_init__` calls this first, then checks its fields."""
+        if not isinstance(self.space, Space):
+            raise ValueError(f"space must be a nasjax Space, got {self.space!r}")
+        capacity = self.capacity
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1 (history rows), got {capacity!r}")
 
     @classmethod
     def unsupported(cls, space: Space) -> str | None:
@@ -329,8 +326,6 @@ def make(name: str, space: Space, **config) -> Strategy:
     `capacity` (or the strategy's own configuration) is not valid."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    # Checked here too: a strategy's own __post_init__ may not chain to Strategy's.
-    check_base_config(space, config.get("capacity", 1))
     return STRATEGIES[name](space, **config)
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import History, Strategy, WorkQueue, register, sample_unseen
+from nasjax.search.base import History, State, Strategy, WorkQueue, register, sample_unseen
 
 
 def halving_rungs(candidates: int, eta: int, min_budget: int, max_budget: int) -> list[tuple[int, int]]:
@@ -50,12 +50,10 @@ def halving_cost(rungs: list[tuple[int, int]]) -> int:
 
 
 @struct.dataclass
-class HyperbandState:
-    """key; history; budgets float32 (capacity,) of the history rows; stage int32 (index into the
-    static rung schedule); queue: the current rung's architectures."""
+class HyperbandState(State):
+    """budgets float32 (capacity,) of the history rows; stage int32 (index into the static rung
+    schedule); queue: the current rung's architectures."""
 
-    key: jax.Array
-    history: History
     budgets: jax.Array
     stage: jax.Array
     queue: WorkQueue
@@ -75,8 +73,10 @@ class Hyperband(Strategy):
     max_budget: float = 27.0
     eta: int = 3
     brackets: int | None = None
+    state_class = HyperbandState
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.min_budget <= self.max_budget:
             raise ValueError(f"need 0 < min_budget <= max_budget, got {self.min_budget}, "
                              f"{self.max_budget}")
@@ -115,15 +115,14 @@ class Hyperband(Strategy):
         promoted = WorkQueue.of(previous.archs[order], slots & jnp.isfinite(ranked[order]))
         return jax.tree_util.tree_map(lambda a, b: jnp.where(first[stage], a, b), fresh, promoted)
 
-    def init(self, key: jax.Array) -> HyperbandState:
+    def _init(self, key: jax.Array) -> tuple[jax.Array, dict]:
         key, sub = jax.random.split(key)
         q = int(self.schedule()[0].max())
         empty = WorkQueue.of(jnp.zeros((q, *self.space.encoding_shape), jnp.int32), jnp.zeros(q, bool))
-        history = History.empty(self.capacity, self.space.encoding_shape)
-        return HyperbandState(key=key, history=history,
-                              budgets=jnp.full((self.capacity,), jnp.nan, jnp.float32),
-                              stage=jnp.zeros((), jnp.int32),
-                              queue=self._rung(sub, jnp.zeros((), jnp.int32), empty, history))
+        nothing_told = History.empty(self.capacity, self.space.encoding_shape)
+        return key, dict(budgets=jnp.full((self.capacity,), jnp.nan, jnp.float32),
+                         stage=jnp.zeros((), jnp.int32),
+                         queue=self._rung(sub, jnp.zeros((), jnp.int32), empty, nothing_told))
 
     def ask_with_budget(self, state: HyperbandState, n: int
                         ) -> tuple[jax.Array, jax.Array, HyperbandState]:

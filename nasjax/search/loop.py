@@ -240,7 +240,7 @@ def scan(strategy: Strategy, objective: Callable, key: jax.Array, rounds: int, b
     """
     k_init, k_objective = jax.random.split(key)
     with_budgets = hasattr(strategy, "ask_with_budget")
-    state = strategy.init(k_init) if hparams is None else strategy.init(k_init, hparams)
+    state = strategy.init(k_init, hparams)
 
     def body(state, r):
         k = jax.random.fold_in(k_objective, r)

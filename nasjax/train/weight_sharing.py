@@ -131,18 +131,28 @@ def _score_fn(space, config: TrainConfig, num_classes: int):
     return jax.jit(score, compiler_options=ops.compiler_options())
 
 
-def score_candidates(space, state: TrainState, candidates, data: Dataset, config: TrainConfig,
-                     bn_batches: int = 2, num_classes: int = 10) -> np.ndarray:
-    """Validation accuracy float (n,) of each candidate (n, *encoding) with the supernet's weights,
-    after recomputing its batch-norm statistics on the first `bn_batches` x `config.batch_size`
-    training images (not augmented)."""
-    candidates = np.stack([space.checked(c) for c in np.asarray(candidates)])
+def candidate_scorer(space, data: Dataset, config: TrainConfig, bn_batches: int = 2, num_classes: int = 10):
+    """score(state, candidates (n, *encoding)) -> validation accuracy float (n,) of each candidate with
+    the supernet `state`'s weights, after recomputing its batch-norm statistics on the first
+    `bn_batches` x `config.batch_size` training images (not augmented). The images are normalized
+    and put on the device once, here, for every call of `score`."""
     need = bn_batches * config.batch_size
     if len(data.train_labels) < need:
         raise ValueError(f"{bn_batches} batch-norm batches need {need} training images, have "
                          f"{len(data.train_labels)}")
     bn = jnp.asarray(normalize(data.train_images[:need])).reshape(bn_batches, config.batch_size,
                                                                   *data.train_images.shape[1:])
+    images, labels = jnp.asarray(normalize(data.val_images)), jnp.asarray(data.val_labels, jnp.int32)
     fn = _score_fn(space, config, num_classes)
-    return np.asarray(fn(state, jnp.asarray(candidates), bn, jnp.asarray(normalize(data.val_images)),
-                         jnp.asarray(data.val_labels, jnp.int32)), np.float64)
+
+    def score(state: TrainState, candidates) -> np.ndarray:
+        candidates = np.stack([space.checked(c) for c in np.asarray(candidates)])
+        return np.asarray(fn(state, jnp.asarray(candidates), bn, images, labels), np.float64)
+
+    return score
+
+
+def score_candidates(space, state: TrainState, candidates, data: Dataset, config: TrainConfig,
+                     bn_batches: int = 2, num_classes: int = 10) -> np.ndarray:
+    """`candidate_scorer(space, data, config, bn_batches, num_classes)(state, candidates)`, for one call."""
+    return candidate_scorer(space, data, config, bn_batches, num_classes)(state, candidates)
