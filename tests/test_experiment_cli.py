@@ -20,6 +20,7 @@ OUT_OF_RANGE = {
     "accelerator_check": (["--archs", "0"], "--archs: must be >= 1, got 0"),
     "build_convnet_table": (["--epochs", "0"], "--epochs: must be >= 1, got 0"),
     "lanas_cifar": (["--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
+    "lanas_transfer": (["--fractions", "0"], "--fractions: must be in [1, 90], got 0"),
     "perf_conv": (["--batch", "0"], "--batch: must be >= 1, got 0"),
     "perf_population": (["--archs", "0"], "--archs: must be >= 1, got 0"),
     "perf_rnn": (["--hidden", "0"], "--hidden: must be >= 1, got 0"),

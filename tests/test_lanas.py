@@ -454,3 +454,69 @@ def test_rank_split_targets_are_the_scores_order_and_ignore_monotone_changes():
     assert not np.array_equal(fit(raw, history)[0], fit(raw, warped)[0])
     with pytest.raises(ValueError, match="split_scores must be one of"):
         strategy(split_scores="quantile")
+
+
+def told(archs: jax.Array, scores: jax.Array, capacity: int) -> base.History:
+    return base.History.empty(capacity, SPACE.encoding_shape).add(archs, scores)
+
+
+def test_a_source_joins_the_fit_as_told_samples_would_and_an_empty_one_changes_nothing():
+    """Transfer's mechanism (`LaNAS.fit` with a source): fitting a history plus a source gives the
+    tree of one history holding both (raw targets; up to rounding, which the deep, few-sample
+    nodes' ridge fits amplify: the root's split and 97 % of the routes agree); a source without a
+    finite score gives the source-free fit bit for bit."""
+    strat = strategy(split_scores="raw")
+    members = jnp.asarray(base.catalogue(SPACE))[:400]
+    scores = synthetic(members)
+    fit = jax.jit(lambda h, src: strat.fit(h, jnp.float32(1e-3), src))
+    fit_alone = jax.jit(lambda h: strat.fit(h, jnp.float32(1e-3)))
+    history = told(members[:200], scores[:200], 400)  # every fit below: one of two programs
+    both = fit(history, told(members[200:], scores[200:], 200))
+    one = fit_alone(told(members, scores, 400))
+    root = np.asarray(one[0][0])
+    np.testing.assert_allclose(np.asarray(both[0][0]), root, atol=1e-5 * np.abs(root).max())
+    assert np.mean(np.asarray(both[2][:200]) == np.asarray(one[2][:200])) >= 0.97
+    empty = fit(history, told(members[200:], jnp.full((200,), jnp.nan, jnp.float32), 200))
+    chex.assert_trees_all_equal(empty, fit_alone(history))
+
+
+@functools.partial(jax.jit, static_argnames=("exclude",))
+def transfer_search(source_archs, source_scores, key, exclude):
+    """4 rounds of LaNAS (the default configuration) started from a source (`transfer_init`)."""
+    strat = strategy()
+    init = functools.partial(strat.transfer_init, source_archs=source_archs, source_scores=source_scores,
+                             exclude=exclude)
+    return search.scan(strat, lambda archs, _: synthetic(archs), key, 4, BATCH, init=init)
+
+
+def test_transfer_with_an_empty_source_is_a_fresh_search_bit_for_bit():
+    """A source without a finite score joins every refit (3 of them) and changes nothing."""
+    source = jnp.asarray(base.catalogue(SPACE))[:300]
+    key = jax.random.key(3)
+    fresh = jax.jit(lambda k: search.scan(strategy(), lambda a, _: synthetic(a), k, 4, BATCH))(key)
+    empty = transfer_search(source, jnp.full((300,), jnp.nan), key, exclude=False)
+    chex.assert_trees_all_equal(fresh.history, empty.history)
+    chex.assert_trees_all_equal((fresh.weights, fresh.cuts, fresh.total), (empty.weights, empty.cuts, empty.total))
+
+
+def test_transferred_actions_steer_the_first_asks_and_exclusion_never_asks_the_source():
+    """A source holding the scores of a random third of the space: the first ask already comes
+    from the source's best region (far better than the average member; not so without the
+    source's scores), and with `exclude` no source member is ever asked."""
+    members = jnp.asarray(base.catalogue(SPACE))
+    idx = jax.random.permutation(jax.random.key(0), SIZE)[:SIZE // 3]
+    source, scores = members[idx], synthetic(members[idx])
+    for source_scores in (scores, jnp.full(scores.shape, jnp.nan, scores.dtype)):
+        final = transfer_search(source, source_scores, jax.random.key(1), exclude=True)
+        asked = final.history.encodings[:final.history.count]
+        assert asked.shape[0] == 4 * BATCH
+        assert not np.isin(np.asarray(jax.vmap(SPACE.index)(asked)), np.asarray(idx)).any()
+        steered = float(jnp.mean(synthetic(asked[:BATCH]))) > float(jnp.mean(synthetic(members))) + 4.0
+        assert steered == bool(jnp.all(jnp.isfinite(source_scores)))
+
+
+def test_exclusion_needs_a_catalogue():
+    strat = strategy(max_catalogue=10)
+    with pytest.raises(ValueError, match="exclude needs an enumerable space"):
+        strat.transfer_init(jax.random.key(0), source_archs=jnp.asarray(base.catalogue(SPACE))[:4],
+                            source_scores=jnp.zeros(4), exclude=True)

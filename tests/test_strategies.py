@@ -146,15 +146,7 @@ NON_REPEATING = {"random", "lanas", "regression_tree", "mcts_global", "mcts_sequ
 RANDOM_MEDIAN = 42
 
 
-# RNAS as implemented asks mostly uniform fillers (issue 29); with search.scan's keys its median is
-# 61 > 42 here (with the keys before, it passed by seed luck). Strict: a fix that makes it pass
-# must remove the mark.
-NOT_GUIDED_YET = {"rnas"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    strict=True, reason="RNAS's proposals are mostly uniform fill (issue 29)")) if n in NOT_GUIDED_YET else n
-    for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_finds_known_optimum_sooner_than_random_search(name):
     """Every search of 8 finds the optimum; the guided ones in a median number of evaluations below
     uniform random search's exact median (BO, TPE, evolution, local search, LaNAS, MCTS on a
@@ -199,7 +191,10 @@ def test_make_rejects_unknown_names():
     ("tpe", dict(gamma=1.5), "gamma must be in"),
     ("nao", dict(trade_off=1.5), "trade_off must be in"),
     ("nao", dict(train_steps=0), "train_steps must be >= 1"),
-    ("rnas", dict(noise=-1.0), "noise >= 0"),
+    ("nao", dict(targets="zscore"), "targets must be one of"),
+    ("nao", dict(fallback="uniform"), "fallback must be one of"),
+    ("nao", dict(max_step_size=0), "max_step_size must be >= 1"),
+    ("rnas", dict(elite_fraction=0.0), "elite_fraction in"),
 ])
 def test_bad_config_is_a_clear_error(name, config, message):
     with pytest.raises(ValueError, match=message):

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from nasjax.search.numerics import mul
 from nasjax.spaces.base import Space
 
 
@@ -391,6 +392,20 @@ def candidate_pool(space: Space, key: jax.Array, parents: jax.Array, n_random: i
     k_sample, k_mutate = jax.random.split(key)
     mutants = jax.vmap(space.mutate)(jax.random.split(k_mutate, parents.shape[0]), parents)
     return jnp.concatenate([space.sample(k_sample, n_random), mutants.astype(jnp.int32)])
+
+
+def rank_targets(history: History) -> jax.Array:
+    """float32 (capacity,): each successful score's ordinal rank among the successful scores / (their
+    count - 1), in [0, 1], ties by history order; 0 on failed and unused rows. Invariant to any
+    increasing transform of the scores: a heavy low tail of broken architectures weighs no more than
+    any other rank."""
+    ranked = history.ranked_scores()  # -inf for failed and unused rows: they sort first
+    ok = jnp.isfinite(ranked)
+    position = jnp.zeros(ranked.shape, jnp.int32).at[jnp.argsort(ranked, stable=True)].set(
+        jnp.arange(ranked.shape[0], dtype=jnp.int32))
+    count = jnp.sum(ok)
+    rank = (position - (ranked.shape[0] - count)).astype(jnp.float32)
+    return jnp.where(ok, mul(rank, 1.0 / jnp.maximum(count - 1, 1).astype(jnp.float32)), 0.0)
 
 
 def first_occurrence(archs: jax.Array) -> jax.Array:

@@ -67,8 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nasjax.search.base import (History, State, Strategy, catalogue, enumerable, first_occurrence, match, register,
-                                uniform_cond)
+from nasjax.search.base import (History, State, Strategy, catalogue, check_told, enumerable, first_occurrence, match,
+                                rank_targets, register, uniform_cond)
 from nasjax.search.numerics import (exact_matmul, exact_parts, exact_sums, group_sums, hashed_uniform, mul,
                                     project, spd_solve)
 from nasjax.search.tree import (SPREADS, common_depth, exploration, node_depth, node_stats, node_values,
@@ -86,7 +86,8 @@ class LaNASState(State):
     finite score; total float32 (T,): sum of their scores; fitted_at int32: history count at the
     last fit (-1: not fitted yet); selected int32: the node the last `ask` sampled from (a leaf once
     fitted, the root 0 before); taken bool (size,): catalogue members asked or told (shape (0,) in
-    rejection mode).
+    rejection mode); source: samples learned elsewhere that join every fit (`LaNAS.transfer_init`;
+    0 rows otherwise).
     """
 
     weights: jax.Array
@@ -97,6 +98,7 @@ class LaNASState(State):
     fitted_at: jax.Array
     selected: jax.Array
     taken: jax.Array
+    source: History
 
 
 # --- fitting --------------------------------------------------------------------------------------
@@ -133,17 +135,8 @@ SPLIT_SCORES = ("raw", "rank")
 
 def split_targets(history: History, kind: str) -> jax.Array:
     """float32 (capacity,): the targets of the splits' fits for the successful rows ("raw": the
-    scores; "rank": ordinal rank among the successful scores / (their count - 1), ties by history
-    order); other rows are ignored by the fit."""
-    if kind == "raw":
-        return history.scores
-    ranked = history.ranked_scores()  # -inf for failed and unused rows: they sort first
-    ok = jnp.isfinite(ranked)
-    position = jnp.zeros(ranked.shape, jnp.int32).at[jnp.argsort(ranked, stable=True)].set(
-        jnp.arange(ranked.shape[0], dtype=jnp.int32))
-    count = jnp.sum(ok)
-    rank = (position - (ranked.shape[0] - count)).astype(jnp.float32)
-    return jnp.where(ok, mul(rank, 1.0 / jnp.maximum(count - 1, 1).astype(jnp.float32)), 0.0)
+    scores; "rank": `base.rank_targets`); other rows are ignored by the fit."""
+    return history.scores if kind == "raw" else rank_targets(history)
 
 
 # The paper's setting (`002_*`: Cp = 0.1 x the best score, tuned on NAS-Bench-101 accuracies).
@@ -229,7 +222,39 @@ class LaNAS(Strategy):
             cuts=jnp.zeros((self.num_internal,), jnp.float32),
             visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
             total=jnp.zeros((nodes,), jnp.float32), fitted_at=jnp.full((), -1, jnp.int32),
-            selected=jnp.zeros((), jnp.int32), taken=jnp.zeros((size,), bool))
+            selected=jnp.zeros((), jnp.int32), taken=jnp.zeros((size,), bool),
+            source=History.empty(0, self.space.encoding_shape))
+
+    def transfer_init(self, key: jax.Array, hparams: dict | None = None, *, source_archs: jax.Array,
+                      source_scores: jax.Array, source_count: jax.Array | int | None = None,
+                      exclude: bool = False) -> LaNASState:
+        """The initial state of a search that starts from latent actions learned elsewhere (`002_*`
+        §4.4): the source samples, archs int (P, *enc) with scores float (P,) (NaN: not used), of
+        which the first `source_count` (default P; traced, so sources of several sizes share one
+        program) are the source, join every fit of the tree, and the tree is fitted to them before
+        the first ask (when any score is finite), so the first asks already descend learned actions.
+        The node statistics that UCB reads count this search's own samples only; refits follow the
+        usual schedule. Scores become split targets within the source (`split_scores`: "rank" makes
+        another task's scores comparable). `exclude` (catalogue mode): the source members are never
+        asked (intra-task transfer: they belong to the searched table and are already evaluated).
+        A source without a finite score and without `exclude` gives the search `init(key, hparams)`
+        gives, bit for bit. For `nasjax.search.scan`: `init=functools.partial(strategy.transfer_init,
+        source_archs=..., source_scores=...)`.
+        """
+        check_told(self.space, source_archs, source_scores)
+        p = source_archs.shape[0]
+        real = jnp.arange(p) < (p if source_count is None else source_count)
+        source = History(encodings=jnp.asarray(source_archs, jnp.int32),
+                         scores=jnp.where(real, jnp.asarray(source_scores, jnp.float32), jnp.nan),
+                         count=jnp.asarray(p if source_count is None else source_count, jnp.int32))
+        state = self.init(key, hparams).replace(source=source)
+        if exclude:
+            if not self.from_catalogue:
+                raise ValueError("exclude needs an enumerable space (catalogue mode); "
+                                 f"{type(self.space).__name__} is sampled by rejection")
+            index = jnp.where(real, jax.vmap(self.space.index)(source.encodings), state.taken.shape[0])
+            state = state.replace(taken=state.taken.at[index].set(True, mode="drop"))
+        return uniform_cond(jnp.any(jnp.isfinite(source.scores)), self.refit, lambda s: s, state)
 
     def ask(self, state: LaNASState, n: int) -> tuple[jax.Array, LaNASState]:
         key, sub = jax.random.split(state.key)
@@ -260,24 +285,34 @@ class LaNAS(Strategy):
         """int32 (M,): the leaf of each of archs int32 (M, *enc) under the current tree."""
         return route(self.features(archs).T, state.weights, state.cuts, self.height)
 
-    def fit(self, history: History, ridge: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Fit every internal node, level by level (a level's regions depend on the splits above).
+    def fit(self, history: History, ridge: jax.Array,
+            source: History | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Fit every internal node, level by level (a level's regions depend on the splits above),
+        to the history's successful samples and, when given, a `source`'s (latent actions learned
+        elsewhere, `transfer_init`; each set's targets by `split_scores` within the set).
 
         The ridge fits use features standardized over the successful samples (so the penalty is
-        scale-free); the splits are stored in raw features.
+        scale-free); the splits are stored in raw features. Every sum is exact per set, and the
+        source's is added after the history's: an empty source adds zeros, so it fits the same bits.
         -> (weights (I, F), cuts (I,), leaf int32 (capacity,) of every history row).
         """
-        x = self.features(history.encodings).T  # (F, C): each feature contiguous
-        ok = history.filled & jnp.isfinite(history.scores)
-        f = x.shape[0]
-        first_two = exact_sums(ok[None], jnp.where(ok, jnp.concatenate([x, jnp.ones_like(x[:1])]),
-                                                   0.0))[0]
+        sets = [history] + ([source] if source is not None and source.capacity else [])
+        xs = [self.features(h.encodings).T for h in sets]  # (F, C): each feature contiguous
+        oks = [h.filled & jnp.isfinite(h.scores) for h in sets]
+        f = xs[0].shape[0]
+
+        def add_sets(per_set):  # a sum per set, added in a fixed order
+            return functools.reduce(jnp.add, per_set)
+
+        first_two = add_sets([exact_sums(ok[None], jnp.where(ok, jnp.concatenate([x, jnp.ones_like(x[:1])]),
+                                                              0.0))[0] for x, ok in zip(xs, oks)])
         inv_count = 1.0 / jnp.maximum(first_two[f], 1.0)
         mu = mul(first_two[:f, None], inv_count)
-        sd = jnp.sqrt(mul(exact_sums(ok[None], jnp.where(ok, mul(x - mu, x - mu), 0.0))[0],
-                          inv_count))
+        sd = jnp.sqrt(mul(add_sets([exact_sums(ok[None], jnp.where(ok, mul(x - mu, x - mu), 0.0))[0]
+                                    for x, ok in zip(xs, oks)]), inv_count))
         sd = jnp.where(sd > 1e-6, sd, 1.0)[:, None]  # constant features: leave unscaled
-        rows = exact_parts(moments(mul(x - mu, 1.0 / sd), split_targets(history, self.split_scores), ok))
+        rows = [exact_parts(moments(mul(x - mu, 1.0 / sd), split_targets(h, self.split_scores), ok))
+                for x, ok, h in zip(xs, oks, sets)]
         # One loop step per level, each fitting the widest level's number of nodes: the product
         # adding the rows costs the same at any width, and the loop keeps each level's routing
         # materialized (an unrolled loop lets XLA recompute it in every group's mask).
@@ -285,32 +320,36 @@ class LaNAS(Strategy):
         fit_nodes = jax.vmap(ridge_from_moments, in_axes=(0, None, None))
 
         def level(depth, carry):
-            weights, cuts, node = carry
+            weights, cuts, nodes = carry
             first = (1 << depth) - 1
-            groups = node[None] == first + jnp.arange(width)[:, None]
-            w, z_mean, _, _ = fit_nodes(group_sums(groups, rows, history.count), f, ridge)
+            groups = [node[None] == first + jnp.arange(width)[:, None] for node in nodes]
+            sums = add_sets([group_sums(g, r, h.count) for g, r, h in zip(groups, rows, sets)])
+            w, z_mean, _, _ = fit_nodes(sums, f, ridge)
             # z . w >= z_mean . w  <=>  x . (w / sd) >= x_mean . (w / sd). Rows past this level's
             # nodes belong to the next level, which overwrites them.
             w = mul(w.T, 1.0 / sd)  # (F, width)
             cut = project(mu + mul(sd, z_mean.T), w)
             weights = jax.lax.dynamic_update_slice(weights, w.T, (first, 0))
             cuts = jax.lax.dynamic_update_slice(cuts, cut, (first,))
+
             # Route: each row's node parameters picked by a product with the one-hot groups
             # (exact: one nonzero term), cheaper than a gather; the same bits as `descend`.
-            def pick(params):  # (P, width) -> (P, C)
-                return exact_matmul(params, groups)
+            def descend(x, g, node):
+                left = project(x, exact_matmul(w, g)) >= exact_matmul(cut[None], g)[0]
+                return 2 * node + jnp.where(left, 1, 2)
 
-            left = project(x, pick(w)) >= pick(cut[None])[0]
-            return weights, cuts, 2 * node + jnp.where(left, 1, 2)
+            return weights, cuts, tuple(descend(x, g, node) for x, g, node in zip(xs, groups, nodes))
 
         start = (jnp.zeros((self.num_internal, f), jnp.float32),
-                 jnp.zeros((self.num_internal,), jnp.float32), jnp.zeros(x.shape[1:], jnp.int32))
-        return jax.lax.fori_loop(0, self.height - 1, level, start)
+                 jnp.zeros((self.num_internal,), jnp.float32),
+                 tuple(jnp.zeros(x.shape[1:], jnp.int32) for x in xs))
+        weights, cuts, nodes = jax.lax.fori_loop(0, self.height - 1, level, start)
+        return weights, cuts, nodes[0]
 
     def refit(self, state: LaNASState) -> LaNASState:
         """Learn the tree from the whole history; recompute every node's statistics."""
         h = state.history
-        weights, cuts, leaves = self.fit(h, state.hparams["ridge"])
+        weights, cuts, leaves = self.fit(h, state.hparams["ridge"], state.source)
         visits, scored, total = node_stats(leaves, h.scores, h.filled, self.height)
         return state.replace(weights=weights, cuts=cuts, visits=visits, scored=scored,
                              total=total, fitted_at=h.count)

@@ -222,7 +222,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
 
 
 def scan(strategy: Strategy, objective: Callable, key: jax.Array, rounds: int, batch: int,
-         hparams: dict | None = None, record: Callable | None = None):
+         hparams: dict | None = None, record: Callable | None = None, init: Callable | None = None):
     """`rounds` rounds of ask(batch) / objective / tell as one `jax.lax.scan` -> the final state (and,
     with `record`, the records stacked over rounds).
 
@@ -233,14 +233,15 @@ def scan(strategy: Strategy, objective: Callable, key: jax.Array, rounds: int, b
     objective(archs, key, budgets float32 (batch,)). `hparams`: the strategy's numeric
     hyperparameters (`Strategy.init`; default its own). `record(before, archs, after)`, called each
     round with the state before the ask, the asked architectures and the state after it (before the
-    tell), returns a pytree kept per round.
+    tell), returns a pytree kept per round. `init(key, hparams) -> state`: how the search starts
+    (default `strategy.init`; e.g. `LaNAS.transfer_init` with a source).
 
     Everything is traced: jit it, and `jax.vmap` over keys (and hparams) runs many searches as one
     program, bit for bit the searches run one by one (tests/test_strategies.py).
     """
     k_init, k_objective = jax.random.split(key)
     with_budgets = hasattr(strategy, "ask_with_budget")
-    state = strategy.init(k_init, hparams)
+    state = (strategy.init if init is None else init)(k_init, hparams)
 
     def body(state, r):
         k = jax.random.fold_in(k_objective, r)

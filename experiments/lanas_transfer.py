@@ -1,0 +1,184 @@
+"""Latent-action transfer (LaNAS `002_*` §4.4, Fig. 8): LaNAS started from actions learned elsewhere
+against LaNAS started fresh, on NAS-Bench-201.
+
+    python experiments/lanas_transfer.py --seeds 100
+    python experiments/lanas_transfer.py --seeds 20 --budget 200 --fractions 5 10
+
+Each search draws a random `--fractions` percent of the source table (nested: a seed's 1 % lies in
+its 5 %, ...) with the source's scores; its tree is fitted to them before the first ask and they join
+every refit (`LaNAS.transfer_init`; LaNAS's default configuration with rank split targets, so that
+another task's scores are comparable, `--split-scores`).
+* Intra-task (`--source`, default nasbench201-cifar10): the rest of the same table is searched; the
+  source's architectures are never asked, and the optimum is the best of the rest. Fresh: the same
+  search of the rest without the source's scores.
+* Inter-task (`--targets`, default cifar100 and imagenet16): the whole target table is searched
+  (its global optimum). Fresh: plain LaNAS (a source without scores is LaNAS bit for bit).
+Transferred and fresh searches use the same keys. Every configuration of one target runs as ONE
+program, vmapped over seeds x configurations.
+
+Prints the table (median samples to the optimum over the seeds, transferred vs fresh, the fraction
+of searches that reached it within --budget) and writes to --out (default runs/lanas_transfer):
+summary.csv, samples_to_optimum.csv and transfer.png (Fig. 8's panels: median samples against the
+source fraction).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax import benchmarks
+from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder, integer
+from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.tabular_search import run_lanas_from_sources, samples_to_optimum
+from nasjax.io import write_csv
+from nasjax.runtime import avoid_cpu_scheduler_deadlock
+from nasjax.search.base import catalogue
+from nasjax.search.lanas import SPLIT_SCORES
+
+avoid_cpu_scheduler_deadlock()
+
+NB201 = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16")
+
+
+def parse_args(argv=None):
+    p = Parser(__doc__)
+    p.add_argument("--data-dir", type=folder, default=None, help="default: $NASJAX_DATA_DIR")
+    p.add_argument("--source", choices=NB201, default="nasbench201-cifar10")
+    p.add_argument("--targets", nargs="*", choices=NB201, default=["nasbench201-cifar100", "nasbench201-imagenet16"],
+                   help="inter-task targets (none: intra-task only)")
+    p.add_argument("--fractions", nargs="+", type=integer(1, 90), default=[1, 5, 10, 20],
+                   help="percent of the source table learned from")
+    p.add_argument("--seeds", type=COUNT, default=100)
+    p.add_argument("--budget", type=COUNT, default=300, help="evaluations per search")
+    p.add_argument("--split-scores", choices=SPLIT_SCORES, default="rank")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--out", type=folder, default="runs/lanas_transfer")
+    args = p.parse_args(argv)
+    check((args.source not in args.targets, f"--targets must differ from --source {args.source}"),
+          (len(set(args.fractions)) == len(args.fractions), "--fractions repeats a value"))
+    return args
+
+
+def main(argv=None) -> int:
+    return run_main(lambda: transfer(parse_args(argv)))
+
+
+def sources(args, size: int):
+    """Per seed: a permutation of the table's members (its first `count` rows are the source) and the
+    search key. -> (member index int32 (seeds, P), counts {fraction: count}, keys (seeds,))."""
+    counts = {f: max(1, round(f / 100 * size)) for f in args.fractions}
+    k_source, k_search = jax.random.split(jax.random.key(args.seed))
+    perm = jax.vmap(lambda k: jax.random.permutation(k, size))(jax.random.split(k_source, args.seeds))
+    return np.asarray(perm[:, :max(counts.values())]), counts, jax.random.split(k_search, args.seeds)
+
+
+def run_target(args, target, source_scores, members, index, counts, keys, intra: bool) -> list[dict]:
+    """Transferred (each fraction) and fresh searches of `target`, one vmapped program -> rows."""
+    configs = [(f, counts[f], True) for f in args.fractions]
+    # Fresh: no scores; intra-task it still excludes each fraction's source (the same rest).
+    configs += [(f, counts[f], False) for f in args.fractions] if intra else [(None, 0, False)]
+    s = args.seeds
+    archs = np.tile(members[index], (len(configs), 1, 1))
+    scores = np.concatenate([np.where(learned, source_scores[index], np.nan) for _, _, learned in configs])
+    count = np.repeat([c for _, c, _ in configs], s).astype(np.int32)
+    outcome = run_lanas_from_sources(target, args.budget, jnp.tile(keys, len(configs)), jnp.asarray(archs),
+                                     jnp.asarray(scores, jnp.float32), jnp.asarray(count), exclude=intra,
+                                     split_scores=args.split_scores)
+    best = np.asarray(target.scores_mean)
+    if intra:  # the best of the rest, per search
+        rest = np.ones((count.size, best.size), bool)
+        taken = np.tile(index, (len(configs), 1))
+        in_source = np.arange(index.shape[1])[None] < count[:, None]
+        rest[np.nonzero(in_source)[0], taken[in_source]] = False
+        optimum = np.max(np.where(rest, best[None], -np.inf), axis=1)
+    else:
+        optimum = np.full(count.size, np.nanmax(best))
+    hits = samples_to_optimum(outcome, optimum[:, None])
+    rows = []
+    for i, (fraction, _, learned) in enumerate(configs):
+        h = hits[i * s:(i + 1) * s]
+        median = float(np.median(h))
+        rows.append(dict(target=target.name, task="intra" if intra else "inter", fraction_percent=fraction,
+                         start="transferred" if learned else "fresh", runs=s,
+                         reached=float(np.mean(np.isfinite(h))),
+                         median=median if math.isfinite(median) else None, samples=h.tolist()))
+    print(f"  {target.name}: {outcome.seconds:.0f} s (+ {outcome.compile_seconds:.0f} s compiling) for "
+          f"{count.size} searches", flush=True)
+    return rows
+
+
+def transfer(args) -> None:
+    check_data_dir(args.data_dir)
+    source = benchmarks.load(args.source, args.data_dir)
+    targets = [benchmarks.load(t, args.data_dir) for t in args.targets]
+    members = np.asarray(catalogue(source.space))
+    index, counts, keys = sources(args, members.shape[0])
+    print(f"LaNAS transfer: source {args.source}, fractions {args.fractions} % "
+          f"({', '.join(str(counts[f]) for f in args.fractions)} architectures), {args.seeds} seeds x "
+          f"{args.budget} samples, split targets {args.split_scores}", flush=True)
+    scores = np.asarray(source.scores_mean)
+    rows = run_target(args, source, scores, members, index, counts, keys, intra=True)
+    for target in targets:
+        rows += run_target(args, target, scores, members, index, counts, keys, intra=False)
+    print_table(rows, args.budget)
+    write_outputs(pathlib.Path(args.out), rows, args.budget)
+
+
+def median_text(row, budget: int) -> str:
+    return f"> {budget}" if row["median"] is None else f"{row['median']:.1f}"
+
+
+def print_table(rows: list[dict], budget: int) -> None:
+    print(f"\nMedian samples to the optimum ({rows[0]['runs']} searches each; reached = within {budget})")
+    print(f"{'target':<22} {'task':<6} {'source %':>8} {'transferred':>12} {'reached':>8} {'fresh':>8} "
+          f"{'reached':>8} {'fresh/transferred':>18}")
+    fresh = {(r["target"], r["fraction_percent"]): r for r in rows if r["start"] == "fresh"}
+    for r in rows:
+        if r["start"] != "transferred":
+            continue
+        f = fresh.get((r["target"], r["fraction_percent"])) or fresh[(r["target"], None)]
+        ratio = f["median"] / r["median"] if f["median"] and r["median"] else None
+        print(f"{r['target']:<22} {r['task']:<6} {r['fraction_percent']:>8} {median_text(r, budget):>12} "
+              f"{r['reached']:>8.0%} {median_text(f, budget):>8} {f['reached']:>8.0%} "
+              f"{'-' if ratio is None else format(ratio, '.2f'):>18}")
+
+
+def write_outputs(out: pathlib.Path, rows: list[dict], budget: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "summary.csv", [{k: v for k, v in r.items() if k != "samples"} for r in rows])
+    write_csv(out / "samples_to_optimum.csv", [
+        dict(target=r["target"], fraction_percent=r["fraction_percent"], start=r["start"], run=i,
+             samples_to_optimum=v) for r in rows for i, v in enumerate(r["samples"])])
+    names = list(dict.fromkeys(r["target"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        mine = [r for r in rows if r["target"] == name]
+        for start, style in (("transferred", "o-"), ("fresh", "s--")):
+            pts = [(r["fraction_percent"], r["median"] if r["median"] is not None else np.nan)
+                   for r in mine if r["start"] == start]
+            if len(pts) == 1 and pts[0][0] is None:  # inter-task fresh: one value for every fraction
+                ax.axhline(pts[0][1], ls="--", color="gray", label="fresh")
+                continue
+            ax.plot(*zip(*pts), style, label=start)
+        fractions = sorted({r["fraction_percent"] for r in mine if r["fraction_percent"] is not None})
+        ax.set(xticks=fractions, xlabel="% of the source table learned from",
+               ylabel=f"median samples to the optimum (budget {budget})", title=f"{mine[0]['task']}-task: {name}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "transfer.png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {out}/: summary.csv, samples_to_optimum.csv, transfer.png (budget {budget})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
