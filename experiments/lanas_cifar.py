@@ -22,6 +22,9 @@ retrained for 600 epochs with cutout, drop-path and the auxiliary tower:
         --final-top-k 20 --final-random-k 20 --final-seeds 1 --final-epochs 600 \
         --final-train-images 0 --test-images 0 --final-protocol +auxiliary
 
+LaNet's final training (`002_*` A.2) adds AutoAugment and a moving average of the weights:
+`--final-protocol +autoaugment --final-ema 0.9998` (the decay is this implementation's choice).
+
 Search (`002_*`): each round LaNAS asks `--n-select` architectures; the population engine trains them
 together on all local devices for `--epochs` epochs on the first `--train-images` images of the search
 training split, and their accuracies on the first `--val-images` images of the validation split are told
@@ -146,6 +149,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the final training's switches (cutout, drop-path, auxiliary tower, AutoAugment) "
                         "from this `001_*` protocol; epochs, batch and lr stay the flags' (default: the "
                         "search's protocol)")
+    c.add_argument("--final-ema", type=real(0, 1, lo_open=True, hi_open=True), default=None,
+                   help="the final training evaluates an exponential moving average of the weights with "
+                        "this decay (LaNet's protocol; default: the weights themselves)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="train on a Ray cluster: 'local' starts one here, 'auto' joins this machine's "
                         "(`ray start`), or the head's host:port (default: in this process)")
@@ -175,7 +181,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     cell = args.space in CELL_SPACES
     given = [f"--{k.replace('_', '-')}" for k in ("channels", "layers", "final_channels", "final_layers",
-                                                    "evaluation", "supernet_epochs", "final_protocol")
+                                                    "evaluation", "supernet_epochs", "final_protocol",
+                                                    "final_ema")
              if getattr(args, k) is not None]
     check((cell or not given, f"{', '.join(given)}: only for the cell spaces {sorted(CELL_SPACES)}"),
           *[(n is None or n % 2 == 0, f"--{flag} {n} must be even")
@@ -224,8 +231,10 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def final_protocol(search_config: TrainConfig, args) -> TrainConfig:
     """The final training's protocol: the search's with --final-epochs, and with --final-protocol's
-    switches (cutout, drop-path, auxiliary tower, AutoAugment) when given."""
+    switches (cutout, drop-path, auxiliary tower, AutoAugment) and --final-ema when given."""
     config = search_config.replace(epochs=args.final_epochs)
+    if args.final_ema is not None:
+        config = config.replace(ema_decay=args.final_ema)
     if args.final_protocol is None:
         return config
     switches = preset(args.final_protocol)

@@ -198,6 +198,7 @@ def test_one_shot_nasnet_search_resumes_to_the_same_results(env, tmp_path, lc):
 
 @pytest.mark.parametrize("flags, said", [
     (["--channels", "8"], "--channels: only for the cell spaces"),
+    (["--space", "nasnet", "--final-ema", "1"], "--final-ema: must be a finite number in"),
     (["--space", "nasnet", "--supernet-epochs", "2"], "--supernet-epochs needs --evaluation supernet"),
     (["--space", "darts", "--final-channels", "7"], "--final-channels 7 must be even"),
     (["--space", "nasnet", "--evaluation", "supernet", "--train-images", "128", "--batch-size", "128"],
@@ -220,8 +221,11 @@ def test_convnet_config_has_no_cell_flags_and_cells_get_defaults(lc):
     config = lc.final_protocol(lc.TrainConfig(epochs=1, lr=0.05),
                                lc.parse_args(["--space", "darts", "--final-protocol", "+auxiliary"]))
     switches = (config.cutout, config.drop_path, config.auxiliary_weight, config.autoaugment)
-    assert switches == (16, 0.2, 0.4, False)
+    assert switches == (16, 0.2, 0.4, False) and config.ema_decay == 0.0
     assert (config.lr, config.epochs) == (0.05, 2)
+    config = lc.final_protocol(lc.TrainConfig(epochs=1, lr=0.05), lc.parse_args(
+        ["--space", "nasnet", "--final-protocol", "+autoaugment", "--final-ema", "0.9998"]))
+    assert config.autoaugment and config.ema_decay == 0.9998
 
 
 def test_final_data_has_no_validation_set(cifar):

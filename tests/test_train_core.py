@@ -14,6 +14,7 @@ import nasjax.nn
 from nasjax.spaces import DARTSSpace, RNNCellSpace
 from nasjax.nn.cells.cell import _drop_mask
 from nasjax.train import TrainConfig, lm, optim
+from nasjax.train.state import TrainState
 from nasjax.train import weight_sharing as ws
 
 
@@ -53,6 +54,26 @@ def test_asgd_averages_the_iterates_since_averaging_began():
     np.testing.assert_array_equal(optim.average(state)["w"], before[-1]["w"])
     g = grad(params)["w"]  # SGD with PyTorch's weight decay: p - lr (g + wd p)
     np.testing.assert_allclose(before[0]["w"], params["w"] - 0.1 * (g + 0.01 * params["w"]), rtol=1e-6)
+
+
+def test_ema_of_the_iterates_and_evaluation_reads_it():
+    """TrainConfig.ema_decay: the optimizer state's average is decay * ema + (1 - decay) * iterate from
+    the initial weights, by hand; evaluation reads it (and the trained weights without the switch)."""
+    target = jnp.asarray([1.0, -2.0, 0.5])
+    grad = jax.grad(lambda p: jnp.sum((p["w"] - target) ** 2))
+    config = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, grad_clip=0.0, ema_decay=0.8, epochs=1)
+    tx = optim.make_optimizer(config, steps_per_epoch=100)
+    params = {"w": jnp.asarray([3.0, 3.0, 3.0])}
+    iterates, opt_state = _sgd_steps(tx, params, grad, 5)
+    ema = params["w"]
+    for p in iterates:
+        ema = 0.8 * ema + 0.2 * p["w"]
+    np.testing.assert_allclose(opt_state.ema["w"], ema, rtol=1e-6)
+    state = TrainState(params=iterates[-1], batch_stats={}, opt_state=opt_state, step=jnp.int32(5), rng=None)
+    np.testing.assert_array_equal(optim.evaluation_state(config, state).params["w"], opt_state.ema["w"])
+    plain = config.replace(ema_decay=0.0)
+    assert optim.evaluation_state(plain, state) is state
+    assert not isinstance(optim.make_optimizer(plain, 100).init(params), optim.EMAState)
 
 
 def test_clipping_is_optax_global_norm_clipping():

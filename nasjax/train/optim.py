@@ -1,5 +1,6 @@
 """The optimizers, all optax: image networks' SGD (`make_optimizer`), language models' SGD/ASGD
-(`lm_optimizer`), and the two pieces optax lacks: PyTorch's gradient clip and ASGD's iterate average.
+(`lm_optimizer`), and the pieces optax lacks: PyTorch's gradient clip, ASGD's iterate average and an
+exponential moving average of the iterates (`iterate_ema`, evaluated with `evaluation_state`).
 
 ASGD (PyTorch `torch.optim.ASGD` with t0=0, lambd=0, as DARTS uses it) is plain SGD whose state also
 holds the average of the iterates since averaging was switched on (`start_averaging`); before that
@@ -18,13 +19,46 @@ from nasjax.train.protocol import TrainConfig
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """clip(global norm) -> + weight_decay * params -> SGD(momentum) with cosine lr over `config.epochs`."""
+    """clip(global norm) -> + weight_decay * params -> SGD(momentum) with cosine lr over `config.epochs`;
+    with `config.ema_decay`, its state also keeps the iterates' moving average (`iterate_ema`)."""
     schedule = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch,
                                            alpha=config.final_lr / config.lr if config.lr else 0.0)
     parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
     parts += [optax.add_decayed_weights(config.weight_decay),
               optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)]
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    return iterate_ema(tx, config.ema_decay) if config.ema_decay else tx
+
+
+class EMAState(NamedTuple):
+    """inner: the wrapped optimizer's state; ema: the moving average of the iterates."""
+
+    inner: Any
+    ema: Any
+
+
+def iterate_ema(inner: optax.GradientTransformation, decay: float) -> optax.GradientTransformation:
+    """`inner` whose state also keeps ema <- decay * ema + (1 - decay) * p_{t+1} over the iterates
+    p_{t+1} = p_t + update_t, starting at the initial weights (the updates themselves are `inner`'s)."""
+
+    def init(params):
+        return EMAState(inner=inner.init(params), ema=params)
+
+    def update(updates, state: EMAState, params=None):
+        if params is None:
+            raise ValueError("iterate_ema needs the parameters (the iterates it averages)")
+        updates, inner_state = inner.update(updates, state.inner, params)
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new)
+        return updates, EMAState(inner=inner_state, ema=ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def evaluation_state(config: TrainConfig, state):
+    """The TrainState whose weights an evaluation reads: the iterates' moving average when
+    `config.ema_decay` (the batch-norm statistics stay the trained network's), else `state`."""
+    return state.replace(params=state.opt_state.ema) if config.ema_decay else state
 
 
 def clip_by_global_norm_eps(max_norm: float, eps: float = 1e-6) -> optax.GradientTransformation:

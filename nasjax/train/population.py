@@ -23,7 +23,7 @@ from nasjax.io import atomic_write
 from nasjax.nn import cost
 from nasjax.train import executions
 from nasjax.train.executions import Execution
-from nasjax.train.optim import make_optimizer
+from nasjax.train.optim import evaluation_state, make_optimizer
 from nasjax.train.protocol import TrainConfig
 FORMAT_VERSION = 1
 
@@ -167,12 +167,12 @@ def train_population(space, archs, data, config: TrainConfig, key: jax.Array | N
                     failed[i], reasons[i] = True, f"epoch {epoch}: {reason}"
                     continue
                 states[i] = _to_host(new[j])
-                val_acc[i, epoch] = float(evaluate(states[i], extras[i], *val))
+                val_acc[i, epoch] = float(evaluate(evaluation_state(config, states[i]), extras[i], *val))
                 epochs_done[i] = epoch + 1
             wall[active] += (time.perf_counter() - t) / len(active)
         for i in members:
             if not failed[i] and epochs_done[i] > 0:
-                test_acc[i] = float(evaluate(states[i], extras[i], *test))
+                test_acc[i] = float(evaluate(evaluation_state(config, states[i]), extras[i], *test))
 
     new_state = dataclasses.replace(state, states=tuple(states), epochs_done=epochs_done, val_acc=val_acc,
                                     test_acc=test_acc, failed=failed, reasons=tuple(reasons), wall_time=wall)

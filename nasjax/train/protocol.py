@@ -2,6 +2,8 @@
 
 base: SGD momentum 0.9, lr 0.025 cosine-annealed to 0, weight decay 3e-4, gradient clipping 5, crop+flip;
 the presets add cutout 16, drop-path 0.2 (ramped linearly from 0 over the epochs, as DARTS does), an auxiliary tower of weight 0.4 and AutoAugment in turn.
+`ema_decay` > 0 (LaNet's training, `002_*` A.2) evaluates an exponential moving average of the weights
+(`nasjax.train.optim.iterate_ema`) instead of the weights themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TrainConfig:
     autoaugment: bool = False
     drop_path: float = 0.0
     auxiliary_weight: float = 0.0
+    ema_decay: float = 0.0  # evaluate an exponential moving average of the weights; 0 disables
     eval_batch_size: int = 500
 
     def __post_init__(self):
@@ -45,6 +48,8 @@ class TrainConfig:
             bad.append(f"label_smoothing={self.label_smoothing} (need [0, 1))")
         if not 0.0 <= self.drop_path < 1.0:
             bad.append(f"drop_path={self.drop_path} (need [0, 1))")
+        if not 0.0 <= self.ema_decay < 1.0:
+            bad.append(f"ema_decay={self.ema_decay} (need [0, 1))")
         if bad:
             raise ValueError("invalid TrainConfig: " + ", ".join(bad))
 
