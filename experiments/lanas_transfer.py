@@ -7,7 +7,9 @@ against LaNAS started fresh, on NAS-Bench-201.
 Each search draws a random `--fractions` percent of the source table (nested: a seed's 1 % lies in
 its 5 %, ...) with the source's scores; its tree is fitted to them before the first ask and they join
 every refit (`LaNAS.transfer_init`; LaNAS's default configuration with rank split targets, so that
-another task's scores are comparable, `--split-scores`).
+another task's scores are comparable, `--split-scores`); the source weighs `--source-mass` samples in
+all (default LaNAS's n_init, 10; each source sample weighing one made transfer hurt, more so the
+larger the source).
 * Intra-task (`--source`, default nasbench201-cifar10): the rest of the same table is searched; the
   source's architectures are never asked, and the optimum is the best of the rest. Fresh: the same
   search of the rest without the source's scores.
@@ -33,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax import benchmarks
-from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder, integer
+from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.tabular_search import run_lanas_from_sources, samples_to_optimum
 from nasjax.io import write_csv
@@ -57,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=COUNT, default=100)
     p.add_argument("--budget", type=COUNT, default=300, help="evaluations per search")
     p.add_argument("--split-scores", choices=SPLIT_SCORES, default="rank")
+    p.add_argument("--source-mass", type=real(0, lo_open=True), default=None,
+                   help="the source's total weight in the tree's fits, in samples (default: LaNAS's "
+                        "n_init; the number of source architectures gives each one weight 1)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", type=folder, default="runs/lanas_transfer")
     args = p.parse_args(argv)
@@ -89,7 +94,7 @@ def run_target(args, target, source_scores, members, index, counts, keys, intra:
     count = np.repeat([c for _, c, _ in configs], s).astype(np.int32)
     outcome = run_lanas_from_sources(target, args.budget, jnp.tile(keys, len(configs)), jnp.asarray(archs),
                                      jnp.asarray(scores, jnp.float32), jnp.asarray(count), exclude=intra,
-                                     split_scores=args.split_scores)
+                                     source_mass=args.source_mass, split_scores=args.split_scores)
     best = np.asarray(target.scores_mean)
     if intra:  # the best of the rest, per search
         rest = np.ones((count.size, best.size), bool)

@@ -463,21 +463,33 @@ def told(archs: jax.Array, scores: jax.Array, capacity: int) -> base.History:
 def test_a_source_joins_the_fit_as_told_samples_would_and_an_empty_one_changes_nothing():
     """Transfer's mechanism (`LaNAS.fit` with a source): fitting a history plus a source gives the
     tree of one history holding both (raw targets; up to rounding, which the deep, few-sample
-    nodes' ridge fits amplify: the root's split and 97 % of the routes agree); a source without a
-    finite score gives the source-free fit bit for bit."""
+    nodes' ridge fits amplify: the root's split and 97 % of the routes agree); a source weighing 2
+    per sample fits as that source told twice; a source without a finite score gives the
+    source-free fit bit for bit."""
     strat = strategy(split_scores="raw")
     members = jnp.asarray(base.catalogue(SPACE))[:400]
     scores = synthetic(members)
-    fit = jax.jit(lambda h, src: strat.fit(h, jnp.float32(1e-3), src))
+    fit = jax.jit(lambda h, src, w: strat.fit(h, jnp.float32(1e-3), src, w))
     fit_alone = jax.jit(lambda h: strat.fit(h, jnp.float32(1e-3)))
-    history = told(members[:200], scores[:200], 400)  # every fit below: one of two programs
-    both = fit(history, told(members[200:], scores[200:], 200))
+    history = told(members[:200], scores[:200], 400)  # the fits below: three programs
+    source = told(members[200:], scores[200:], 200)
+    both = fit(history, source, 1.0)
     one = fit_alone(told(members, scores, 400))
     root = np.asarray(one[0][0])
     np.testing.assert_allclose(np.asarray(both[0][0]), root, atol=1e-5 * np.abs(root).max())
     assert np.mean(np.asarray(both[2][:200]) == np.asarray(one[2][:200])) >= 0.97
-    empty = fit(history, told(members[200:], jnp.full((200,), jnp.nan, jnp.float32), 200))
+    twice = fit(history, told(jnp.concatenate([members[200:]] * 2), jnp.concatenate([scores[200:]] * 2), 400), 1.0)
+    weighted = fit(history, source, 2.0)
+    root = np.asarray(twice[0][0])
+    np.testing.assert_allclose(np.asarray(weighted[0][0]), root, atol=1e-5 * np.abs(root).max())
+    assert not np.allclose(np.asarray(weighted[0][0]), np.asarray(both[0][0]), atol=1e-3 * np.abs(root).max())
+    empty = fit(history, told(members[200:], jnp.full((200,), jnp.nan, jnp.float32), 200), 1.0)
     chex.assert_trees_all_equal(empty, fit_alone(history))
+    state = strat.transfer_init(jax.random.key(0), source_archs=members[:8], source_scores=scores[:8],
+                                source_count=4, source_mass=10.0)
+    assert float(state.source_weight) == 2.5 and int(state.source.count) == 4
+    state = strat.transfer_init(jax.random.key(0), source_archs=members[:8], source_scores=scores[:8])
+    assert float(state.source_weight) == strat.n_init / 8  # by default the source weighs n_init samples
 
 
 @functools.partial(jax.jit, static_argnames=("exclude",))

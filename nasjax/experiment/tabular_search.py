@@ -98,17 +98,18 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
 
 def run_lanas_from_sources(bench: TabularBenchmark, budget: int, keys: jax.Array, source_archs: jax.Array,
                            source_scores: jax.Array, source_count: jax.Array, exclude: bool,
-                           **config) -> Outcome:
+                           source_mass: float | None = None, **config) -> Outcome:
     """`len(keys)` LaNAS searches on `bench` (one architecture per round, as Algorithm 1), search i
     started from latent actions learned on source i (`LaNAS.transfer_init`; NaN scores: a fresh
     search): source_archs int32 (runs, P, *enc), source_scores float32 (runs, P), source_count
-    int32 (runs,) real rows. One program, vmapped over the runs; `config` configures LaNAS."""
+    int32 (runs,) real rows, weighing `source_mass` samples in all (default: one each). One program,
+    vmapped over the runs; `config` configures LaNAS."""
     strategy = search.make("lanas", bench.space, capacity=budget, **config)
     objective = bench.objective(noisy=True)
 
     def one(key, archs, scores, count):
         init = functools.partial(strategy.transfer_init, source_archs=archs, source_scores=scores,
-                                 source_count=count, exclude=exclude)
+                                 source_count=count, source_mass=source_mass, exclude=exclude)
         return search.scan(strategy, objective, key, budget, 1, init=init)
 
     state, seconds, compile_seconds = timed(jax.vmap(one), keys, source_archs, source_scores, source_count)

@@ -87,7 +87,7 @@ class LaNASState(State):
     last fit (-1: not fitted yet); selected int32: the node the last `ask` sampled from (a leaf once
     fitted, the root 0 before); taken bool (size,): catalogue members asked or told (shape (0,) in
     rejection mode); source: samples learned elsewhere that join every fit (`LaNAS.transfer_init`;
-    0 rows otherwise).
+    0 rows otherwise), each weighing source_weight float32 samples in the fits.
     """
 
     weights: jax.Array
@@ -99,6 +99,7 @@ class LaNASState(State):
     selected: jax.Array
     taken: jax.Array
     source: History
+    source_weight: jax.Array
 
 
 # --- fitting --------------------------------------------------------------------------------------
@@ -223,11 +224,11 @@ class LaNAS(Strategy):
             visits=jnp.zeros((nodes,), jnp.int32), scored=jnp.zeros((nodes,), jnp.int32),
             total=jnp.zeros((nodes,), jnp.float32), fitted_at=jnp.full((), -1, jnp.int32),
             selected=jnp.zeros((), jnp.int32), taken=jnp.zeros((size,), bool),
-            source=History.empty(0, self.space.encoding_shape))
+            source=History.empty(0, self.space.encoding_shape), source_weight=jnp.ones((), jnp.float32))
 
     def transfer_init(self, key: jax.Array, hparams: dict | None = None, *, source_archs: jax.Array,
                       source_scores: jax.Array, source_count: jax.Array | int | None = None,
-                      exclude: bool = False) -> LaNASState:
+                      source_mass: float | jax.Array | None = None, exclude: bool = False) -> LaNASState:
         """The initial state of a search that starts from latent actions learned elsewhere (`002_*`
         §4.4): the source samples, archs int (P, *enc) with scores float (P,) (NaN: not used), of
         which the first `source_count` (default P; traced, so sources of several sizes share one
@@ -235,7 +236,12 @@ class LaNAS(Strategy):
         the first ask (when any score is finite), so the first asks already descend learned actions.
         The node statistics that UCB reads count this search's own samples only; refits follow the
         usual schedule. Scores become split targets within the source (`split_scores`: "rank" makes
-        another task's scores comparable). `exclude` (catalogue mode): the source members are never
+        another task's scores comparable). `source_mass`: the source's total weight in the fits, in
+        samples (each source sample weighs source_mass / source_count; default `n_init`: the source
+        counts as much as the random samples a fresh search starts from), so that a large source
+        guides the first splits without outweighing the search's own samples: at full weight a
+        source of 1-20 % of NB-201 made LaNAS slower, at weight n_init faster (see
+        experiments/lanas_transfer.py). `exclude` (catalogue mode): the source members are never
         asked (intra-task transfer: they belong to the searched table and are already evaluated).
         A source without a finite score and without `exclude` gives the search `init(key, hparams)`
         gives, bit for bit. For `nasjax.search.scan`: `init=functools.partial(strategy.transfer_init,
@@ -247,7 +253,9 @@ class LaNAS(Strategy):
         source = History(encodings=jnp.asarray(source_archs, jnp.int32),
                          scores=jnp.where(real, jnp.asarray(source_scores, jnp.float32), jnp.nan),
                          count=jnp.asarray(p if source_count is None else source_count, jnp.int32))
-        state = self.init(key, hparams).replace(source=source)
+        mass = self.n_init if source_mass is None else source_mass
+        weight = jnp.asarray(mass, jnp.float32) / jnp.maximum(source.count, 1).astype(jnp.float32)
+        state = self.init(key, hparams).replace(source=source, source_weight=weight)
         if exclude:
             if not self.from_catalogue:
                 raise ValueError("exclude needs an enumerable space (catalogue mode); "
@@ -286,14 +294,16 @@ class LaNAS(Strategy):
         return route(self.features(archs).T, state.weights, state.cuts, self.height)
 
     def fit(self, history: History, ridge: jax.Array,
-            source: History | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+            source: History | None = None, source_weight: jax.Array | float = 1.0
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Fit every internal node, level by level (a level's regions depend on the splits above),
         to the history's successful samples and, when given, a `source`'s (latent actions learned
         elsewhere, `transfer_init`; each set's targets by `split_scores` within the set).
 
         The ridge fits use features standardized over the successful samples (so the penalty is
         scale-free); the splits are stored in raw features. Every sum is exact per set, and the
-        source's is added after the history's: an empty source adds zeros, so it fits the same bits.
+        source's, times `source_weight` (a source sample counts as that many samples), is added
+        after the history's: an empty source adds zeros, so it fits the same bits.
         -> (weights (I, F), cuts (I,), leaf int32 (capacity,) of every history row).
         """
         sets = [history] + ([source] if source is not None and source.capacity else [])
@@ -301,8 +311,8 @@ class LaNAS(Strategy):
         oks = [h.filled & jnp.isfinite(h.scores) for h in sets]
         f = xs[0].shape[0]
 
-        def add_sets(per_set):  # a sum per set, added in a fixed order
-            return functools.reduce(jnp.add, per_set)
+        def add_sets(per_set):  # a sum per set, the source's weighted, added in a fixed order
+            return functools.reduce(jnp.add, per_set[:1] + [t * source_weight for t in per_set[1:]])
 
         first_two = add_sets([exact_sums(ok[None], jnp.where(ok, jnp.concatenate([x, jnp.ones_like(x[:1])]),
                                                               0.0))[0] for x, ok in zip(xs, oks)])
@@ -349,7 +359,7 @@ class LaNAS(Strategy):
     def refit(self, state: LaNASState) -> LaNASState:
         """Learn the tree from the whole history; recompute every node's statistics."""
         h = state.history
-        weights, cuts, leaves = self.fit(h, state.hparams["ridge"], state.source)
+        weights, cuts, leaves = self.fit(h, state.hparams["ridge"], state.source, state.source_weight)
         visits, scored, total = node_stats(leaves, h.scores, h.filled, self.height)
         return state.replace(weights=weights, cuts=cuts, visits=visits, scored=scored,
                              total=total, fitted_at=h.count)
