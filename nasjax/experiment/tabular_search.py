@@ -102,7 +102,7 @@ def run_lanas_from_sources(bench: TabularBenchmark, budget: int, keys: jax.Array
     """`len(keys)` LaNAS searches on `bench` (one architecture per round, as Algorithm 1), search i
     started from latent actions learned on source i (`LaNAS.transfer_init`; NaN scores: a fresh
     search): source_archs int32 (runs, P, *enc), source_scores float32 (runs, P), source_count
-    int32 (runs,) real rows, weighing `source_mass` samples in all (default: one each). One program,
+    int32 (runs,) real rows, weighing `source_mass` samples in all (default: LaNAS's n_init). One program,
     vmapped over the runs; `config` configures LaNAS."""
     strategy = search.make("lanas", bench.space, capacity=budget, **config)
     objective = bench.objective(noisy=True)

@@ -248,11 +248,10 @@ class LaNAS(Strategy):
         source_archs=..., source_scores=...)`.
         """
         check_told(self.space, source_archs, source_scores)
-        p = source_archs.shape[0]
-        real = jnp.arange(p) < (p if source_count is None else source_count)
+        count = jnp.asarray(source_archs.shape[0] if source_count is None else source_count, jnp.int32)
+        real = jnp.arange(source_archs.shape[0]) < count
         source = History(encodings=jnp.asarray(source_archs, jnp.int32),
-                         scores=jnp.where(real, jnp.asarray(source_scores, jnp.float32), jnp.nan),
-                         count=jnp.asarray(p if source_count is None else source_count, jnp.int32))
+                         scores=jnp.where(real, jnp.asarray(source_scores, jnp.float32), jnp.nan), count=count)
         mass = self.n_init if source_mass is None else source_mass
         weight = jnp.asarray(mass, jnp.float32) / jnp.maximum(source.count, 1).astype(jnp.float32)
         state = self.init(key, hparams).replace(source=source, source_weight=weight)
@@ -343,12 +342,12 @@ class LaNAS(Strategy):
             cuts = jax.lax.dynamic_update_slice(cuts, cut, (first,))
 
             # Route: each row's node parameters picked by a product with the one-hot groups
-            # (exact: one nonzero term), cheaper than a gather; the same bits as `descend`.
-            def descend(x, g, node):
+            # (exact: one nonzero term), cheaper than a gather; the same bits as `tree.descend`.
+            def route_rows(x, g, node):
                 left = project(x, exact_matmul(w, g)) >= exact_matmul(cut[None], g)[0]
                 return 2 * node + jnp.where(left, 1, 2)
 
-            return weights, cuts, tuple(descend(x, g, node) for x, g, node in zip(xs, groups, nodes))
+            return weights, cuts, tuple(route_rows(x, g, node) for x, g, node in zip(xs, groups, nodes))
 
         start = (jnp.zeros((self.num_internal, f), jnp.float32),
                  jnp.zeros((self.num_internal,), jnp.float32),
