@@ -17,6 +17,13 @@ the baseline has no sampling noise; RI = 100 (Acc_m - E[best of b]) / E[best of 
 seeds, and P(beat) = mean over seeds of P(random's best of b < Acc_m) (ties half). The registered
 "random" strategy is a Monte-Carlo check of the exact row.
 
+A trained supernet as one more benchmark of the tabular part (`--supernet DIR`, the checkpoint
+`lanas_cifar.py --evaluation supernet` leaves in its work directory; `nasjax.benchmarks.supernet`):
+every strategy searches its cells, scored by the supernet's validation accuracy, `--supernet-seeds`
+times (seeds one after the other; each cell is scored once, cached in --out/supernet_scores.jsonl).
+Its ~10^17 cells have no exact best-of-k: the baseline there is the "random" strategy's searches
+(best of their first b cells, mean over the seeds), and P(beat) compares with those searches.
+
 Trained part (`001_*`'s protocol): LaNAS, regularized evolution and local search each search the
 ConvNet motivating space (LaNAS §2, 1,364 networks) `--search-seeds` times with real training on the
 shared CIFAR-10 (`experiments/lanas_cifar.py`'s objective: `--epochs` on the first `--train-images`
@@ -55,6 +62,7 @@ import numpy as np
 
 
 from nasjax import benchmarks, metrics, search
+from nasjax.benchmarks import supernet
 from nasjax.data import load_cifar10
 from nasjax.experiment import (CONVNET_SPACES, begin, check_config, data_fingerprint, final_data,
                                final_evaluation, group_stats, make_objective, own_workdir, search_data)
@@ -65,16 +73,35 @@ from nasjax.io import write_csv
 from nasjax.train import TrainConfig
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
+CACHE_FILE = "supernet_scores.jsonl"
 TRAINED = ("lanas", "evolution", "local_search")
 
 
 # --- tabular part -------------------------------------------------------------------------------------
+def random_baseline(bench, budgets, keys):
+    """(random, p_beat, average): best-of-b of random sampling as (mean, std) per budget b,
+    p_beat(b, found (runs,)) -> P(random's best of b < found) per run (ties half), and the mean
+    score of an architecture. Exact from a table; on a benchmark that is not enumerable (a supernet),
+    from the "random" strategy's searches with `keys`."""
+    if bench.enumerable:
+        scores = np.asarray(bench.scores_mean, np.float64)
+        return ({b: metrics.best_of_k_mean_std(scores, b) for b in budgets},
+                lambda b, found: np.asarray(metrics.prob_random_beaten(scores, b, found)), float(np.mean(scores)))
+    sampled = run_strategy("random", bench, max(budgets), 1, keys).scores.astype(np.float64)
+    best = np.asarray(metrics.best_so_far(sampled), np.float64)
+
+    def p_beat(b, found):
+        r = best[None, :, b - 1]
+        return np.mean((r < found[:, None]) + 0.5 * (r == found[:, None]), axis=1)
+
+    return ({b: (float(best[:, b - 1].mean()), float(best[:, b - 1].std())) for b in budgets}, p_beat,
+            float(np.nanmean(sampled)))
+
+
 def tabular_rows(bench, names, budgets, keys) -> tuple[list[dict], dict[str, float]]:
     """One row per (strategy, budget) on `bench` (a strategy the benchmark cannot host: one row with
     `skipped`), and the wall seconds per strategy (compile included)."""
-    scores = np.asarray(bench.scores_mean, np.float64)
-    average = float(np.mean(scores))
-    random = {b: metrics.best_of_k_mean_std(scores, b) for b in budgets}
+    random, p_beat, average = random_baseline(bench, budgets, keys)
     rows, seconds = [], {}
     for name in names:
         outcome = run_strategy(name, bench, max(budgets), BATCH.get(name, 1), keys)
@@ -91,7 +118,7 @@ def tabular_rows(bench, names, budgets, keys) -> tuple[list[dict], dict[str, flo
                          "acc_mean": found.mean(), "acc_std": found.std(),
                          "random_best_of_k_mean": random[b][0], "random_best_of_k_std": random[b][1],
                          "ri_mean": ri.mean(), "ri_std": ri.std(),
-                         "p_beat_random": float(np.mean(metrics.prob_random_beaten(scores, b, found))),
+                         "p_beat_random": float(np.mean(p_beat(b, found))),
                          "average_architecture": average,
                          "ri_vs_average_mean": float(np.mean(100 * (found - average) / average)),
                          "skipped": ""})
@@ -109,6 +136,14 @@ def run_tabular(args, key) -> tuple[list[dict], dict]:
         part, seconds = tabular_rows(bench, names, args.budgets, keys)
         rows += part
         timing.update({(bench.name, n): s for n, s in seconds.items()})
+    if args.supernet:
+        pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+        bench = supernet.load(args.supernet, args.data_dir, pathlib.Path(args.out) / CACHE_FILE, name="supernet")
+        print(f"{bench.name}: {args.supernet_seeds} searches x {max(args.budgets)} cells per strategy, one "
+              "after the other", flush=True)
+        part, seconds = tabular_rows(bench, names, args.budgets, keys[:args.supernet_seeds])
+        rows += part
+        timing.update({("supernet", n): s for n, s in seconds.items()})
     return rows, timing
 
 
@@ -124,7 +159,7 @@ def tabular_table(rows: list[dict], value: str) -> str:
              "|---" * (len(columns) + 1) + "|"]
     if value == "acc":
         first = {(r["benchmark"], r["budget"]): r for r in rows if not r["skipped"]}
-        lines.append("| random sampling, exact best-of-k | " + " | ".join(
+        lines.append("| random sampling, best-of-k (exact; sampled on a supernet) | " + " | ".join(
             f"{first[c]['random_best_of_k_mean']:.2f} ± {first[c]['random_best_of_k_std']:.2f}"
             for c in columns) + " |")
     for name in names:
@@ -251,11 +286,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="NB-201 export and CIFAR-10 (default: $NASJAX_DATA_DIR)")
     p.add_argument("--out", type=folder, default="runs/ri_benchmark")
     t = p.add_argument_group("tabular")
-    t.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    t.add_argument("--datasets", nargs="*", choices=DATASETS, default=list(DATASETS),
+                   help="NAS-Bench-201's (none: only --supernet)")
     t.add_argument("--budgets", nargs="+", type=integer(1, 15625), default=[50, 100, 300],
                    help="evaluations (at most NAS-Bench-201's 15,625 architectures)")
     t.add_argument("--seeds", type=COUNT, default=100, help="searches per strategy and dataset")
     t.add_argument("--strategies", nargs="+", default=None, help="default: every registered one")
+    t.add_argument("--supernet", type=folder, default=None,
+                   help="a supernet checkpoint folder (lanas_cifar.py --evaluation supernet's work directory) "
+                        "searched as one more benchmark")
+    t.add_argument("--supernet-seeds", type=COUNT, default=3, help="searches per strategy on --supernet")
     r = p.add_argument_group("trained")
     r.add_argument("--space", choices=sorted(CONVNET_SPACES), default="motivating")
     r.add_argument("--strategies-trained", nargs="+", choices=TRAINED, default=list(TRAINED))
@@ -281,6 +321,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.strategies or ()) - set(search.STRATEGIES)
     space = CONVNET_SPACES[args.space]()
     check((not unknown, f"unknown strategies {sorted(unknown)}; known: {sorted(search.STRATEGIES)}"),
+          (args.supernet_seeds <= args.seeds, f"--supernet-seeds {args.supernet_seeds} exceeds --seeds {args.seeds}"),
+          ("tabular" in args.parts or not args.supernet, "--supernet is searched in the tabular part: add "
+           "--parts tabular"),
+          ("tabular" not in args.parts or args.datasets or args.supernet,
+           "the tabular part needs --datasets or --supernet"),
           (args.top_k <= args.budget, f"--top-k {args.top_k} exceeds --budget {args.budget}"),
           ("lanas" not in args.strategies_trained or args.n_init <= args.budget,
            f"--n-init {args.n_init} exceeds --budget {args.budget}"),
@@ -315,8 +360,11 @@ def ri_benchmark(args: argparse.Namespace) -> None:
                    for (b, n), s in seconds.items()]
         timing.append({"part": "tabular", "benchmark": "all", "strategy": "all",
                        "seconds": time.perf_counter() - t0})
-        text += ["", f"## NAS-Bench-201: RI (%) vs the exact best-of-k of random sampling, mean ± std "
-                 f"over {args.seeds} seeds", "", tabular_table(rows, "ri"), "",
+        on, over = "NAS-Bench-201", f"{args.seeds} seeds"
+        if args.supernet:
+            on, over = on + " and the supernet", over + f" ({args.supernet_seeds} on the supernet)"
+        text += ["", f"## {on}: RI (%) vs the best-of-k of random sampling (exact on NAS-Bench-201), mean ± "
+                 f"std over {over}", "", tabular_table(rows, "ri"), "",
                  "Accuracy (%) of the best architecture found, mean ± std over seeds:", "",
                  tabular_table(rows, "acc")]
     if "trained" in args.parts:

@@ -3,6 +3,7 @@ the benchmark's landscape (`003_*`).
 
     python experiments/sample_efficiency.py --benchmark nasbench201-cifar10 --seeds 100
     python experiments/sample_efficiency.py --benchmark convnet-cifar10 --seeds 100 [--table FILE]
+    python experiments/sample_efficiency.py --supernet runs/lanas_cifar --seeds 5 --budget 100
 
 Every strategy of `nasjax.search.STRATEGIES` (and each row of `VARIANTS`: LaNAS with the paper's
 exploration constant, `lanas_paper`, and with rank targets for its splits, `lanas_rank`; NAO and RNAS
@@ -38,8 +39,16 @@ Cost: seconds per search and milliseconds per evaluation from the wall time of t
 Landscape: the number of local optima under `space.neighbors` (no neighbour strictly better), with
 the seed-averaged scores and with each single seed's scores.
 
-Writes to --out (default runs/sample_efficiency/<benchmark>): summary.csv, curves.csv,
-samples_to_optimum.csv, landscape.json, best_so_far.png, samples_to_optimum.png.
+A trained supernet as the benchmark (`002_*` Fig. 6; `--supernet` names the checkpoint folder that
+`lanas_cifar.py --evaluation supernet` leaves in its work directory, `nasjax.benchmarks.supernet`):
+each evaluation is a cell's validation accuracy with the supernet's weights (deterministic), scored on
+the host, so each search is a `nasjax.search.run` loop (seeds one after the other, compilation inside
+the seconds) and a cell is scored once: the scores are cached in --out/supernet_scores.jsonl, which a
+re-run reuses. The space (~10^17 cells) has no known optimum: the target is the best score any search
+found, there is no exact random-search row and no landscape. Defaults there: 5 seeds, budget 100.
+
+Writes to --out (default runs/sample_efficiency/<benchmark>, or .../supernet): summary.csv, curves.csv,
+samples_to_optimum.csv, landscape.json (tabular only), best_so_far.png, samples_to_optimum.png.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ import jax
 import numpy as np
 
 from nasjax import benchmarks, metrics, search
-from nasjax.benchmarks import TabularBenchmark, convnet
+from nasjax.benchmarks import TabularBenchmark, convnet, supernet
 from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.tabular_search import (BATCH, VARIANTS, Outcome, curve_band, random_search_exact,
@@ -64,7 +73,8 @@ from nasjax.runtime import avoid_cpu_scheduler_deadlock
 avoid_cpu_scheduler_deadlock()  # before any computation: vmapped NAO hangs without it on CPU
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
-DEFAULT_BUDGET = 1000
+DEFAULTS = {"tabular": dict(seeds=100, budget=1000), "supernet": dict(seeds=5, budget=100)}
+CACHE_FILE = "supernet_scores.jsonl"
 
 
 def landscape(bench: TabularBenchmark) -> dict:
@@ -90,7 +100,7 @@ def format_table(rows: list[dict], budget: int) -> str:
         lines.append(f"{r['strategy']:<20} {r['runs']:>5} {r['batch']:>5} {r['reached']:>8.0%} {median:>15} "
                      f"{num(r['mean_reached'], '.1f'):>15} {num(r['ratio_random_over_strategy'], '.2f'):>16} "
                      f"{r['seconds_per_search']:>9.3f} {r['ms_per_sample']:>10.3f} "
-                     f"{r['compile_seconds']:>10.1f}")
+                     f"{num(r['compile_seconds'], '.1f'):>10}")
     return "\n".join(lines)
 
 
@@ -103,7 +113,8 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", rows)
-    (out / "landscape.json").write_text(json.dumps(land, indent=2) + "\n")
+    if land is not None:
+        (out / "landscape.json").write_text(json.dumps(land, indent=2) + "\n")
     ran = {k: v for k, v in outcomes.items() if isinstance(v, Outcome)}
     x = np.arange(1, budget + 1)
     bands = {name: curve_band(o, budget) for name, o in ran.items()}
@@ -118,7 +129,7 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     for name, band in bands.items():
         line, = ax.plot(x, band[1], label=name, lw=1.2)
         ax.fill_between(x, band[0], band[2], color=line.get_color(), alpha=0.15, lw=0)
-    ax.axhline(optimum, color="k", ls=":", lw=0.8, label="global optimum")
+    ax.axhline(optimum, color="k", ls=":", lw=0.8, label="global optimum" if land else "best found")
     low = np.nanmin([np.nanmin(band[0]) for band in bands.values()])
     ax.set(xscale="log", xlabel="samples", ylabel="best seed-mean score evaluated",
            ylim=(low, optimum + 0.05 * (optimum - low)),
@@ -130,8 +141,9 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in hits.items():
         ax.step(x, np.mean(s[None, :] <= x[:, None], axis=1), where="post", label=name, lw=1.2)
-    ax.set(xscale="log", xlabel="samples", ylabel="fraction of runs that evaluated the optimum",
-           ylim=(0, 1.02), title=f"{title}: samples to reach the global optimum (ECDF)")
+    target = "the global optimum" if land else "the best found"
+    ax.set(xscale="log", xlabel="samples", ylabel=f"fraction of runs that evaluated {target}",
+           ylim=(0, 1.02), title=f"{title}: samples to reach {target} (ECDF)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "samples_to_optimum.png", dpi=120)
@@ -140,13 +152,19 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(__doc__)
-    p.add_argument("--benchmark", choices=BENCHMARKS, default="nasbench201-cifar10")
-    p.add_argument("--data-dir", type=folder, default=None, help="for NB-201 (default: $NASJAX_DATA_DIR)")
+    p.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="default: nasbench201-cifar10")
+    p.add_argument("--supernet", type=folder, default=None,
+                   help="a supernet checkpoint folder (lanas_cifar.py --evaluation supernet's work "
+                        "directory) as the benchmark, instead of --benchmark")
+    p.add_argument("--data-dir", type=folder, default=None,
+                   help="for NB-201 and the supernet's CIFAR-10 (default: $NASJAX_DATA_DIR)")
     p.add_argument("--table", default=None, help="convnet-cifar10 only: a table file built by "
                    "experiments/build_convnet_table.py instead of the shipped one")
-    p.add_argument("--seeds", type=COUNT, default=100, help="independent searches per strategy")
+    p.add_argument("--seeds", type=COUNT, default=None,
+                   help="independent searches per strategy (default: 100; with --supernet 5)")
     p.add_argument("--budget", type=COUNT, default=None,
-                   help="evaluations per search (default: 1,000, or every architecture of a smaller table)")
+                   help="evaluations per search (default: 1,000, or every architecture of a smaller table; "
+                        "with --supernet 100)")
     p.add_argument("--batch", type=COUNT, default=None,
                    help=f"architectures asked per round, every strategy (default: {BATCH} for those "
                         "named, 1 for the others)")
@@ -154,13 +172,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategies", nargs="+", default=None,
                    help=f"default: every registered one, then the variants {sorted(VARIANTS)}")
     p.add_argument("--denoised", action="store_true", help="searches see seed-mean scores")
-    p.add_argument("--out", type=folder, default=None, help="default: runs/sample_efficiency/<benchmark>")
+    p.add_argument("--out", type=folder, default=None,
+                   help="default: runs/sample_efficiency/<benchmark> (or .../supernet)")
     args = p.parse_args(argv)
     known = sorted(search.STRATEGIES) + sorted(VARIANTS)
     unknown = set(args.strategies or ()) - set(known)
     check((not args.table or args.benchmark == "convnet-cifar10",
            "--table goes with --benchmark convnet-cifar10"),
+          (not (args.supernet and args.benchmark), "--supernet replaces --benchmark: give one of them"),
           (not unknown, f"unknown strategies {sorted(unknown)}; known: {known}"))
+    defaults = DEFAULTS["supernet" if args.supernet else "tabular"]
+    args.benchmark = None if args.supernet else args.benchmark or "nasbench201-cifar10"
+    args.seeds = args.seeds or defaults["seeds"]
+    args.budget = args.budget or (defaults["budget"] if args.supernet else None)
     return args
 
 
@@ -171,45 +195,61 @@ def main(argv=None) -> int:
 def sample_efficiency(args: argparse.Namespace) -> None:
     """Every strategy's searches on the benchmark: prints the table, writes the files to --out."""
     check_data_dir(args.data_dir)
-    bench = convnet.load(args.table) if args.table else benchmarks.load(args.benchmark, args.data_dir)
-    _, optimum = bench.optimum()
-    n, m = bench.table.shape[0], int(np.sum(bench.scores_mean >= optimum))
-    budget = args.budget or min(DEFAULT_BUDGET, n)
-    check((budget <= n, f"--budget {budget} exceeds the benchmark's {n} architectures"))
+    out = pathlib.Path(args.out or f"runs/sample_efficiency/{args.benchmark or 'supernet'}")
+    if args.supernet:
+        out.mkdir(parents=True, exist_ok=True)
+        bench = supernet.load(args.supernet, args.data_dir, cache_file=out / CACHE_FILE)
+    else:
+        bench = convnet.load(args.table) if args.table else benchmarks.load(args.benchmark, args.data_dir)
+    n = m = land = None
+    if bench.enumerable:
+        _, optimum = bench.optimum()
+        n, m = bench.table.shape[0], int(np.sum(bench.scores_mean >= optimum))
+        budget = args.budget or min(DEFAULTS["tabular"]["budget"], n)
+        check((budget <= n, f"--budget {budget} exceeds the benchmark's {n} architectures"))
+        noisy = not args.denoised and bench.n_seeds > 1
+        print(f"{bench!r}; {bench.source}\nglobal optimum {optimum:.4f} (seed mean, {m} architecture(s)); "
+              f"{args.seeds} searches x {budget} samples per strategy; each evaluation sees "
+              f"{'one drawn seed' if noisy else 'the seed mean'}", flush=True)
+    else:
+        budget = args.budget
+        print(f"{bench!r}; {args.seeds} searches x {budget} samples per strategy, seeds one after the other; "
+              f"scores cached in {out / CACHE_FILE}", flush=True)
     names = args.strategies or sorted(search.STRATEGIES) + sorted(VARIANTS)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
-    noisy = not args.denoised and bench.n_seeds > 1
-    print(f"{bench!r}; {bench.source}\nglobal optimum {optimum:.4f} (seed mean, {m} architecture(s)); "
-          f"{args.seeds} searches x {budget} samples per strategy; each evaluation sees "
-          f"{'one drawn seed' if noisy else 'the seed mean'}", flush=True)
     outcomes = {}
     for name in names:
         batch = args.batch or BATCH.get(name, 1)
         outcomes[name] = run_strategy(name, bench, budget, batch, keys, not args.denoised)
         done = outcomes[name]
-        print(f"  {name}: " + (f"{done.seconds:.1f} s (+ {done.compile_seconds:.1f} s compiling)"
-                               if isinstance(done, Outcome) else f"not run ({done})"),
-              flush=True)
+        compiling = "" if getattr(done, "compile_seconds", None) is None else \
+            f" (+ {done.compile_seconds:.1f} s compiling)"
+        print(f"  {name}: " + (f"{done.seconds:.1f} s{compiling}" if isinstance(done, Outcome)
+                               else f"not run ({done})"), flush=True)
+    if not bench.enumerable:  # no known optimum: the target is the best any search found
+        optimum = float(max(np.nanmax(o.scores) for o in outcomes.values() if isinstance(o, Outcome)))
     rows = summarize(outcomes, optimum, n, m)
-    exact_median, exact_mean = random_search_exact(n, m)
-    print(f"\nSamples to reach the global optimum ({args.seeds} runs per strategy, budget {budget}; "
+    target = "the global optimum" if bench.enumerable else f"the best score any search found ({optimum:.4f})"
+    print(f"\nSamples to reach {target} ({args.seeds} runs per strategy, budget {budget}; "
           f"'reached' = fraction of runs that did):")
     print(format_table(rows, budget))
-    print(f"random search, exact (uniform without replacement, {m} optimal of {n}): median "
-          f"{exact_median:.0f}, mean {exact_mean:.1f} samples; random/strategy = that median / the "
-          "strategy's median")
-    land = landscape(bench)
-    land["note"] = ("the data holds one value per architecture, so single-seed = seed-averaged"
-                    if bench.n_seeds == 1 else "")
-    print(f"\nLandscape: {land['seed_averaged']} local optima among {n} architectures under "
-          f"space.neighbors with seed-averaged scores; with single-seed scores: "
-          f"{', '.join(map(str, land['single_seed']))} (seeds 0..{bench.n_seeds - 1})"
-          + (f" ({land['note']})" if land["note"] else ""))
-    out = pathlib.Path(args.out or f"runs/sample_efficiency/{args.benchmark}")
-    write_outputs(out, outcomes, rows, optimum, budget, land, args.benchmark)
-    print(f"wrote {out}/: summary.csv, curves.csv, samples_to_optimum.csv, landscape.json, "
-          "best_so_far.png, samples_to_optimum.png")
-
+    if bench.enumerable:
+        exact_median, exact_mean = random_search_exact(n, m)
+        print(f"random search, exact (uniform without replacement, {m} optimal of {n}): median "
+              f"{exact_median:.0f}, mean {exact_mean:.1f} samples; random/strategy = that median / the "
+              "strategy's median")
+        land = landscape(bench)
+        land["note"] = ("the data holds one value per architecture, so single-seed = seed-averaged"
+                        if bench.n_seeds == 1 else "")
+        print(f"\nLandscape: {land['seed_averaged']} local optima among {n} architectures under "
+              f"space.neighbors with seed-averaged scores; with single-seed scores: "
+              f"{', '.join(map(str, land['single_seed']))} (seeds 0..{bench.n_seeds - 1})"
+              + (f" ({land['note']})" if land["note"] else ""))
+    else:
+        print(f"cells scored by the supernet in this invocation: {bench.scored}")
+    write_outputs(out, outcomes, rows, optimum, budget, land, args.benchmark or bench.name)
+    print(f"wrote {out}/: summary.csv, curves.csv, samples_to_optimum.csv, "
+          + "landscape.json, " * bench.enumerable + "best_so_far.png, samples_to_optimum.png")
 
 if __name__ == "__main__":
     sys.exit(main())

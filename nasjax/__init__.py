@@ -1,6 +1,7 @@
 """nasjax: neural architecture search in JAX.
 
-Layers (imports point downward only): search, benchmarks, train -> nn, metrics, data -> spaces -> io.
+Layers (imports point downward only): benchmarks -> train -> nn, metrics, data -> spaces -> io; search ->
+spaces (search never imports train).
 """
 
 from nasjax import benchmarks, data, metrics, nn, search, spaces, train

@@ -212,9 +212,12 @@ def test_cell_space_flags_are_checked(lc, flags, said):
 def test_convnet_config_has_no_cell_flags_and_cells_get_defaults(lc):
     convnet = lc.resolved_config(lc.parse_args([]))
     assert not {"channels", "layers", "evaluation", "final_protocol"} & set(convnet)
+    assert (convnet["final_top_k"], convnet["final_random_k"], convnet["final_seeds"]) == (2, 2, 2)
     args = lc.parse_args(["--space", "nasnet", "--evaluation", "supernet"])
     assert (args.channels, args.layers, args.supernet_epochs) == (8, 5, 2)
     assert (args.final_channels, args.final_layers) == (8, 5)
+    assert (args.final_top_k, args.final_random_k, args.final_seeds) == (4, 4, 1)  # tau over 8 cells
+    assert lc.parse_args(["--space", "darts", "--final-seeds", "3"]).final_seeds == 3
     args = lc.parse_args(["--space", "nasnet", "--final-channels", "36", "--final-layers", "20"])
     space = lc.make_space(args, final=True)
     assert (space.init_channels, space.layers) == (36, 20)

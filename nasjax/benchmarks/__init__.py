@@ -1,11 +1,14 @@
 """Benchmarks: stored scores of a space's architectures, queried by encoding; every one `load` returns
-follows the `Benchmark` protocol (name, space, objective, optimum, enumerate).
+follows the `Benchmark` protocol (name, space, objective, optimum, enumerate, jittable, enumerable).
+A trained weight-sharing supernet is a benchmark too (`supernet.load(checkpoint folder)`): its
+objective runs on the host and it has no known optimum.
 
     bench = nasjax.benchmarks.load("nasbench201-cifar10")        # data_dir or $NASJAX_DATA_DIR
     bench = nasjax.benchmarks.load("convnet-cifar10")            # shipped in the package
     bench = nasjax.benchmarks.load("nasbench101", data_dir)      # the official tfrecord, no TensorFlow
     scores = bench.objective()(archs, key)                          # float32 (n,), jittable
     best_enc, best_score = bench.optimum()
+    bench = nasjax.benchmarks.supernet.load("runs/lanas_cifar")  # lanas_cifar --evaluation supernet
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import functools
 import os
 from typing import Callable
 
-from nasjax.benchmarks import convnet, nasbench101, nasbench201
+from nasjax.benchmarks import convnet, nasbench101, nasbench201, supernet
 from nasjax.benchmarks.tabular import Benchmark, BenchmarkDataError, TabularBenchmark
 
 # name -> loader(data_dir) -> Benchmark. Names are listed here, not discovered, so the set of
@@ -38,4 +41,4 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> Benchmark:
 
 
 __all__ = ["Benchmark", "BenchmarkDataError", "LOADERS", "TabularBenchmark", "convnet", "load",
-           "nasbench101", "nasbench201"]
+           "nasbench101", "nasbench201", "supernet"]

@@ -261,6 +261,9 @@ class NASBench101:
     name          its name in logs (`nasjax.benchmarks.Benchmark`)
     """
 
+    jittable = True  # the `Benchmark` protocol's capabilities
+    enumerable = True
+
     def __init__(self, path: str | os.PathLike, space: NASBench101Space | None = None,
                  check_hashes: bool = False, name: str = "nasbench101"):
         self.name = name

@@ -25,7 +25,7 @@ import functools
 import os
 import pathlib
 import warnings
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +48,16 @@ class Benchmark(Protocol):
                  `nasjax.search.run`; noisy=False scores the mean over training repeats
     optimum()    -> (encoding, its mean score) of the best stored architecture
     enumerate()  -> int32 (size, *encoding_shape), every stored architecture
+    jittable     bool: the objective is traceable (searches on it run as `nasjax.search.scan`, vmapped
+                 over seeds); False: it runs on the host (`nasjax.search.run`, e.g. a supernet)
+    enumerable   bool: every architecture is stored, so optimum() and enumerate() answer (False for a
+                 supernet over ~10^17 cells: both raise ValueError)
     """
 
     name: str
     space: Space
+    jittable: bool
+    enumerable: bool
 
     def objective(self, noisy: bool = True) -> Callable: ...
 
@@ -105,6 +111,8 @@ class TabularBenchmark:
     curves: np.ndarray | None = None
     scores_mean: np.ndarray = dataclasses.field(init=False, repr=False)  # float32 (size,), NaN if no seed
     members: np.ndarray = dataclasses.field(init=False, repr=False)  # int32 (size, *encoding_shape)
+    jittable: ClassVar[bool] = True  # the `Benchmark` protocol's capabilities
+    enumerable: ClassVar[bool] = True
 
     def __post_init__(self):
         table = np.array(self.table, np.float32)

@@ -1,14 +1,15 @@
 """One-shot evaluation (`002_*` §4.3's one-shot LaNAS; `000_*`'s weight-sharing scores): the space's
 supernet is trained once per run, and every asked cell is scored by its validation accuracy with the
-inherited weights, batch-norm statistics recomputed on its own path (`nasjax.train.weight_sharing`).
+inherited weights, batch-norm statistics recomputed on its own path (`nasjax.benchmarks.supernet`).
 
-    state = trained_supernet(space, searching, config, key, workdir / SUPERNET_FILE)
+    state = trained_supernet(space, searching, config, key, workdir, split_seed=seed, val_images=n)
     objective = supernet_objective(space, state, searching, config, seed)   # for nasjax.search.run
 
-The trained supernet is written to the work directory before the search starts, so a resumed run
-scores with the same weights; a cell asked again is answered from a cache, not scored again. Scoring
-is deterministic (one compiled program per space, one cell per call), so a cached score, a re-scored
-one and one scored after a resume are the same bits.
+The trained supernet is written to the work directory as a supernet checkpoint before the search
+starts, so a resumed run scores with the same weights and any strategy can search the same supernet
+later (`nasjax.benchmarks.supernet.load(workdir)`). A cell asked again is answered from the
+benchmark's cache; scoring is deterministic, so a cached score, a re-scored one and one scored after a
+resume are the same bits.
 """
 
 from __future__ import annotations
@@ -16,41 +17,39 @@ from __future__ import annotations
 import pathlib
 import sys
 
-import flax.serialization
 import jax
 import numpy as np
 
+from nasjax.benchmarks import supernet
 from nasjax.data import Dataset
 from nasjax.experiment.cli import UsageError
-from nasjax.io import atomic_write_bytes
 from nasjax.train import TrainConfig
 from nasjax.train.state import TrainState
-from nasjax.train.weight_sharing import candidate_scorer, init_supernet, train_supernet
-
-SUPERNET_FILE = "supernet.msgpack"
+from nasjax.train.weight_sharing import train_supernet
 
 
-def trained_supernet(space, data: Dataset, config: TrainConfig, key: jax.Array,
-                     path: pathlib.Path) -> TrainState:
+def trained_supernet(space, data: Dataset, config: TrainConfig, key: jax.Array, folder: pathlib.Path, *,
+                     split_seed: int, val_images: int) -> TrainState:
     """The supernet trained `config.epochs` epochs on `data`'s training images (one uniformly sampled
-    path per batch), read from `path` when an earlier invocation wrote it, else trained and written
-    there. UsageError if its loss is not finite (the file is then not written)."""
-    if path.exists():  # the structure to restore into: a fresh state (its init program is a small one)
-        template = init_supernet(space, config, jax.random.key_data(jax.random.key(0)),
-                                 len(data.train_labels) // config.batch_size)
-        return flax.serialization.from_bytes(template, path.read_bytes())
+    path per batch), read from the checkpoint in `folder` when an earlier invocation wrote it, else
+    trained and saved there (`supernet.save`; `data` is the CIFAR-10 split `split_seed` cut to its first
+    `val_images` validation images). UsageError if its loss is not finite (nothing is then saved)."""
+    weights = pathlib.Path(folder) / supernet.WEIGHTS_FILE
+    if weights.exists():
+        state = supernet.read_state(weights, space, config, len(data.train_labels))
+    else:
+        def progress(epoch, loss):
+            print(f"supernet epoch {epoch + 1}/{config.epochs}: mean training loss {loss:.4f}",
+                  file=sys.stderr, flush=True)
 
-    def progress(epoch, loss):
-        print(f"supernet epoch {epoch + 1}/{config.epochs}: mean training loss {loss:.4f}", file=sys.stderr,
-              flush=True)
-
-    state, losses = train_supernet(space, data, config, key, progress=progress)
-    bad = ~np.isfinite(losses)
-    if bad.any():
-        epoch = int(np.argmax(bad.any(axis=1)))
-        raise UsageError(f"the supernet's training loss is not finite from epoch {epoch + 1} on (try a "
-                         f"lower --lr); nothing was saved to {path}")
-    atomic_write_bytes(path, flax.serialization.to_bytes(state))
+        state, losses = train_supernet(space, data, config, key, progress=progress)
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            epoch = int(np.argmax(bad.any(axis=1)))
+            raise UsageError(f"the supernet's training loss is not finite from epoch {epoch + 1} on (try a "
+                             f"lower --lr); nothing was saved to {folder}")
+    if not (pathlib.Path(folder) / supernet.METADATA_FILE).exists():  # also for a run saved before it existed
+        supernet.save(folder, space, config, state, data, split_seed=split_seed, val_images=val_images)
     return state
 
 
@@ -59,21 +58,13 @@ def supernet_objective(space, state: TrainState, data: Dataset, config: TrainCon
     """objective(archs (n, *enc), key) -> (validation accuracies float32 (n,), one record per
     architecture) for nasjax.search.run, scored with the supernet `state` (the key is not used: the
     scores are deterministic). `objective.scores(archs)` is the same lookup without records."""
-    cache: dict[bytes, float] = {}
-    score = candidate_scorer(space, data, config, bn_batches)
-
-    def scores(archs) -> np.ndarray:
-        archs = np.asarray(archs, np.int32)
-        for arch in archs:
-            if arch.tobytes() not in cache:
-                cache[arch.tobytes()] = float(score(state, arch[None])[0])
-        return np.array([cache[a.tobytes()] for a in archs], np.float32)
+    bench = supernet.SupernetBenchmark(space, state, supernet.scoring_data(data, 0, bn_batches, config.batch_size),
+                                       config, bn_batches)
 
     def objective(archs, key):
-        del key
         records = [{"seed": seed, "description": space.describe(a), "evaluation": "supernet"}
                    for a in np.asarray(archs)]
-        return scores(archs), records
+        return bench.scores(archs), records
 
-    objective.scores = scores
+    objective.scores = bench.scores
     return objective

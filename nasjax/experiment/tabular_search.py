@@ -1,4 +1,4 @@
-"""Searches on a tabular benchmark, many seeds as one program: the runner behind
+"""Searches on a benchmark, many seeds as one program: the runner behind
 experiments/sample_efficiency.py (LaNAS `002_*` §4.2, Fig. 5) and experiments/ri_benchmark.py.
 
     outcome = run_strategy("lanas", bench, budget=1000, batch=1, keys=jax.random.split(key, 100))
@@ -8,7 +8,9 @@ experiments/sample_efficiency.py (LaNAS `002_*` §4.2, Fig. 5) and experiments/r
 jit(vmap(`nasjax.search.scan`)) over the keys. The objective is the benchmark's `query` (one
 training seed drawn per evaluation unless `noisy=False`); multi-fidelity strategies read the
 learning curves (`objective_at_budget`) and an evaluation at budget b costs ceil(b) / epochs samples.
-Every evaluated architecture is scored by its seed mean, whatever the search saw.
+Every evaluated architecture is scored by its seed mean, whatever the search saw. On a benchmark whose
+objective runs on the host (`jittable = False`: a supernet, `nasjax.benchmarks.supernet`) the searches
+are `nasjax.search.run` loops, one per key, asking what `scan` with that key would ask.
 """
 
 from __future__ import annotations
@@ -46,14 +48,15 @@ class Outcome:
     scores float32 (runs, budget): seed-mean score of each evaluated architecture, NaN for a
       low-fidelity evaluation; cost float32 (runs, budget): cumulative cost in samples (full
       trainings) after each evaluation; batch: architectures per round; seconds: wall time of the
-      vmapped searches, compilation excluded; compile_seconds: their compilation.
+      vmapped searches, compilation excluded; compile_seconds: their compilation (None for host
+      loops, whose seconds include it).
     """
 
     scores: np.ndarray
     cost: np.ndarray
     batch: int
     seconds: float
-    compile_seconds: float
+    compile_seconds: float | None
 
 
 def make_strategy(name: str, bench: TabularBenchmark, capacity: int):
@@ -80,6 +83,8 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
     strategy, why = make_strategy(name, bench, rounds * batch)
     if strategy is None:
         return why
+    if not bench.jittable:
+        return run_on_host(strategy, bench, budget, batch, keys)
     multi = name in MULTI_FIDELITY
     objective = bench.objective_at_budget() if multi else bench.objective(noisy)
     state, seconds, compile_seconds = timed(
@@ -94,6 +99,18 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
         cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
     return Outcome(scores=scores.astype(np.float32), cost=cost.astype(np.float32), batch=batch,
                    seconds=seconds, compile_seconds=compile_seconds)
+
+
+def run_on_host(strategy, bench, budget: int, batch: int, keys: jax.Array) -> Outcome:
+    """`nasjax.search.run` with each key in turn on `bench`'s host objective (deterministic scores,
+    so each evaluation's score is what the search saw)."""
+    start = time.perf_counter()
+    objective = bench.objective(noisy=False)
+    scores = np.stack([search.run(strategy, objective, budget, key, batch_size=batch, progress=False).scores
+                       for key in keys])
+    cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
+    return Outcome(scores=scores.astype(np.float32), cost=cost, batch=batch,
+                   seconds=time.perf_counter() - start, compile_seconds=None)
 
 
 def run_lanas_from_sources(bench: TabularBenchmark, budget: int, keys: jax.Array, source_archs: jax.Array,
@@ -164,13 +181,14 @@ def random_search_exact(n: int, m: int) -> tuple[float, float]:
     return float(t), (n + 1) / (m + 1)
 
 
-def summarize(outcomes: dict[str, Outcome | str], optimum: float, n: int, m: int) -> list[dict]:
+def summarize(outcomes: dict[str, Outcome | str], optimum: float, n: int | None = None,
+              m: int | None = None) -> list[dict]:
     """One row per strategy: the fraction of runs reaching the optimum, the median samples to it
     (None: the median run did not reach it), the mean over the runs that did, the ratio of random
-    search's exact median to the median, the cost (seconds per search and milliseconds per
-    evaluation, from the vmapped searches' wall time; compilation apart), and why a strategy did
-    not run ("absent")."""
-    exact_median, _ = random_search_exact(n, m)
+    search's exact median (for `m` optimal architectures among `n`; None when not given) to the
+    median, the cost (seconds per search and milliseconds per evaluation, from the searches' wall
+    time; compilation apart where it was timed apart), and why a strategy did not run ("absent")."""
+    exact_median = random_search_exact(n, m)[0] if n else math.nan
     rows = []
     for name, outcome in outcomes.items():
         row = dict.fromkeys(("strategy", "runs", "batch", "reached", "median", "mean_reached",
@@ -186,7 +204,8 @@ def summarize(outcomes: dict[str, Outcome | str], optimum: float, n: int, m: int
         rows.append({**row, "runs": runs, "batch": outcome.batch, "reached": float(np.mean(np.isfinite(s))),
                      "median": median if math.isfinite(median) else None,
                      "mean_reached": float(np.mean(hit)) if hit.size else None,
-                     "ratio_random_over_strategy": exact_median / median if math.isfinite(median) else None,
+                     "ratio_random_over_strategy": (exact_median / median
+                                                    if math.isfinite(median * exact_median) else None),
                      "seconds": outcome.seconds, "seconds_per_search": outcome.seconds / runs,
                      "ms_per_sample": 1e3 * outcome.seconds / (runs * evaluations),
                      "compile_seconds": outcome.compile_seconds})

@@ -340,9 +340,8 @@ def catalogue(space: Space) -> np.ndarray:
 
 
 def enumerable(space: Space, limit: int) -> bool:
-    """Whether `space` is finite with at most `limit` members (so a mask over them fits in a state)."""
-    size = space.size()
-    return size is not None and size <= limit
+    """Whether `space` lists its members, at most `limit` of them (so a mask over them fits in a state)."""
+    return space.can_enumerate() and space.size() <= limit
 
 
 def draw_without_replacement(key: jax.Array, allowed: jax.Array, k: int) -> jax.Array:

@@ -16,6 +16,7 @@ nothing (the cut rounds are redone, with the same results).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -163,7 +164,7 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         _check_objective(strategy, objective)
     k_init, k_objective = jax.random.split(key)
     config = _config(strategy, key, batch_size)
-    init = jax.jit(strategy.init)
+    init, ask, tell = _programs(strategy)
     state, done, rounds = init(k_init), 0, 0
     if workdir is not None:
         workdir = pathlib.Path(workdir)
@@ -177,8 +178,6 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
                               stacklevel=2)
         read_jsonl(workdir / LOG, keep=done)  # later lines are redone
 
-    ask = jax.jit(strategy.ask_with_budget if with_budgets else strategy.ask, static_argnums=1)
-    tell = jax.jit(strategy.tell)
     _, best = _best(state)
     reached = target is not None and best >= target
     bar = tqdm(total=budget, initial=min(done, budget), disable=not progress,
@@ -219,6 +218,14 @@ def run(strategy: Strategy, objective: Callable, budget: int, key: jax.Array,
         scores=np.asarray(state.history.scores[:count]),
         budgets=None if budgets is None else np.asarray(budgets[:count]),
         rounds=rounds, stopped="target" if reached else "budget")
+
+
+@functools.lru_cache(maxsize=64)
+def _programs(strategy: Strategy):
+    """The jitted (init, ask, tell) of `strategy`, made once per strategy: runs one after the other
+    (seeds, resumes) compile nothing again."""
+    ask = strategy.ask_with_budget if hasattr(strategy, "ask_with_budget") else strategy.ask
+    return jax.jit(strategy.init), jax.jit(ask, static_argnums=1), jax.jit(strategy.tell)
 
 
 def scan(strategy: Strategy, objective: Callable, key: jax.Array, rounds: int, batch: int,

@@ -117,6 +117,10 @@ class Space(abc.ABC):
         """Number of valid architectures, or None when not finite/known."""
         return None
 
+    def can_enumerate(self) -> bool:
+        """Whether `enumerate` and `index` answer (a cell space knows its size but lists no members)."""
+        return False
+
     def enumerate(self) -> np.ndarray:
         """Every valid architecture once: int32 (size, *encoding_shape)."""
         raise NotEnumerableError(f"{type(self).__name__} cannot be enumerated")

@@ -197,6 +197,9 @@ class ConvNetSpace(Space, TokenView, ActionOrders):
         b = self._choices_per_layer
         return sum(b ** L for L in range(self.min_depth, self.max_depth + 1))
 
+    def can_enumerate(self) -> bool:
+        return True
+
     def enumerate(self) -> np.ndarray:
         if self.size() > MAX_ENUMERATE:
             raise NotEnumerableError(f"{self.size():,} networks exceed MAX_ENUMERATE={MAX_ENUMERATE:,}")

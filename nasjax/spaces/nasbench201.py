@@ -116,6 +116,9 @@ class NASBench201Space(Space, TokenView, ActionOrders):
     def size(self) -> int:
         return NUM_OPS ** NUM_EDGES
 
+    def can_enumerate(self) -> bool:
+        return True
+
     def enumerate(self) -> np.ndarray:
         codes = np.arange(self.size())
         return (codes[:, None] // NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)[None] % NUM_OPS).astype(np.int32)

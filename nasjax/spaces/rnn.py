@@ -249,8 +249,11 @@ class RNNCellSpace(RecurrentSpace):
     def size(self) -> int:
         return math.factorial(self.num_nodes) * len(self.activations) ** self.num_nodes
 
+    def can_enumerate(self) -> bool:
+        return self.size() <= MAX_ENUMERATE
+
     def _check_enumerable(self):
-        if self.size() > MAX_ENUMERATE:
+        if not self.can_enumerate():
             raise NotEnumerableError(f"RNNCellSpace with {self.num_nodes} nodes has {self.size():,} cells, "
                                      f"more than {MAX_ENUMERATE:,}")
 
