@@ -17,7 +17,7 @@ import argparse
 import ast
 import math
 import sys
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +25,8 @@ import numpy as np
 
 import nasjax.nn
 from nasjax.nn import cost
-from nasjax.spaces import (ConvNetSpace, DARTSSpace, InvalidEncodingError, NASBench101Space, NASBench201Space,
-                           NASNetSpace, RNNCellSpace, RNNDAGSpace, Space)
-from nasjax.spaces import nasbench201
+from nasjax.spaces import (ConvNetSpace, DARTSSpace, Graph, InvalidEncodingError, NASBench101Space,
+                           NASBench201Space, NASNetSpace, RNNCellSpace, RNNDAGSpace, Space)
 from nasjax.spaces.nasnet import PAPER_OPS
 from nasjax.spaces.rnn import RecurrentSpace
 
@@ -111,54 +110,13 @@ def cost_lines(space: Space, enc: np.ndarray, options: dict) -> list[str]:
 
 
 # --- drawings ------------------------------------------------------------------------------------------
-class Graph(NamedTuple):
-    """One panel: vertices (key, label, kind: 'input' | 'node' | 'output') in order, edges (src, dst,
-    label or '')."""
-
-    title: str
-    vertices: list
-    edges: list
-
-
-def _cell_graph(title: str, edges: list, concat: list) -> Graph:
-    """A DARTS-family cell: inputs c_{k-2}, c_{k-1}, nodes 0..N-1 (state j >= 2 is node j - 2), (op, j)
-    edges two per node, the concatenated states into c_{k}."""
-    n = len(edges) // 2
-    vertices = ([(0, "c_{k-2}", "input"), (1, "c_{k-1}", "input")]
-                + [(j + 2, str(j), "node") for j in range(n)] + [("out", "c_{k}", "output")])
-    return Graph(title, vertices, [(j, e // 2 + 2, op) for e, (op, j) in enumerate(edges)]
-                 + [(j, "out", "") for j in concat])
-
-
 def graphs(space: Space, enc: np.ndarray) -> list[Graph]:
-    """What to draw for `enc`: the cells of a cell space, NB-101's cell, a ConvNet's layers, an RNN cell."""
-    if isinstance(space, (DARTSSpace, NASNetSpace)):
-        g = space.to_genotype(enc)
-        return [_cell_graph("normal cell", g.normal, g.normal_concat),
-                _cell_graph("reduction cell", g.reduce, g.reduce_concat)]
-    if isinstance(space, NASBench201Space):
-        names = space.op_names(enc)
-        vertices = [(0, "input", "input"), (1, "1", "node"), (2, "2", "node"), (3, "output", "output")]
-        return [Graph("cell", vertices, [(i, j, name) for (j, i), name in zip(nasbench201.EDGES, names)
-                                         if name != "none"])]
-    if isinstance(space, NASBench101Space):
-        matrix, names = space.spec(enc)
-        kinds = ["input"] + ["node"] * (len(names) - 2) + ["output"]
-        return [Graph("cell", list(zip(range(len(names)), names, kinds)),
-                      [(int(a), int(b), "") for a, b in zip(*np.nonzero(matrix))])]
-    if isinstance(space, ConvNetSpace):
-        layers, pools = space.layers(enc), space.pool_positions(enc)
-        vertices = [(0, "image", "input")] + [
-            (i + 1, f"conv{k}x{k} {c}" + (" + pool" if pool else ""), "node")
-            for i, ((c, k), pool) in enumerate(zip(layers, pools))] + [(len(layers) + 1, "classifier", "output")]
-        return [Graph("network", vertices, [(i, i + 1, "") for i in range(len(layers) + 1)])]
-    if isinstance(space, RecurrentSpace):
-        nodes, concat = space.nodes(enc), space.concat(enc)
-        vertices = ([(0, "x_t, h_{t-1}", "input")] + [(i + 1, f"{i + 1}", "node") for i in range(len(nodes))]
-                    + [("out", "h_t (mean)", "output")])
-        return [Graph("recurrent cell", vertices, [(j, i + 1, act) for i, (act, preds) in enumerate(nodes)
-                                                   for j in preds] + [(j, "out", "") for j in concat])]
-    raise InvalidEncodingError(f"no drawing for {type(space).__name__}")
+    """What to draw for `enc` (`Space.graphs`): the cells of a cell space, NB-101's cell, a ConvNet's
+    layers, an RNN cell."""
+    drawn = space.graphs(enc)
+    if not drawn:
+        raise InvalidEncodingError(f"no drawing for {type(space).__name__}")
+    return drawn
 
 
 def _layout(graph: Graph) -> dict:

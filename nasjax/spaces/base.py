@@ -39,11 +39,20 @@ import abc
 import dataclasses
 import hashlib
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+class Graph(NamedTuple):
+    """One panel of an encoding's drawing (`python -m nasjax describe`): vertices (key, label, kind:
+    'input' | 'node' | 'output') in topological order, edges (src, dst, label or '')."""
+
+    title: str
+    vertices: list
+    edges: list
 
 
 class InvalidEncodingError(ValueError):
@@ -128,6 +137,11 @@ class Space(abc.ABC):
     def index(self, enc: jax.Array) -> jax.Array:
         """int32 position of `enc` in `enumerate()` (jittable)."""
         raise NotEnumerableError(f"{type(self).__name__} cannot be enumerated")
+
+    def graphs(self, enc: Any) -> list[Graph]:
+        """A valid encoding as the DAGs its papers draw (cells, a layer chain); [] when the space has
+        no drawing."""
+        return []
 
     def arch_hash(self, enc: Any) -> str:
         """Identity of the network `enc` denotes (default: its bytes); `InvalidEncodingError` naming

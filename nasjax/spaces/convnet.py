@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces.base import MAX_ENUMERATE, ActionOrders, NotEnumerableError, Space, TokenView
+from nasjax.spaces.base import MAX_ENUMERATE, ActionOrders, Graph, NotEnumerableError, Space, TokenView
 
 PAD = -1
 
@@ -252,6 +252,14 @@ class ConvNetSpace(Space, TokenView, ActionOrders):
         """[(channels, kernel size)] of the present layers."""
         depth, ch, kn = self.split(self.checked(enc))
         return [(self.channels[ch[i]], self.kernels[kn[i]]) for i in range(depth)]
+
+    def graphs(self, enc) -> list[Graph]:
+        """The layer chain: image, each conv (and its pooling), the classifier."""
+        layers, pools = self.layers(enc), self.pool_positions(enc)
+        vertices = [(0, "image", "input")] + [
+            (i + 1, f"conv{k}x{k} {c}" + (" + pool" if pool else ""), "node")
+            for i, ((c, k), pool) in enumerate(zip(layers, pools))] + [(len(layers) + 1, "classifier", "output")]
+        return [Graph("network", vertices, [(i, i + 1, "") for i in range(len(layers) + 1)])]
 
     def describe(self, enc) -> str:
         layers = ", ".join(f"conv{k}x{k}-{c}" for c, k in self.layers(enc))

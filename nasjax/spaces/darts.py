@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces.base import InvalidEncodingError, Space, TokenView
+from nasjax.spaces.base import Graph, InvalidEncodingError, Space, TokenView
 
 OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -127,6 +127,20 @@ def cell_edges(cell: str, edges: Sequence, ops: Sequence[str], num_nodes: int) -
 
 
 # --- the space ---------------------------------------------------------------------------------------
+def genotype_graphs(genotype: CNNGenotype) -> list[Graph]:
+    """A DARTS-family genotype's two cells as drawn: inputs c_{k-2}, c_{k-1}, nodes 0..N-1 (state j >= 2
+    is node j - 2), two (op, j) edges per node, the concatenated states into c_{k}."""
+    def cell(title, edges, concat):
+        n = len(edges) // 2
+        vertices = ([(0, "c_{k-2}", "input"), (1, "c_{k-1}", "input")]
+                    + [(j + 2, str(j), "node") for j in range(n)] + [("out", "c_{k}", "output")])
+        return Graph(title, vertices, [(j, e // 2 + 2, op) for e, (op, j) in enumerate(edges)]
+                     + [(j, "out", "") for j in concat])
+
+    return [cell("normal cell", genotype.normal, genotype.normal_concat),
+            cell("reduction cell", genotype.reduce, genotype.reduce_concat)]
+
+
 @dataclasses.dataclass(frozen=True)
 class DARTSSpace(Space, TokenView):
     """Normal + reduction cell of `num_nodes` nodes, two (input, op) edges each; see the module docstring.
@@ -268,6 +282,9 @@ class DARTSSpace(Space, TokenView):
         """Exact number of networks: per cell prod_i C(i + 2, 2) * k^2 (k allowed ops), squared."""
         per_cell = math.prod(math.comb(int(m), 2) for m in self._num_inputs())
         return (per_cell * len(self.allowed_ops) ** (2 * self.num_nodes)) ** 2
+
+    def graphs(self, enc) -> list[Graph]:
+        return genotype_graphs(self.to_genotype(enc))
 
     def to_genotype(self, enc) -> CNNGenotype:
         """DARTS' genotype of a valid encoding: (op name, input index) per edge, node by node."""

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces.base import InvalidEncodingError, Space, TokenView
+from nasjax.spaces.base import Graph, InvalidEncodingError, Space, TokenView
 
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 INPUT, OUTPUT = "input", "output"
@@ -280,6 +280,13 @@ class NASBench101Space(Space, TokenView):
         matrix, names = self.decode(enc)
         kept = np.flatnonzero(self._kept(matrix, np))
         return matrix[np.ix_(kept, kept)], [names[i] for i in kept]
+
+    def graphs(self, enc) -> list[Graph]:
+        """The pruned cell, ops on the vertices."""
+        matrix, names = self.spec(enc)
+        kinds = ["input"] + ["node"] * (len(names) - 2) + ["output"]
+        return [Graph("cell", list(zip(range(len(names)), names, kinds)),
+                      [(int(a), int(b), "") for a, b in zip(*np.nonzero(matrix))])]
 
     def encode(self, matrix, ops) -> np.ndarray:
         """Encoding of an official-style spec: square upper-triangular 0/1 `matrix` of V' <= V vertices

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces.base import ActionOrders, InvalidEncodingError, Space, TokenView
+from nasjax.spaces.base import ActionOrders, Graph, InvalidEncodingError, Space, TokenView
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to node j, from node i)
@@ -139,6 +139,12 @@ class NASBench201Space(Space, TokenView, ActionOrders):
     def op_names(self, enc) -> list[str]:
         """The op name on each edge, in `EDGES` order."""
         return [OPS[v] for v in self.checked(enc)]
+
+    def graphs(self, enc) -> list[Graph]:
+        """The cell: input, nodes 1 and 2, output; an edge per op that is not 'none'."""
+        vertices = [(0, "input", "input"), (1, "1", "node"), (2, "2", "node"), (3, "output", "output")]
+        return [Graph("cell", vertices, [(i, j, name) for (j, i), name in zip(EDGES, self.op_names(enc))
+                                         if name != "none"])]
 
     def to_string(self, enc) -> str:
         """The benchmark's string, e.g. '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...~2|'."""

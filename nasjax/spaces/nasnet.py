@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.spaces import darts
-from nasjax.spaces.base import InvalidEncodingError, Space, TokenView
+from nasjax.spaces.base import Graph, InvalidEncodingError, Space, TokenView
 from nasjax.spaces.darts import (INPUT, OP, CNNGenotype, cell_edges, check_cell_space, edge_features,
                                  parse_cnn_genotype, slot_errors)
 
@@ -173,6 +173,9 @@ class NASNetSpace(Space, TokenView):
         n = 2 * self.num_nodes
         enc = np.stack([np.reshape(values[n:], (-1, 2)), np.reshape(values[:n], (-1, 2))], axis=-1)
         return self.checked(enc)
+
+    def graphs(self, enc) -> list[Graph]:
+        return darts.genotype_graphs(self.to_genotype(enc))
 
     def to_genotype(self, enc) -> CNNGenotype:
         """DARTS' genotype: the cell's (op name, input index) pairs for both cells, and each cell's loose

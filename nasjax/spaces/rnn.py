@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.spaces.base import MAX_ENUMERATE, InvalidEncodingError, NotEnumerableError, Space
+from nasjax.spaces.base import MAX_ENUMERATE, Graph, InvalidEncodingError, NotEnumerableError, Space
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUTS = ("all", "loose_ends")
@@ -167,6 +167,15 @@ class RecurrentSpace(Space):
         """The averaged states (1-based), DARTS' `concat`."""
         weights = output_weights(self.inputs_and_activations(self.checked(enc), np)[0], self.output, np)
         return tuple(int(i) + 1 for i in np.flatnonzero(weights))
+
+    def graphs(self, enc) -> list[Graph]:
+        """The cell: x_t and h_{t-1}, each node with its activation on its input edges, the averaged
+        states into h_t."""
+        nodes, concat = self.nodes(enc), self.concat(enc)
+        vertices = ([(0, "x_t, h_{t-1}", "input")] + [(i + 1, f"{i + 1}", "node") for i in range(len(nodes))]
+                    + [("out", "h_t (mean)", "output")])
+        return [Graph("recurrent cell", vertices, [(j, i + 1, act) for i, (act, preds) in enumerate(nodes)
+                                                   for j in preds] + [(j, "out", "") for j in concat])]
 
 
 @dataclasses.dataclass(frozen=True)
