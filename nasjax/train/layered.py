@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from nasjax.data import augment_batch
+from nasjax.nn.convnet import is_convnet_space
 from nasjax.nn.init import lecun_std
 from nasjax.nn import ops
 from nasjax.spaces.convnet import ConvNetSpace
@@ -53,7 +54,7 @@ class Plan(NamedTuple):
 
 def supports(space) -> bool:
     """Whether `space`'s networks can run layer-wise (plain ConvNets without batch norm)."""
-    return isinstance(space, ConvNetSpace) and not space.batch_norm
+    return is_convnet_space(space) and not space.batch_norm
 
 
 def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
