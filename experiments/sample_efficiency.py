@@ -6,8 +6,8 @@ the benchmark's landscape (`003_*`).
     python experiments/sample_efficiency.py --supernet runs/lanas_cifar --seeds 5 --budget 100
 
 Every strategy of `nasjax.search.STRATEGIES` (and each row of `VARIANTS`: LaNAS with the paper's
-exploration constant, `lanas_paper`, and with rank targets for its splits, `lanas_rank`; NAO and RNAS
-with their papers' settings, `nao_paper` and `rnas_paper`) runs
+exploration constant, init and select (10), `lanas_paper`, and with rank targets for its splits,
+`lanas_rank`; NAO and RNAS with their papers' settings, `nao_paper` and `rnas_paper`) runs
 `--seeds` independent searches of `--budget` evaluations (default 1,000, or the table's size if
 smaller) as ONE program per strategy, jit(vmap(`nasjax.search.scan`)) over the seeds' keys
 (`nasjax.experiment.tabular_search`; every registered strategy is vmappable over keys:
