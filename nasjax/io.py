@@ -12,6 +12,7 @@ cuts a log back to a checkpoint.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,8 @@ import pathlib
 import re
 import secrets
 from typing import BinaryIO, Callable
+
+import numpy as np
 
 
 # atomic_write's temporaries: `.{target name}.{8 hex digits}.tmp`.
@@ -77,6 +80,14 @@ def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     except OSError as e:
         _name_the_file(e, pathlib.Path(path))
         raise
+
+
+def sha256_of_arrays(*arrays) -> str:
+    """Hex sha256 of the arrays' bytes, in order (what identifies data that was read)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> pathlib.Path:

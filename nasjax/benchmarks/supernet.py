@@ -37,7 +37,7 @@ import numpy as np
 
 from nasjax.benchmarks.tabular import BenchmarkDataError
 from nasjax.data import Dataset, load_cifar10
-from nasjax.io import CorruptFileError, append_jsonl, atomic_write_bytes, read_jsonl
+from nasjax.io import CorruptFileError, append_jsonl, atomic_write_bytes, read_jsonl, sha256_of_arrays
 from nasjax.spaces import DARTSSpace, NASNetSpace
 from nasjax.spaces.base import Space
 from nasjax.train import TrainConfig
@@ -59,10 +59,7 @@ def scoring_data(data: Dataset, val_images: int, bn_batches: int, batch_size: in
 
 def fingerprint(data: Dataset) -> str:
     """sha256 of the arrays a score reads (`scoring_data`'s)."""
-    h = hashlib.sha256()
-    for a in (data.train_images, data.val_images, data.val_labels):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+    return sha256_of_arrays(data.train_images, data.val_images, data.val_labels)
 
 
 def save(folder: str | os.PathLike, space: Space, config: TrainConfig, state: TrainState, data: Dataset, *,
@@ -119,11 +116,11 @@ class SupernetBenchmark:
         return hashlib.sha256(flax.serialization.to_bytes(self.state)).hexdigest()
 
     def _read_cache(self) -> None:
-        records = read_jsonl(self._cache_file)
+        records, identity = read_jsonl(self._cache_file), self._identity()
         if not records:
-            append_jsonl(self._cache_file, [{"supernet": self._identity()}])
+            append_jsonl(self._cache_file, [{"supernet": identity}])
             return
-        if records[0].get("supernet") != self._identity():
+        if records[0].get("supernet") != identity:
             raise BenchmarkDataError(f"{self._cache_file} caches another supernet's scores; give another "
                                      "cache file")
         shape = self.space.encoding_shape

@@ -96,7 +96,7 @@ def run_strategy(name: str, bench: TabularBenchmark, budget: int, batch: int, ke
         scores = np.where(used >= epochs, scores, np.nan)
         cost = np.cumsum(used / epochs, axis=1)
     else:
-        cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
+        cost = unit_cost(scores)
     return Outcome(scores=scores.astype(np.float32), cost=cost.astype(np.float32), batch=batch,
                    seconds=seconds, compile_seconds=compile_seconds)
 
@@ -108,7 +108,7 @@ def run_on_host(strategy, bench, budget: int, batch: int, keys: jax.Array) -> Ou
     objective = bench.objective(noisy=False)
     scores = np.stack([search.run(strategy, objective, budget, key, batch_size=batch, progress=False).scores
                        for key in keys])
-    cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
+    cost = unit_cost(scores)
     return Outcome(scores=scores.astype(np.float32), cost=cost, batch=batch,
                    seconds=time.perf_counter() - start, compile_seconds=None)
 
@@ -131,8 +131,13 @@ def run_lanas_from_sources(bench: TabularBenchmark, budget: int, keys: jax.Array
 
     state, seconds, compile_seconds = timed(jax.vmap(one), keys, source_archs, source_scores, source_count)
     scores = evaluated_scores(bench, state, budget)
-    cost = np.broadcast_to(np.arange(1, budget + 1, dtype=np.float32), scores.shape)
+    cost = unit_cost(scores)
     return Outcome(scores=scores, cost=cost, batch=1, seconds=seconds, compile_seconds=compile_seconds)
+
+
+def unit_cost(scores: np.ndarray) -> np.ndarray:
+    """float32 (runs, budget): cumulative cost when every evaluation is one full sample."""
+    return np.broadcast_to(np.arange(1, scores.shape[1] + 1, dtype=np.float32), scores.shape)
 
 
 def timed(fn, *args):

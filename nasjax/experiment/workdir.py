@@ -14,7 +14,6 @@ command then runs. A later start with other flags or other data is refused with 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pathlib
@@ -22,7 +21,7 @@ import pathlib
 import numpy as np
 
 from nasjax.experiment.cli import UsageError
-from nasjax.io import atomic_write_bytes, remove_temporaries
+from nasjax.io import atomic_write_bytes, remove_temporaries, sha256_of_arrays
 
 CONFIG, DATA, LOCK = "config.json", "data.json", "lock"
 
@@ -119,10 +118,7 @@ def data_fingerprint(source: str, *arrays: np.ndarray) -> dict:
     if source.startswith("local:"):
         folder = pathlib.Path(source.removeprefix("local:"))
         files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return {"files": files, "sha256": h.hexdigest()}
+    return {"files": files, "sha256": sha256_of_arrays(*arrays)}
 
 
 def begin(workdir: pathlib.Path, config: dict, fingerprint: dict, new: bool) -> None:
