@@ -68,12 +68,12 @@ from nasjax.experiment import (CONVNET_SPACES, begin, check_config, data_fingerp
                                final_evaluation, group_stats, make_objective, own_workdir, search_data)
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.tabular_search import BATCH, run_strategy
+from nasjax.experiment.outputs import series_styles
+from nasjax.experiment.tabular_search import BATCH, run_strategy, strategy_of
 from nasjax.io import write_csv
 from nasjax.train import TrainConfig
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
-CACHE_FILE = "supernet_scores.jsonl"
 TRAINED = ("lanas", "evolution", "local_search")
 
 
@@ -138,7 +138,8 @@ def run_tabular(args, key) -> tuple[list[dict], dict]:
         timing.update({(bench.name, n): s for n, s in seconds.items()})
     if args.supernet:
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
-        bench = supernet.load(args.supernet, args.data_dir, pathlib.Path(args.out) / CACHE_FILE, name="supernet")
+        cache = pathlib.Path(args.out) / supernet.CACHE_FILE
+        bench = supernet.load(args.supernet, args.data_dir, cache, name="supernet")
         print(f"{bench.name}: {args.supernet_seeds} searches x {max(args.budgets)} cells per strategy, one "
               "after the other", flush=True)
         part, seconds = tabular_rows(bench, names, args.budgets, keys[:args.supernet_seeds])
@@ -159,7 +160,8 @@ def tabular_table(rows: list[dict], value: str) -> str:
              "|---" * (len(columns) + 1) + "|"]
     if value == "acc":
         first = {(r["benchmark"], r["budget"]): r for r in rows if not r["skipped"]}
-        lines.append("| random sampling, best-of-k (exact; sampled on a supernet) | " + " | ".join(
+        how = " (the random strategy's searches on the supernet)" if "supernet" in {c[0] for c in columns} else ""
+        lines.append(f"| random sampling, exact best-of-k{how} | " + " | ".join(
             f"{first[c]['random_best_of_k_mean']:.2f} ± {first[c]['random_best_of_k_std']:.2f}"
             for c in columns) + " |")
     for name in names:
@@ -178,12 +180,14 @@ def plot_tabular(rows: list[dict], path: pathlib.Path) -> None:
 
     done = [r for r in rows if not r["skipped"]]
     benches = list(dict.fromkeys(r["benchmark"] for r in done))
+    styles = series_styles(dict.fromkeys(r["strategy"] for r in done), family=strategy_of)
     fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 4), squeeze=False)
     for ax, bench in zip(axes[0], benches):
         for name in dict.fromkeys(r["strategy"] for r in done):
             part = [r for r in done if r["benchmark"] == bench and r["strategy"] == name]
             ax.errorbar([r["budget"] for r in part], [r["ri_mean"] for r in part],
-                        yerr=[r["ri_std"] for r in part], marker="o", ms=3, capsize=2, lw=1, label=name)
+                        yerr=[r["ri_std"] for r in part], marker="o", ms=3, capsize=2, lw=1, label=name,
+                        **styles[name])
         ax.axhline(0, color="k", lw=0.8, ls=":")
         ax.set(xscale="log", xlabel="budget (architectures evaluated)", ylabel="RI vs best-of-k random (%)",
                title=bench)

@@ -65,8 +65,9 @@ from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import TabularBenchmark, convnet, supernet
 from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder
 from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.outputs import series_styles
 from nasjax.experiment.tabular_search import (BATCH, VARIANTS, Outcome, curve_band, random_search_exact,
-                                              run_strategy, samples_to_optimum, summarize)
+                                              run_strategy, samples_to_optimum, strategy_of, summarize)
 from nasjax.io import write_csv
 from nasjax.runtime import avoid_cpu_scheduler_deadlock
 
@@ -74,7 +75,6 @@ avoid_cpu_scheduler_deadlock()  # before any computation: vmapped NAO hangs with
 
 BENCHMARKS = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16", "convnet-cifar10")
 DEFAULTS = {"tabular": dict(seeds=100, budget=1000), "supernet": dict(seeds=5, budget=100)}
-CACHE_FILE = "supernet_scores.jsonl"
 
 
 def landscape(bench: TabularBenchmark) -> dict:
@@ -125,10 +125,11 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     write_csv(out / "samples_to_optimum.csv", [dict(strategy=name, run=run, samples_to_optimum=float(v))
                                                for name, s in hits.items() for run, v in enumerate(s)])
 
+    styles = series_styles(ran, family=strategy_of)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, band in bands.items():
-        line, = ax.plot(x, band[1], label=name, lw=1.2)
-        ax.fill_between(x, band[0], band[2], color=line.get_color(), alpha=0.15, lw=0)
+        ax.plot(x, band[1], label=name, lw=1.2, **styles[name])
+        ax.fill_between(x, band[0], band[2], color=styles[name]["color"], alpha=0.15, lw=0)
     ax.axhline(optimum, color="k", ls=":", lw=0.8, label="global optimum" if land else "best found")
     low = np.nanmin([np.nanmin(band[0]) for band in bands.values()])
     ax.set(xscale="log", xlabel="samples", ylabel="best seed-mean score evaluated",
@@ -140,7 +141,7 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in hits.items():
-        ax.step(x, np.mean(s[None, :] <= x[:, None], axis=1), where="post", label=name, lw=1.2)
+        ax.step(x, np.mean(s[None, :] <= x[:, None], axis=1), where="post", label=name, lw=1.2, **styles[name])
     target = "the global optimum" if land else "the best found"
     ax.set(xscale="log", xlabel="samples", ylabel=f"fraction of runs that evaluated {target}",
            ylim=(0, 1.02), title=f"{title}: samples to reach {target} (ECDF)")
@@ -198,7 +199,7 @@ def sample_efficiency(args: argparse.Namespace) -> None:
     out = pathlib.Path(args.out or f"runs/sample_efficiency/{args.benchmark or 'supernet'}")
     if args.supernet:
         out.mkdir(parents=True, exist_ok=True)
-        bench = supernet.load(args.supernet, args.data_dir, cache_file=out / CACHE_FILE)
+        bench = supernet.load(args.supernet, args.data_dir, cache_file=out / supernet.CACHE_FILE)
     else:
         bench = convnet.load(args.table) if args.table else benchmarks.load(args.benchmark, args.data_dir)
     n = m = land = None
@@ -214,7 +215,7 @@ def sample_efficiency(args: argparse.Namespace) -> None:
     else:
         budget = args.budget
         print(f"{bench!r}; {args.seeds} searches x {budget} samples per strategy, seeds one after the other; "
-              f"scores cached in {out / CACHE_FILE}", flush=True)
+              f"scores cached in {out / supernet.CACHE_FILE}", flush=True)
     names = args.strategies or sorted(search.STRATEGIES) + sorted(VARIANTS)
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     outcomes = {}

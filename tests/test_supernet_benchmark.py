@@ -179,7 +179,7 @@ def test_a_real_supernet_read_back_scores_as_the_one_shot_run(tmp_path, data_dir
     assert "the best score any search found" in printed and "random" in printed
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and not (out / "landscape.json").exists()
-    cached = (out / sample_efficiency.CACHE_FILE).read_text().splitlines()
+    cached = (out / supernet.CACHE_FILE).read_text().splitlines()
     assert sample_efficiency.main(argv) == 0  # again: every cell from the cache
     assert "scored by the supernet in this invocation: 0" in capsys.readouterr().out
-    assert (out / sample_efficiency.CACHE_FILE).read_text().splitlines() == cached
+    assert (out / supernet.CACHE_FILE).read_text().splitlines() == cached

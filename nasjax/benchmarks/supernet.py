@@ -46,6 +46,7 @@ from nasjax.train.weight_sharing import candidate_scorer, init_supernet
 
 WEIGHTS_FILE = "supernet.msgpack"
 METADATA_FILE = "supernet.json"
+CACHE_FILE = "supernet_scores.jsonl"  # the score cache the experiments keep in their output folder
 # The spaces that have a weight-sharing supernet, by the class name supernet.json records.
 SPACES = {cls.__name__: cls for cls in (NASNetSpace, DARTSSpace)}
 

@@ -1,11 +1,12 @@
-"""A script's output folder: CSV tables, a Markdown summary and plots, each replaced atomically."""
+"""A script's output folder: CSV tables, a Markdown summary and plots, each replaced atomically; line
+styles that keep many series apart."""
 
 from __future__ import annotations
 
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from nasjax.io import atomic_write_bytes, write_csv
 
@@ -26,3 +27,28 @@ def publish(out: str | os.PathLike, tables: dict[str, list[dict]], summary: str,
     print(f"wall time {time.perf_counter() - started:.0f} s; wrote {out}/: "
           + ", ".join([*tables, "summary.md", *plots]))
     return out
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def series_styles(names: Iterable[str], family: Callable[[str], str] = lambda name: name) -> dict[str, dict]:
+    """matplotlib keyword arguments (color, ls) for each series in `names`, all told apart: one color
+    per `family(name)` (tab10's, then tab20's light shades: 20 families), solid for the series named as
+    its family and dashed, dotted, dash-dotted for the family's others in order (e.g. a strategy's
+    paper settings beside it). Matplotlib's default cycle repeats after 10 series."""
+    import matplotlib
+
+    colors = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
+    families: dict[str, int] = {}
+    others: dict[str, int] = {}
+    styles = {}
+    for name in names:
+        f = family(name)
+        families.setdefault(f, len(families))
+        if name == f:
+            rank = 0
+        else:
+            rank = others[f] = others.get(f, 0) + 1
+        styles[name] = dict(color=colors[families[f] % len(colors)], ls=LINE_STYLES[rank % len(LINE_STYLES)])
+    return styles

@@ -41,6 +41,11 @@ VARIANTS = {"lanas_paper": ("lanas", lanas.PAPER), "lanas_rank": ("lanas", dict(
             "nao_paper": ("nao", NAO.PAPER), "rnas_paper": ("rnas", RNAS.PAPER)}
 
 
+def strategy_of(row: str) -> str:
+    """The registered strategy a row runs: a `VARIANTS` row's, else the row's name."""
+    return VARIANTS.get(row, (row,))[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """One strategy's searches, `runs` of them, `budget` evaluations each.

@@ -22,6 +22,16 @@ from nasjax.nn.api import Networks, networks, register
 from nasjax.spaces.convnet import ConvNetSpace, pool_positions
 
 
+def activation(z: jax.Array, pool: bool, channel_mask: jax.Array | None = None) -> jax.Array:
+    """What follows a layer's convolution (and batch norm): ReLU, the masked form's channel mask
+    (max_channels,), then the 2x2 max-pool where the network pools. The layer-wise execution
+    (`nasjax.train.layered`) chains the same function between its units."""
+    x = nn.relu(z)
+    if channel_mask is not None:
+        x = x * channel_mask
+    return ops.max_pool(x) if pool else x
+
+
 class ConvNet(nn.Module):
     """A plain ConvNet: `channels[i]` filters of size `kernels[i]` x `kernels[i]` in layer i, each
     Conv [-> BN] -> ReLU [-> 2x2 max-pool], then global average pooling and Dense(num_classes).
@@ -46,11 +56,7 @@ class ConvNet(nn.Module):
             x = conv(x) if kernel_mask is None else conv(x, kernel_mask[i])
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
-            x = nn.relu(x)
-            if channel_mask is not None:
-                x = x * channel_mask[i]
-            if pools[i]:
-                x = ops.max_pool(x)
+            x = activation(x, pools[i], None if channel_mask is None else channel_mask[i])
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 

@@ -1,14 +1,14 @@
 """Layer-wise execution of plain ConvNets (`ConvNetSpace` without batch norm), the CPU engine.
 
-A ConvNet is a chain of units z_i = conv_i(x_i) + b_i, where x_0 is the augmented image and x_i
-(i >= 1) = pre_i(z_{i-1}), the ReLU of the previous unit followed by its 2x2 max-pool where the
-network pools there; the head is logits = Dense(mean_hw(pre(z_last))). Each unit's forward and
-backward is a program compiled for its *shape* (batch, H, W, C_in, C_out, k, pool) by `jax.jit`'s
-own cache, so every architecture of a space reuses the same few dozen programs: a new architecture
-compiles only its optimizer update (elementwise, a fraction of a second), where one whole-network
-training program costs seconds of compilation per architecture on CPU. A Python loop drives the
-chain, a few dispatches per unit and step; a unit's convolution takes milliseconds to seconds on CPU,
-so the dispatches cost little.
+A ConvNet is a chain of units z_i = conv_i(x_i) + b_i, where x_0 is the augmented image and x_i (i >= 1)
+= pre_i(z_{i-1}), the ReLU of the previous unit followed by its 2x2 max-pool where the network pools
+there (`nasjax.nn.convnet.activation`, as in the network's module); the head is logits =
+Dense(mean_hw(pre(z_last))). Each unit's forward and backward is a program compiled for its *shape*
+(batch, H, W, C_in, C_out, k, pool) by `jax.jit`'s own cache, so every architecture of a space reuses
+the same few dozen programs: a new architecture compiles only its optimizer update (elementwise, a
+fraction of a second), where one whole-network training program costs seconds of compilation per
+architecture on CPU. A Python loop drives the chain, a few dispatches per unit and step; a unit's
+convolution takes milliseconds to seconds on CPU, so the dispatches cost little.
 
 A unit's forward returns its input x_i beside z_i, and its backward takes both: the kernel gradient
 convolves a transposed x_i, and XLA:CPU transposed a stored x_i several times faster than an x_i it
@@ -24,14 +24,13 @@ import functools
 import math
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from nasjax.data import augment_batch
-from nasjax.nn.convnet import is_convnet_space
+from nasjax.nn.convnet import activation, is_convnet_space
 from nasjax.nn.init import lecun_std
 from nasjax.nn import ops
 from nasjax.spaces.convnet import ConvNetSpace
@@ -63,11 +62,6 @@ def plan(space: ConvNetSpace, enc, image_size: int = 32) -> Plan:
 
 
 # --- per-shape programs (jit caches one compilation per shape and static flags) ---------------------
-def _pre(z: jax.Array, pool: bool) -> jax.Array:
-    x = nn.relu(z)
-    return ops.max_pool(x) if pool else x
-
-
 def _conv(kernel: jax.Array, bias: jax.Array, x: jax.Array) -> jax.Array:
     return ops.conv2d(x, kernel) + bias
 
@@ -75,12 +69,12 @@ def _conv(kernel: jax.Array, bias: jax.Array, x: jax.Array) -> jax.Array:
 def _unit(kernel: jax.Array, bias: jax.Array, z_prev: jax.Array, first: bool, pool: bool):
     """(x, z): a unit's input x (the image when first, else pre(z_prev)) and its output z (B, H', W',
     C_out)."""
-    x = z_prev if first else _pre(z_prev, pool)
+    x = z_prev if first else activation(z_prev, pool)
     return x, _conv(kernel, bias, x)
 
 
 def _head(kernel: jax.Array, bias: jax.Array, z_last: jax.Array, pool: bool) -> jax.Array:
-    return jnp.mean(_pre(z_last, pool), axis=(1, 2)) @ kernel + bias
+    return jnp.mean(activation(z_last, pool), axis=(1, 2)) @ kernel + bias
 
 
 # The layered engine is the CPU execution: `train_population(execution="auto")` picks it on CPU only.
@@ -97,7 +91,7 @@ def unit_backward(kernel, bias, x, z_prev, dz, first: bool, pool: bool):
         _, vjp = jax.vjp(lambda k, b: _conv(k, b, x), kernel, bias)
         return (*vjp(dz), None)
     dk, db, dx = jax.vjp(_conv, kernel, bias, x)[1](dz)
-    return dk, db, jax.vjp(lambda z: _pre(z, pool), z_prev)[1](dx)[0]
+    return dk, db, jax.vjp(lambda z: activation(z, pool), z_prev)[1](dx)[0]
 
 
 @functools.partial(_jit, static_argnames=("pool", "smoothing"))
