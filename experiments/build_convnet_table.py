@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import importlib.metadata
 import pathlib
 import platform
@@ -46,7 +45,7 @@ from nasjax.data import DataError, Dataset, load_cifar10
 from nasjax.experiment import UsageError, begin, check_config, data_fingerprint, own_workdir
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.io import append_jsonl, read_jsonl
+from nasjax.io import append_jsonl, read_jsonl, sha256_of_arrays
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, train_population
 
@@ -128,13 +127,8 @@ def protocol_data(data_dir, validation_fraction: float, split_seed: int, train_i
 
 def data_digests(data: Dataset) -> dict[str, str]:
     """sha256 of each part (images then labels), so a rebuild or a check can tell the data is the same."""
-    digests = {}
-    for part in ("train", "val", "test"):
-        h = hashlib.sha256()
-        for array in (getattr(data, f"{part}_images"), getattr(data, f"{part}_labels")):
-            h.update(np.ascontiguousarray(array).tobytes())
-        digests[part] = h.hexdigest()
-    return digests
+    return {part: sha256_of_arrays(getattr(data, f"{part}_images"), getattr(data, f"{part}_labels"))
+            for part in ("train", "val", "test")}
 
 
 def data_provenance(data: Dataset, args) -> dict:

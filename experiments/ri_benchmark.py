@@ -180,10 +180,11 @@ def plot_tabular(rows: list[dict], path: pathlib.Path) -> None:
 
     done = [r for r in rows if not r["skipped"]]
     benches = list(dict.fromkeys(r["benchmark"] for r in done))
-    styles = series_styles(dict.fromkeys(r["strategy"] for r in done), family=strategy_of)
+    names = list(dict.fromkeys(r["strategy"] for r in done))
+    styles = series_styles(names, family=strategy_of)
     fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 4), squeeze=False)
     for ax, bench in zip(axes[0], benches):
-        for name in dict.fromkeys(r["strategy"] for r in done):
+        for name in names:
             part = [r for r in done if r["benchmark"] == bench and r["strategy"] == name]
             ax.errorbar([r["budget"] for r in part], [r["ri_mean"] for r in part],
                         yerr=[r["ri_std"] for r in part], marker="o", ms=3, capsize=2, lw=1, label=name,
