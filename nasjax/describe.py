@@ -20,7 +20,6 @@ import sys
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import nasjax.nn
@@ -28,9 +27,7 @@ from nasjax.nn import cost
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, Graph, InvalidEncodingError, NASBench101Space,
                            NASBench201Space, NASNetSpace, RNNCellSpace, RNNDAGSpace, Space)
 from nasjax.spaces.nasnet import PAPER_OPS
-from nasjax.spaces.rnn import RecurrentSpace
 
-IMAGE = (32, 32, 3)  # CIFAR
 # name -> (space, {describe flag: the space's network option})
 SPACES: dict[str, tuple[Callable[[], Space], dict[str, str]]] = {
     "nasnet": (NASNetSpace, dict(channels="init_channels", layers="layers", auxiliary="auxiliary")),
@@ -86,11 +83,7 @@ def network_options(name: str, channels: int | None, layers: int | None, auxilia
 
 def _variables(space: Space, module):
     """The module's variables as shapes (`jax.eval_shape`: nothing is computed)."""
-    if isinstance(space, RecurrentSpace):
-        tokens = jax.ShapeDtypeStruct((35, 1), jnp.int32)
-        hidden = jax.ShapeDtypeStruct((1, module.hidden_size), jnp.float32)
-        return jax.eval_shape(module.init, jax.random.key(0), tokens, hidden)
-    return jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *IMAGE), jnp.float32))
+    return jax.eval_shape(module.init, jax.random.key(0), *nasjax.nn.example_input(space, module))
 
 
 def cost_lines(space: Space, enc: np.ndarray, options: dict) -> list[str]:
@@ -104,8 +97,8 @@ def cost_lines(space: Space, enc: np.ndarray, options: dict) -> list[str]:
     if aux is not None:
         with_aux = nasjax.nn.param_count(space, enc, {**params, "auxiliary_head": aux})
         lines.append(f"auxiliary head params {with_aux - nasjax.nn.param_count(space, enc, params)}")
-    if not isinstance(space, RecurrentSpace):
-        lines.append(f"flops {int(cost.forward_flops(module, variables, IMAGE))}")
+    if nasjax.nn.reads_images(space):
+        lines.append(f"flops {int(cost.forward_flops(module, variables, nasjax.nn.api.CIFAR_IMAGE))}")
     return lines
 
 

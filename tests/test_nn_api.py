@@ -13,13 +13,19 @@ from nasjax.spaces import ConvNetSpace, DARTSSpace, NASBench201Space, RNNCellSpa
 
 
 def test_every_space_builds_its_network_and_says_whether_it_has_a_supernet():
-    expected = {ConvNetSpace(): ("ConvNet", False), NASBench201Space(): ("NB201Network", False),
-                DARTSSpace(): ("DARTSNetwork", True), RNNCellSpace(): ("RNNLanguageModel", True),
-                RNNDAGSpace(): ("RNNLanguageModel", True)}
-    for space, (network, shared) in expected.items():
+    """... and what one example of its input is: every network initializes from it (shapes only)."""
+    expected = {ConvNetSpace(): ("ConvNet", False, True), NASBench201Space(): ("NB201Network", False, True),
+                DARTSSpace(): ("DARTSNetwork", True, True), RNNCellSpace(): ("RNNLanguageModel", True, False),
+                RNNDAGSpace(): ("RNNLanguageModel", True, False)}
+    for space, (network, shared, images) in expected.items():
         enc = space.sample(jax.random.key(0), 1)[0]
-        assert type(nasjax.nn.build(space, enc)).__name__ == network
+        module = nasjax.nn.build(space, enc)
+        assert type(module).__name__ == network
         assert nasjax.nn.has_supernet(space) == shared
+        assert nasjax.nn.reads_images(space) == images
+        example = nasjax.nn.example_input(space, module)
+        assert (example[0].shape == (1, 32, 32, 3)) == images
+        assert jax.eval_shape(module.init, jax.random.key(0), *example)["params"]
 
 
 def test_an_option_the_builder_does_not_take_is_named():

@@ -11,8 +11,10 @@ Each space's network module registers its networks on import (`register(SpaceTyp
 """
 
 from nasjax.nn import cost, init, ops
-from nasjax.nn.api import Networks, arch_data, build, has_supernet, networks, param_count, register, supernet
+from nasjax.nn.api import (Networks, arch_data, build, example_input, has_supernet, networks, param_count,
+                           reads_images, register, supernet)
 from nasjax.nn import cells, convnet, nasbench101, nasbench201, rnn  # noqa: E402  (registrations)
 
-__all__ = ["Networks", "arch_data", "build", "cells", "convnet", "cost", "has_supernet", "init",
-           "nasbench101", "nasbench201", "networks", "ops", "param_count", "register", "rnn", "supernet"]
+__all__ = ["Networks", "arch_data", "build", "cells", "convnet", "cost", "example_input", "has_supernet", "init",
+           "nasbench101", "nasbench201", "networks", "ops", "param_count", "reads_images", "register", "rnn",
+           "supernet"]

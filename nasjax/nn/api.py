@@ -15,6 +15,8 @@ nothing dispatches on concrete space classes elsewhere:
   arch_data(space, enc) -> the pytree of arrays the supernet takes for `enc` (jittable, vmappable).
   param_count(space, enc, params) -> parameters of the network `enc` denotes among `params`, a tree
       of its supernet (or of `build(space, enc)`: default, every leaf).
+  example_input(space, module) -> the abstract arguments of one example that `module.init(key, *args)`
+      takes: one CIFAR image unless the space's networks read something else (`reads_images`).
 
 Registrations are looked up along the space class's MRO, so a subclass inherits its parent's networks.
 """
@@ -27,6 +29,9 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+
+CIFAR_IMAGE = (32, 32, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +41,15 @@ class Networks:
     build(space, enc, *, num_classes, **options) -> module, choices built in;
     supernet(space, *, num_classes, **options) -> module(x, arch, train=...), or None (no weight sharing);
     arch_data(space, enc) -> arch, jittable (required with supernet);
-    param_count(space, enc, params) -> int, or None: every leaf of `params` counts."""
+    param_count(space, enc, params) -> int, or None: every leaf of `params` counts;
+    example_input(module) -> the abstract arguments (jax.ShapeDtypeStruct) of one example that
+    `module.init(key, *args)` takes, for networks that do not read images; None: one CIFAR image."""
 
     build: Callable[..., Any]
     supernet: Callable[..., Any] | None = None
     arch_data: Callable[..., Any] | None = None
     param_count: Callable[..., int] | None = None
+    example_input: Callable[..., tuple] | None = None
 
     def __post_init__(self):
         if (self.supernet is None) != (self.arch_data is None):
@@ -115,3 +123,14 @@ def param_count(space, enc, params) -> int:
     if fn is None:
         return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
     return fn(space, enc, params)
+
+
+def reads_images(space) -> bool:
+    """Whether `space`'s networks read images (B, 32, 32, 3); a language model reads tokens."""
+    return networks(space).example_input is None
+
+
+def example_input(space, module) -> tuple:
+    """The abstract arguments of one example that `module.init(key, *args)` takes (`Networks`)."""
+    fn = networks(space).example_input
+    return (jax.ShapeDtypeStruct((1, *CIFAR_IMAGE), jnp.float32),) if fn is None else fn(module)

@@ -200,4 +200,9 @@ def supernet(space: RecurrentSpace, *, num_classes: int = 10000, hidden_size: in
                             **dropout)
 
 
-register(RecurrentSpace, Networks(build=build, supernet=supernet, arch_data=cell_arrays))
+def example_input(module: RNNLanguageModel) -> tuple:
+    """One example for `module.init`: a BPTT window of 35 tokens (35, 1) and the hidden state (1, hidden)."""
+    return (jax.ShapeDtypeStruct((35, 1), jnp.int32), jax.ShapeDtypeStruct((1, module.hidden_size), jnp.float32))
+
+
+register(RecurrentSpace, Networks(build=build, supernet=supernet, arch_data=cell_arrays, example_input=example_input))
