@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 import nasjax.nn
+from nasjax.data.cifar10 import IMAGE_SHAPE
 from nasjax.nn import cost
 from nasjax.spaces import (ConvNetSpace, DARTSSpace, Graph, InvalidEncodingError, NASBench101Space,
                            NASBench201Space, NASNetSpace, RNNCellSpace, RNNDAGSpace, Space)
@@ -98,7 +99,7 @@ def cost_lines(space: Space, enc: np.ndarray, options: dict) -> list[str]:
         with_aux = nasjax.nn.param_count(space, enc, {**params, "auxiliary_head": aux})
         lines.append(f"auxiliary head params {with_aux - nasjax.nn.param_count(space, enc, params)}")
     if nasjax.nn.reads_images(space):
-        lines.append(f"flops {int(cost.forward_flops(module, variables, nasjax.nn.api.CIFAR_IMAGE))}")
+        lines.append(f"flops {int(cost.forward_flops(module, variables, IMAGE_SHAPE))}")
     return lines
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-CIFAR_IMAGE = (32, 32, 3)
+from nasjax.data.cifar10 import IMAGE_SHAPE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,4 +133,4 @@ def reads_images(space) -> bool:
 def example_input(space, module) -> tuple:
     """The abstract arguments of one example that `module.init(key, *args)` takes (`Networks`)."""
     fn = networks(space).example_input
-    return (jax.ShapeDtypeStruct((1, *CIFAR_IMAGE), jnp.float32),) if fn is None else fn(module)
+    return (jax.ShapeDtypeStruct((1, *IMAGE_SHAPE), jnp.float32),) if fn is None else fn(module)
