@@ -21,7 +21,8 @@ program, vmapped over seeds x configurations.
 Prints the table (median samples to the optimum over the seeds, transferred vs fresh, the fraction
 of searches that reached it within --budget) and writes to --out (default runs/lanas_transfer):
 summary.csv, samples_to_optimum.csv and transfer.png (Fig. 8's panels: median samples against the
-source fraction).
+source fraction). Each target's rows go to rows.jsonl as soon as its searches finish; the same command
+run again (e.g. after a kill) skips the targets found there, and other flags in the folder are refused.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax import benchmarks
+from nasjax.experiment import begin, check_config, data_fingerprint, own_workdir
 from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.tabular_search import run_lanas_from_sources, samples_to_optimum
-from nasjax.io import write_csv
+from nasjax.io import append_jsonl, read_jsonl, write_csv
 from nasjax.runtime import avoid_cpu_scheduler_deadlock
 from nasjax.search.base import catalogue
 from nasjax.search.lanas import SPLIT_SCORES
@@ -46,6 +48,7 @@ from nasjax.search.lanas import SPLIT_SCORES
 avoid_cpu_scheduler_deadlock()
 
 NB201 = ("nasbench201-cifar10", "nasbench201-cifar100", "nasbench201-imagenet16")
+ROWS = "rows.jsonl"  # one line per table row, appended per finished target
 
 
 def parse_args(argv=None):
@@ -120,19 +123,47 @@ def run_target(args, target, source_scores, members, index, counts, keys, intra:
 
 def transfer(args) -> None:
     check_data_dir(args.data_dir)
-    source = benchmarks.load(args.source, args.data_dir)
-    targets = [benchmarks.load(t, args.data_dir) for t in args.targets]
-    members = np.asarray(catalogue(source.space))
-    index, counts, keys = sources(args, members.shape[0])
-    print(f"LaNAS transfer: source {args.source}, fractions {args.fractions} % "
-          f"({', '.join(str(counts[f]) for f in args.fractions)} architectures), {args.seeds} seeds x "
-          f"{args.budget} samples, split targets {args.split_scores}", flush=True)
-    scores = np.asarray(source.scores_mean)
-    rows = run_target(args, source, scores, members, index, counts, keys, intra=True)
-    for target in targets:
-        rows += run_target(args, target, scores, members, index, counts, keys, intra=False)
-    print_table(rows, args.budget)
-    write_outputs(pathlib.Path(args.out), rows, args.budget)
+    config = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out")}
+    with own_workdir(args.out, "--out") as out:
+        new = check_config(out, config)
+        source = benchmarks.load(args.source, args.data_dir)
+        targets = [benchmarks.load(t, args.data_dir) for t in args.targets]
+        begin(out, config, data_fingerprint(source.source, *(t.scores_mean for t in (source, *targets))), new)
+        members = np.asarray(catalogue(source.space))
+        index, counts, keys = sources(args, members.shape[0])
+        print(f"LaNAS transfer: source {args.source}, fractions {args.fractions} % "
+              f"({', '.join(str(counts[f]) for f in args.fractions)} architectures), {args.seeds} seeds x "
+              f"{args.budget} samples, split targets {args.split_scores}", flush=True)
+        scores = np.asarray(source.scores_mean)
+        plan = ((source, True), *((t, False) for t in targets))
+        done = finished_targets(out / ROWS, {t.name: len(args.fractions) * (2 if intra else 1) + (not intra)
+                                             for t, intra in plan})
+        rows = []
+        for target, intra in plan:
+            if target.name in done:
+                print(f"  {target.name}: finished earlier ({out / ROWS})", flush=True)
+                rows += done[target.name]
+                continue
+            finished = run_target(args, target, scores, members, index, counts, keys, intra)
+            append_jsonl(out / ROWS, [dict(r, samples=[v if math.isfinite(v) else None for v in r["samples"]])
+                                      for r in finished])
+            rows += finished
+        print_table(rows, args.budget)
+        write_outputs(out, rows, args.budget)
+
+
+def finished_targets(path: pathlib.Path, expected: dict[str, int]) -> dict[str, list[dict]]:
+    """{target: its rows} of the targets whose `expected[target]` rows `path` holds. A target's rows
+    are one write, so only the last can be incomplete (a kill mid-write): the file is cut back before it."""
+    records = read_jsonl(path)
+    done: dict[str, list[dict]] = {}
+    for row in records:  # strict JSON there: a search that never reached the optimum is null
+        row["samples"] = [math.inf if v is None else v for v in row["samples"]]
+        done.setdefault(row["target"], []).append(row)
+    partial = [name for name, rows in done.items() if len(rows) != expected.get(name)]
+    if partial:
+        read_jsonl(path, keep=len(records) - sum(len(done.pop(name)) for name in partial))
+    return done
 
 
 def median_text(row, budget: int) -> str:

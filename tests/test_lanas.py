@@ -471,8 +471,8 @@ def test_a_source_joins_the_fit_as_told_samples_would_and_an_empty_one_changes_n
     scores = synthetic(members)
     fit = jax.jit(lambda h, src, w: strat.fit(h, jnp.float32(1e-3), src, w))
     fit_alone = jax.jit(lambda h: strat.fit(h, jnp.float32(1e-3)))
-    history = told(members[:200], scores[:200], 400)  # the fits below: three programs
-    source = told(members[200:], scores[200:], 200)
+    history = told(members[:200], scores[:200], 400)  # every history and source below: 400 rows, two programs
+    source = told(members[200:], scores[200:], 400)
     both = fit(history, source, 1.0)
     one = fit_alone(told(members, scores, 400))
     root = np.asarray(one[0][0])
@@ -483,7 +483,7 @@ def test_a_source_joins_the_fit_as_told_samples_would_and_an_empty_one_changes_n
     root = np.asarray(twice[0][0])
     np.testing.assert_allclose(np.asarray(weighted[0][0]), root, atol=1e-5 * np.abs(root).max())
     assert not np.allclose(np.asarray(weighted[0][0]), np.asarray(both[0][0]), atol=1e-3 * np.abs(root).max())
-    empty = fit(history, told(members[200:], jnp.full((200,), jnp.nan, jnp.float32), 200), 1.0)
+    empty = fit(history, told(members[200:], jnp.full((200,), jnp.nan, jnp.float32), 400), 1.0)
     chex.assert_trees_all_equal(empty, fit_alone(history))
     state = strat.transfer_init(jax.random.key(0), source_archs=members[:8], source_scores=scores[:8],
                                 source_count=4, source_mass=10.0)

@@ -1,5 +1,6 @@
 """experiments/ri_benchmark.py end to end at a tiny size on the real data (NB-201, CIFAR-10 subset)."""
 
+import functools
 import pathlib
 import runpy
 import types
@@ -16,17 +17,20 @@ TINY = ["--datasets", "cifar10", "--seeds", "3", "--budgets", "2", "4", "--strat
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 ri = types.SimpleNamespace(**runpy.run_path(str(EXPERIMENTS / "ri_benchmark.py"), run_name="ri_benchmark"))
 
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
-    """Two runs with the same seed into two folders."""
-    outs = [tmp_path_factory.mktemp("ri") / name for name in ("a", "b")]
-    for out in outs:
+def run(tmp_path_factory, data_dir):
+    """run(name): the folder of a run with the same seed, run on first use (the default suite needs one)."""
+    @functools.cache
+    def run(name: str) -> pathlib.Path:
+        out = tmp_path_factory.mktemp("ri") / name
         assert ri.main([*TINY, "--out", str(out), "--data-dir", str(data_dir)]) == 0
-    return outs
+        return out
+    return run
 
 
-def test_tables_files_and_same_bits(runs, capsys):
-    a, b = runs
+def test_tables_files_and_same_bits(run, capsys):
+    a, b = run("a"), run("b")
     for name in ("tabular.csv", "trained.csv", "summary.md"):
         assert (a / name).read_text() == (b / name).read_text(), name
     for name in ("tabular.png", "trained.png", "timing.csv"):
@@ -36,11 +40,11 @@ def test_tables_files_and_same_bits(runs, capsys):
     assert "top-1 found by evolution" in summary and "sampled at random" in summary
 
 
-def test_tabular_rows_against_the_exact_baseline(runs):
+def test_tabular_rows_against_the_exact_baseline(run):
     import csv
 
     from nasjax import benchmarks
-    rows = list(csv.DictReader(open(runs[0] / "tabular.csv")))
+    rows = list(csv.DictReader(open(run("a") / "tabular.csv")))
     scores = benchmarks.load("nasbench201-cifar10").scores_mean
     done = [r for r in rows if not r["skipped"]]
     assert [(r["strategy"], r["budget"]) for r in done] == [("random", "2"), ("random", "4")]

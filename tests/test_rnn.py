@@ -120,12 +120,11 @@ def test_supernet_with_one_cell_equals_the_standalone_cell(ptb):
 
 @pytest.fixture(scope="module")
 def lm_run(ptb):
-    """DARTS_V2 (cell as data) trained on the first 72,000 training tokens, one pass in 3 chunks of
-    the same shape (one compiled program); the step, the chunks, the state after chunk 0 and at the end."""
+    """DARTS_V2 (cell as data) on the first 72,000 training tokens in 3 chunks of the same shape (one
+    compiled program): the step, the chunks and the state after chunk 0."""
     model = nasjax.nn.supernet(SPACE, num_classes=ptb.vocab_size, **SMALL)
     x, y = lm.windows(ptb.train, 16, 10, tokens=72_016)  # 450 windows
     chunks = [(x[i * 150:(i + 1) * 150], y[i * 150:(i + 1) * 150]) for i in range(3)]
-    valid = lm.windows(ptb.valid, 16, 10, tokens=8_000)
     cell = nasjax.nn.arch_data(SPACE, SPACE.parse(DARTS_V2_TEXT))
     cells = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (150,) + a.shape), cell)
     # Data and cells are arguments (constants would be folded into the program at compile time).
@@ -136,20 +135,22 @@ def lm_run(ptb):
 
     init = jax.jit(functools.partial(lm.init_state, model, CONFIG))
     first, _ = step(init(jax.random.key(0)), chunks[0])
-    state = first
-    for chunk in chunks[1:]:
-        state, _ = step(state, chunk)
-    loss = jax.jit(lambda s, vx, vy, c: lm.evaluate(model, lm.eval_params(s), vx, vy, c))
-    return dict(step=step, init=init, chunks=chunks, first=first, final=state, valid=valid,
-                val_ppl=lm.perplexity(loss(state, *valid, cell)))
+    return dict(model=model, cell=cell, step=step, init=init, chunks=chunks, first=first)
 
 
 def test_small_lm_beats_the_unigram_baseline(ptb, lm_run):
-    unigram = unigram_perplexity(ptb.train, np.asarray(lm_run["valid"][1]).ravel(), ptb.vocab_size)
+    """After one pass over the 3 chunks (450 steps, 72,000 tokens)."""
+    state = lm_run["first"]
+    for chunk in lm_run["chunks"][1:]:
+        state, _ = lm_run["step"](state, chunk)
+    valid = lm.windows(ptb.valid, 16, 10, tokens=8_000)
+    loss = jax.jit(functools.partial(lm.evaluate, lm_run["model"]))(lm.eval_params(state), *valid, lm_run["cell"])
+    val_ppl = lm.perplexity(loss)
+    unigram = unigram_perplexity(ptb.train, np.asarray(valid[1]).ravel(), ptb.vocab_size)
     assert 600 < unigram < 800  # PTB's validation text under the training unigram distribution
-    # Well below: at least a fifth under the best context-free model after 450 steps (72,000 tokens).
-    assert lm_run["val_ppl"] < 0.8 * unigram, (lm_run["val_ppl"], unigram)
-    assert not bool(lm_run["final"].failed)
+    # Well below: at least a fifth under the best context-free model.
+    assert val_ppl < 0.8 * unigram, (val_ppl, unigram)
+    assert not bool(state.failed)
 
 
 def test_same_seed_same_bits(lm_run):
