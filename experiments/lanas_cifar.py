@@ -102,6 +102,7 @@ from nasjax.experiment.one_shot import supernet_objective, trained_supernet
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.evaluation import nan_to_null
+from nasjax.experiment.outputs import pyplot, save_figure
 from nasjax.io import atomic_write_bytes
 from nasjax.runtime import reuse_host_memory, use_compile_cache
 from nasjax.spaces import DARTSSpace, NASNetSpace
@@ -312,25 +313,19 @@ def summarize(space, result, final: list[dict], workdir: pathlib.Path, elapsed: 
 def plot(result, final: list[dict], workdir: pathlib.Path) -> None:
     """best_so_far.png (best validation accuracy vs architectures evaluated) and accuracy_hist.png
     (test accuracy of the final runs, searched vs random)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(np.arange(1, result.evaluations + 1), 100 * np.asarray(metrics.best_so_far(result.scores)))
     ax.set(xlabel="architectures evaluated", ylabel="best validation accuracy (%)", title="LaNAS search")
-    fig.tight_layout()
-    fig.savefig(workdir / "best_so_far.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, workdir / "best_so_far.png")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for group, label in (("search", "top-k found"), ("random", "random")):
         accs = [100 * r["test_acc"] for r in final if r["group"] == group and r["test_acc"] is not None]
         ax.hist(accs, bins=10, alpha=0.6, label=label)
     ax.set(xlabel="test accuracy (%)", ylabel="final training runs", title="Final evaluation")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(workdir / "accuracy_hist.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, workdir / "accuracy_hist.png")
 
 
 def trainer_factory(address: str | None, retries: int, cluster: contextlib.ExitStack):

@@ -40,6 +40,7 @@ from nasjax.experiment import begin, check_config, data_fingerprint, own_workdir
 from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.tabular_search import run_lanas_from_sources, samples_to_optimum
+from nasjax.experiment.outputs import pyplot, save_figure
 from nasjax.io import append_jsonl, read_jsonl, write_csv
 from nasjax.runtime import avoid_cpu_scheduler_deadlock
 from nasjax.search.base import catalogue
@@ -186,9 +187,7 @@ def print_table(rows: list[dict], budget: int) -> None:
 
 
 def write_outputs(out: pathlib.Path, rows: list[dict], budget: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", [{k: v for k, v in r.items() if k != "samples"} for r in rows])
@@ -210,9 +209,7 @@ def write_outputs(out: pathlib.Path, rows: list[dict], budget: int) -> None:
         ax.set(xticks=fractions, xlabel="% of the source table learned from",
                ylabel=f"median samples to the optimum (budget {budget})", title=f"{mine[0]['task']}-task: {name}")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "transfer.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "transfer.png")
     print(f"wrote {out}/: summary.csv, samples_to_optimum.csv, transfer.png (budget {budget})")
 
 

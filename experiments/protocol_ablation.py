@@ -37,7 +37,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import publish
+from nasjax.experiment.outputs import publish, pyplot, save_figure
 from nasjax.spaces import DARTSSpace
 from nasjax.train import TrainConfig, arch_key, preset, train_population
 
@@ -88,9 +88,7 @@ def table(summary: list[dict]) -> str:
 
 
 def plot(summary: list[dict], runs: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, s in enumerate(summary):
@@ -100,9 +98,7 @@ def plot(summary: list[dict], runs: list[dict], path: pathlib.Path) -> None:
         ax.scatter([i, i], [s["min"], s["max"]], marker="_", s=120, color="C3", zorder=3)
     ax.set_xticks(range(len(summary)), [s["protocol"] for s in summary], rotation=30, ha="right")
     ax.set(ylabel="test accuracy (%)", title="Random DARTS genotypes under cumulative training protocols")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

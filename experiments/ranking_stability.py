@@ -44,7 +44,7 @@ from nasjax.data import load_cifar10
 from nasjax.experiment import final_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import publish
+from nasjax.experiment.outputs import publish, pyplot, save_figure
 from nasjax.spaces import ConvNetSpace
 from nasjax.train import TrainConfig, arch_key, train_population
 
@@ -92,9 +92,7 @@ def compare(rows: list[dict]) -> list[dict]:
 
 
 def plot(rows: list[dict], summary: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 5), sharey=True)
     for ax, (name, a, b), s in zip(axes, COMPARISONS, summary):
@@ -107,9 +105,7 @@ def plot(rows: list[dict], summary: list[dict], path: pathlib.Path) -> None:
     axes[0].set_ylabel("rank by test accuracy (1 = best)")
     axes[0].set_yticks(range(1, len(rows) + 1, max(1, len(rows) // 16)))
     axes[0].invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def table(summary: list[dict]) -> str:

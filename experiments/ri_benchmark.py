@@ -68,7 +68,7 @@ from nasjax.experiment import (CONVNET_SPACES, begin, check_config, data_fingerp
                                final_evaluation, group_stats, make_objective, own_workdir, search_data)
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import series_styles
+from nasjax.experiment.outputs import pyplot, save_figure, series_styles
 from nasjax.experiment.tabular_search import BATCH, run_strategy, strategy_of
 from nasjax.io import write_csv
 from nasjax.train import TrainConfig
@@ -174,9 +174,7 @@ def tabular_table(rows: list[dict], value: str) -> str:
 
 
 def plot_tabular(rows: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     done = [r for r in rows if not r["skipped"]]
     benches = list(dict.fromkeys(r["benchmark"] for r in done))
@@ -193,9 +191,7 @@ def plot_tabular(rows: list[dict], path: pathlib.Path) -> None:
         ax.set(xscale="log", xlabel="budget (architectures evaluated)", ylabel="RI vs best-of-k random (%)",
                title=bench)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --- trained part -------------------------------------------------------------------------------------
@@ -266,9 +262,7 @@ def trained_table(rows: list[dict], args) -> str:
 
 
 def plot_trained(rows: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for i, r in enumerate(rows):
@@ -277,9 +271,7 @@ def plot_trained(rows: list[dict], path: pathlib.Path) -> None:
         ax.errorbar(i, r["acc_mean"], yerr=r["acc_std"], fmt="_", color="k", capsize=4)
     ax.set_xticks(range(len(rows)), [r["strategy"] for r in rows])
     ax.set(ylabel="mean test accuracy of the group (%)", title="top-k found vs k random, per search seed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --- command line -------------------------------------------------------------------------------------

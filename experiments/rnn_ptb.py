@@ -55,6 +55,7 @@ from nasjax.data import load_ptb, unigram_perplexity
 from nasjax.experiment import UsageError, begin, check_config, data_fingerprint, own_workdir
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
+from nasjax.experiment.outputs import pyplot, save_figure
 from nasjax.io import atomic_write_bytes, write_csv
 from nasjax.search.loop import load_checkpoint, save_checkpoint
 import nasjax.nn
@@ -340,9 +341,7 @@ def _search_and_report(args, space, data, trainer, splits, workdir: pathlib.Path
 
 
 def plot(runs: dict, path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for m, (_, curve, _) in runs.items():
@@ -351,9 +350,7 @@ def plot(runs: dict, path: pathlib.Path) -> None:
     ax.set_xlabel("training tokens spent by the search")
     ax.set_ylabel("best validation perplexity so far")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

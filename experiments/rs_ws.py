@@ -55,6 +55,7 @@ from nasjax.experiment import UsageError, search_data
 from nasjax.experiment.cli import COUNT, IMAGES, SEED, Parser, check, check_data_dir, folder, integer, real
 from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.halving import successive_halving
+from nasjax.experiment.outputs import pyplot, save_figure
 from nasjax.io import write_csv
 from nasjax.search.hyperband import halving_cost, halving_rungs
 from nasjax.spaces import DARTSSpace
@@ -238,17 +239,13 @@ def rs_ws(args: argparse.Namespace) -> None:
 
 
 def plot(candidates, rung_scores, shared, first, path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter(shared, [100 * rung_scores[first][i] for i in range(len(shared))], s=14)
     ax.set(xlabel="shared-weight validation accuracy (%)",
            ylabel=f"stand-alone validation accuracy after {first} epoch(s) (%)", title="RS-WS ranking")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import TabularBenchmark, convnet, supernet
 from nasjax.experiment.cli import COUNT, SEED, Parser, check, check_data_dir, folder
 from nasjax.experiment.cli import main as run_main
-from nasjax.experiment.outputs import series_styles
+from nasjax.experiment.outputs import pyplot, save_figure, series_styles
 from nasjax.experiment.tabular_search import (BATCH, VARIANTS, Outcome, curve_band, random_search_exact,
                                               run_strategy, samples_to_optimum, strategy_of, summarize)
 from nasjax.io import write_csv
@@ -107,9 +107,7 @@ def format_table(rows: list[dict], budget: int) -> str:
 def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: list[dict],
                   optimum: float, budget: int, land: dict, title: str) -> None:
     """summary.csv, curves.csv, samples_to_optimum.csv, landscape.json and the two plots."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", rows)
@@ -136,9 +134,7 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
            ylim=(low, optimum + 0.05 * (optimum - low)),
            title=f"{title}: best so far (median, 25-75 % over runs)")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "best_so_far.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "best_so_far.png")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in hits.items():
         ax.step(x, np.mean(s[None, :] <= x[:, None], axis=1), where="post", label=name, lw=1.2, **styles[name])
@@ -146,9 +142,7 @@ def write_outputs(out: pathlib.Path, outcomes: dict[str, Outcome | str], rows: l
     ax.set(xscale="log", xlabel="samples", ylabel=f"fraction of runs that evaluated {target}",
            ylim=(0, 1.02), title=f"{title}: samples to reach {target} (ECDF)")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "samples_to_optimum.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "samples_to_optimum.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

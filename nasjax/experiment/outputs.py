@@ -1,5 +1,5 @@
 """A script's output folder: CSV tables, a Markdown summary and plots, each replaced atomically; line
-styles that keep many series apart."""
+styles that keep many series apart; pyplot for files and how a figure is written."""
 
 from __future__ import annotations
 
@@ -27,6 +27,24 @@ def publish(out: str | os.PathLike, tables: dict[str, list[dict]], summary: str,
     print(f"wall time {time.perf_counter() - started:.0f} s; wrote {out}/: "
           + ", ".join([*tables, "summary.md", *plots]))
     return out
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (figures go to files; no display needed), imported on first
+    use so that scripts start without it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Lay `fig` out, write it to `path` (PNG, 120 dpi) and close it (pyplot keeps open figures alive)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
