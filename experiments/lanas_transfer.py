@@ -87,11 +87,16 @@ def sources(args, size: int):
     return np.asarray(perm[:, :max(counts.values())]), counts, jax.random.split(k_search, args.seeds)
 
 
+def starts(fractions: list[int], intra: bool) -> list[tuple[int | None, bool]]:
+    """A target's table rows, (source fraction, learned from its scores): transferred per fraction,
+    then fresh; fresh intra-task per fraction (it still excludes that fraction's source: the same
+    rest), inter-task once."""
+    return [(f, True) for f in fractions] + ([(f, False) for f in fractions] if intra else [(None, False)])
+
+
 def run_target(args, target, source_scores, members, index, counts, keys, intra: bool) -> list[dict]:
     """Transferred (each fraction) and fresh searches of `target`, one vmapped program -> rows."""
-    configs = [(f, counts[f], True) for f in args.fractions]
-    # Fresh: no scores; intra-task it still excludes each fraction's source (the same rest).
-    configs += [(f, counts[f], False) for f in args.fractions] if intra else [(None, 0, False)]
+    configs = [(f, 0 if f is None else counts[f], learned) for f, learned in starts(args.fractions, intra)]
     s = args.seeds
     archs = np.tile(members[index], (len(configs), 1, 1))
     scores = np.concatenate([np.where(learned, source_scores[index], np.nan) for _, _, learned in configs])
@@ -137,8 +142,7 @@ def transfer(args) -> None:
               f"{args.budget} samples, split targets {args.split_scores}", flush=True)
         scores = np.asarray(source.scores_mean)
         plan = ((source, True), *((t, False) for t in targets))
-        done = finished_targets(out / ROWS, {t.name: len(args.fractions) * (2 if intra else 1) + (not intra)
-                                             for t, intra in plan})
+        done = finished_targets(out / ROWS, {t.name: len(starts(args.fractions, intra)) for t, intra in plan})
         rows = []
         for target, intra in plan:
             if target.name in done:

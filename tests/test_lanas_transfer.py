@@ -3,9 +3,9 @@ seed giving the same samples, and a rerun after a kill skipping the targets alre
 
 import csv
 import json
-import shutil
 import pathlib
 import runpy
+import shutil
 
 import pytest
 
