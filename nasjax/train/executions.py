@@ -119,8 +119,21 @@ class _OneByOne:
         return [o[0] for o in out], [o[1] for o in out]
 
 
+class _WholeNetwork(_OneByOne):
+    """A one-by-one execution whose group stands for one whole-network module, `module(space, group,
+    num_classes)`, trained and evaluated by the programs cached per module."""
+
+    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
+        return _epoch_fn(self.module(space, group, num_classes), config, steps_per_epoch)
+
+    def evaluator(self, space, config, group, num_classes):
+        return _eval_fn(self.module(space, group, num_classes), config)
+
+
 @dataclasses.dataclass(frozen=True)
-class PerArch(_OneByOne):
+class PerArch(_WholeNetwork):
+    """Groups are the network modules themselves."""
+
     shared = False
 
     def supports(self, space) -> bool:
@@ -132,11 +145,8 @@ class PerArch(_OneByOne):
     def extra(self, space, enc, config, num_classes):
         return tuple(jnp.asarray(e) for e in trainable(space, enc, config, num_classes)[1])
 
-    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
-        return _epoch_fn(group, config, steps_per_epoch)
-
-    def evaluator(self, space, config, group, num_classes):
-        return _eval_fn(group, config)
+    def module(self, space, group, num_classes):
+        return group
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +178,7 @@ class Layered(_OneByOne):
 
 
 @dataclasses.dataclass(frozen=True)
-class Masked(_OneByOne):
+class Masked(_WholeNetwork):
     """Groups are depths; one masked ConvNet program per depth, a Python loop over the architectures."""
 
     shared = True
@@ -182,11 +192,8 @@ class Masked(_OneByOne):
     def extra(self, space, enc, config, num_classes):
         return tuple(jnp.asarray(m) for m in convnet.masks(space, enc))
 
-    def epoch_fn(self, space, config, group, num_classes, steps_per_epoch):
-        return _epoch_fn(convnet.masked(space, group, num_classes), config, steps_per_epoch)
-
-    def evaluator(self, space, config, group, num_classes):
-        return _eval_fn(convnet.masked(space, group, num_classes), config)
+    def module(self, space, group, num_classes):
+        return convnet.masked(space, group, num_classes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -225,7 +232,7 @@ class Sharded(Masked):
         stack = lambda xs: jax.tree.map(lambda *l: np.stack(l), *[xs[t] for t in take])  # noqa: E731
         shard = NamedSharding(self.mesh, P("pop"))
         args = [jax.device_put(stack(x), shard) for x in (states, extras, list(data_keys))]
-        fn = _sharded_epoch_fn(convnet.masked(space, group, num_classes), config, steps_per_epoch, self.mesh)
+        fn = _sharded_epoch_fn(self.module(space, group, num_classes), config, steps_per_epoch, self.mesh)
         new, losses = fn(*args, epoch, images, labels)
         new, losses = _to_host(new), np.asarray(losses)
         return [jax.tree.map(lambda a: a[j], new) for j in range(n)], list(losses[:n])
