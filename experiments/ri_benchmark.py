@@ -60,7 +60,6 @@ import time
 import jax
 import numpy as np
 
-
 from nasjax import benchmarks, metrics, search
 from nasjax.benchmarks import supernet
 from nasjax.data import load_cifar10
@@ -71,7 +70,10 @@ from nasjax.experiment.cli import main as run_main
 from nasjax.experiment.outputs import pyplot, save_figure, series_styles
 from nasjax.experiment.tabular_search import BATCH, run_strategy, strategy_of
 from nasjax.io import write_csv
+from nasjax.runtime import avoid_cpu_scheduler_deadlock
 from nasjax.train import TrainConfig
+
+avoid_cpu_scheduler_deadlock()  # before any computation: vmapped NAO hangs without it on CPU
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 TRAINED = ("lanas", "evolution", "local_search")

@@ -4,6 +4,7 @@ rules behind them (`nasjax.experiment`)."""
 
 import argparse
 import json
+import os
 import pathlib
 import runpy
 
@@ -13,6 +14,7 @@ import pytest
 from nasjax.experiment import UsageError, begin, check_config, data_fingerprint, finished, own_workdir
 from nasjax.experiment.cli import SEED, folder, integer, real
 from nasjax.io import append_jsonl, atomic_write_bytes, read_jsonl, remove_temporaries
+from nasjax.runtime import CPU_SCHEDULER_FLAG
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 # script -> an out-of-range value and what the line says about it
@@ -49,6 +51,23 @@ def test_bad_flags_are_one_line_and_exit_2(script, tmp_path, capsys, monkeypatch
         assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
         assert "Traceback" not in err and not out
     assert list(tmp_path.iterdir()) == []
+
+
+VMAPPED_SEARCHES = sorted(p.stem for p in EXPERIMENTS.glob("*.py")
+                          if "nasjax.experiment.tabular_search import" in p.read_text())
+
+
+def test_vmapped_searches_are_found():
+    assert {"sample_efficiency", "ri_benchmark", "lanas_transfer"} <= set(VMAPPED_SEARCHES)
+
+
+@pytest.mark.parametrize("script", VMAPPED_SEARCHES)
+def test_scripts_with_vmapped_searches_turn_the_cpu_scheduler_off(script, monkeypatch):
+    """Their vmapped NAO over 48+ seeds hangs on CPU under XLA's concurrency-optimized scheduler
+    (test_nao), so loading the script must set the flag, before its first computation."""
+    monkeypatch.setenv("XLA_FLAGS", "")
+    runpy.run_path(str(EXPERIMENTS / f"{script}.py"), run_name=script)
+    assert CPU_SCHEDULER_FLAG in os.environ["XLA_FLAGS"]
 
 
 def test_sample_efficiency_refuses_batch_0(capsys):
