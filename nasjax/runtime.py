@@ -3,7 +3,9 @@
 Each is set once per process by the entry point (a script's `main`, a test's subprocess), never by
 library code that a caller imports, and none changes a result's bits:
 
-- `avoid_cpu_scheduler_deadlock()` adds `CPU_SCHEDULER_FLAG` to XLA_FLAGS (search-only processes).
+- `avoid_cpu_scheduler_deadlock()` adds `CPU_SCHEDULER_FLAG` to XLA_FLAGS (processes that vmap searches
+  over many seeds: sample_efficiency.py, lanas_transfer.py, and ri_benchmark.py, whose trained part
+  then pays the training slowdown below rather than risk a hang in its tabular part).
 - `use_compile_cache()` keeps every program compiled afterwards on disk, so that a second process loads
   what an earlier one compiled: on CPU a ConvNet's per-layer-shape programs (the layered engine)
   compile in ~0.1 s each, a whole network's training program in seconds, a traced DARTS step in
@@ -37,7 +39,7 @@ import jax
 # scheduler: NAO on NAS-Bench-201, jit(vmap(lax.scan(ask/tell))) over 48 or more seeds, never finishes
 # (every worker thread idle, the caller waiting; 32 seeds finish in 0.5 s). Turning the scheduler off
 # is the only remedy found; a jit's own compiler_options do not reach it, and it costs training
-# programs ~13 % (a DARTS step, 362 -> 411 ms), so only search-only processes turn it off.
+# programs ~13 % (a DARTS step, 362 -> 411 ms), so only processes that vmap searches turn it off.
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 COMPILE_CACHE_ENV = "NASJAX_COMPILE_CACHE"
